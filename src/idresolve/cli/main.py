@@ -1,0 +1,46 @@
+"""``idresolve``: entry point and subcommand table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from ..client.rest import ClientError
+from . import node_cmd, records_cmd
+from .common import EXIT_UNREACHABLE, EXIT_USAGE, CliError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="idresolve",
+        description="Simulate the industrial Internet identifier resolution system: run nodes and clusters, "
+        "register and resolve identifiers, load-test them.",
+    )
+    parser.add_argument("--version", action="version", version=f"idresolve {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    node_cmd.add_parser(sub)
+    records_cmd.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""``idresolve node``: run one authoritative node serving the given prefixes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from ..config import ConfigError, load_node_config
+from ..host import RunningNode, run_until_signal, serve_node
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("node", help="run one authoritative node (REST API) for some prefixes",
+                       description="Run one authoritative node serving the given prefixes over the Handle "
+                       "REST API. Settings come from defaults, then --config TOML, then IDRESOLVE_* "
+                       "environment variables, then these flags.")
+    p.add_argument("--config", type=Path, help="TOML file with a [node] table (see config/node.toml)")
+    p.add_argument("--name", help="node name (default: node)")
+    p.add_argument("--prefix", dest="prefixes", action="append", help="a prefix to serve, e.g. 88.100 (repeat)")
+    p.add_argument("--http", help="HTTP listen address host:port (default 127.0.0.1:8000; port 0 picks one)")
+    p.add_argument("--data-dir", type=Path, help="where the store and generated secret live (default ./data)")
+    p.add_argument("--store", choices=["sqlite", "memory"], help="record store (default sqlite, durable)")
+    p.add_argument("--fsync", action="store_true", default=None, help="fsync every commit (survives power loss)")
+    p.add_argument("--admin-secret", help="secret of the admin identities 300:0.NA/<prefix> "
+                   "(env IDRESOLVE_ADMIN_SECRET; default: generated into DATA_DIR/admin-secret)")
+    p.add_argument("--tls-cert", type=Path, help="TLS certificate (PEM) for HTTPS")
+    p.add_argument("--tls-key", type=Path, help="TLS private key (PEM)")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--access-log", action="store_true", default=None, help="log every request (slow)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    flags = {k: getattr(args, k) for k in ("name", "http", "data_dir", "store", "fsync", "admin_secret",
+                                           "tls_cert", "tls_key", "log_level", "access_log")}
+    flags["prefixes"] = tuple(args.prefixes) if args.prefixes else None
+    try:
+        cfg = load_node_config(toml_path=args.config, flags=flags)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def ready(r: RunningNode) -> None:
+        print(f"idresolve node {cfg.name!r} serving {', '.join(cfg.prefixes)} at {r.http_url}", flush=True)
+        print(f"  admin identities: {', '.join(r.admin_identities)}", flush=True)
+        if r.secret_generated:
+            print(f"  generated admin secret (shown once): {_secret_once(r)}", flush=True)
+        if r.secret_file is not None:
+            print(f"  admin secret file: {r.secret_file}", flush=True)
+        print(f"  data: {cfg.data_dir} ({cfg.store}); Ctrl-C stops", flush=True)
+
+    async def main(stop: asyncio.Event) -> None:
+        await serve_node(cfg, shutdown_trigger=stop.wait(), on_ready=ready)
+
+    try:
+        run_until_signal(main)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("stopped", flush=True)
+    return 0
+
+
+def _secret_once(r: RunningNode) -> str:
+    return r.secret_file.read_text(encoding="utf-8").strip() if r.secret_file is not None else ""

@@ -1,0 +1,183 @@
+"""``idresolve register | resolve | delete | list``: talk to a node's REST API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..client.rest import Answer
+from .common import (
+    EXIT_HANDLE_ERROR,
+    EXIT_OK,
+    CliError,
+    add_server_args,
+    client_for,
+    finish,
+    values_table,
+)
+
+BATCH_CHUNK = 1_000
+
+
+def _prefix(handle: str) -> str:
+    return handle.split("/", 1)[0]
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("register", help="create or change an identifier (or many, with --batch)",
+                       description="Create an identifier, replace its values, or (with --index) add or modify "
+                       "single values. With --batch, register many identifiers from a JSON file.")
+    p.add_argument("handle", nargs="?", help="identifier prefix/suffix, e.g. 88.100/JXDY2106023")
+    p.add_argument("--url", help="shortcut for --value URL=<url>")
+    p.add_argument("--value", action="append", default=[], metavar="[INDEX:]TYPE=TEXT",
+                   help="a string value, e.g. 2:EMAIL=ops@example.com (repeat; index defaults to 1, 2, ...)")
+    p.add_argument("--values-json", type=Path, metavar="FILE",
+                   help="a JSON file with the values list in the REST API's form ('-' for stdin)")
+    p.add_argument("--index", type=int, action="append", help="only add or modify the values at this index")
+    p.add_argument("--no-overwrite", action="store_true", help="fail if the identifier (or value) exists")
+    p.add_argument("--batch", type=Path, metavar="FILE",
+                   help="JSON list (or JSON lines) of {\"handle\":..., \"values\":[...]}; sent in chunks of "
+                   f"{BATCH_CHUNK}, each all or nothing")
+    add_server_args(p, write=True)
+    p.set_defaults(func=register)
+
+    p = sub.add_parser("resolve", help="resolve an identifier", description="Resolve an identifier.")
+    p.add_argument("handle")
+    p.add_argument("--type", action="append", help="only values of this type (repeat)")
+    p.add_argument("--index", type=int, action="append", help="only the value at this index (repeat)")
+    add_server_args(p, write=False)
+    p.set_defaults(func=resolve)
+
+    p = sub.add_parser("delete", help="delete an identifier or some of its values",
+                       description="Delete an identifier, or with --index only those values.")
+    p.add_argument("handle")
+    p.add_argument("--index", type=int, action="append", help="delete only the value at this index (repeat)")
+    add_server_args(p, write=True)
+    p.set_defaults(func=delete)
+
+    p = sub.add_parser("list", help="list the identifiers under a prefix",
+                       description="List the identifiers under a prefix (needs the prefix admin's credentials).")
+    p.add_argument("prefix", help="e.g. 88.100 or 0.NA/88.100")
+    p.add_argument("--page", type=int, help="page number, from 0")
+    p.add_argument("--page-size", type=int, help="identifiers per page (0 counts only)")
+    add_server_args(p, write=True)
+    p.set_defaults(func=list_cmd)
+
+
+def _values(args: argparse.Namespace) -> list[dict[str, Any]]:
+    values: list[dict[str, Any]] = []
+    if args.values_json:
+        try:
+            text = sys.stdin.read() if str(args.values_json) == "-" else args.values_json.read_text(encoding="utf-8")
+            loaded = json.loads(text)
+        except (OSError, ValueError) as exc:
+            raise CliError(f"cannot read values from {args.values_json}: {exc}") from None
+        values = loaded.get("values", []) if isinstance(loaded, dict) else loaded
+        if not isinstance(values, list):
+            raise CliError("--values-json must hold a list of values or {\"values\": [...]}")
+    specs = ([f"URL={args.url}"] if args.url else []) + args.value
+    used = {v.get("index") for v in values if isinstance(v, dict)}
+    next_index = 1
+    for spec in specs:
+        head, eq, text = spec.partition("=")
+        if not eq or not head:
+            raise CliError(f"bad --value {spec!r}; expected [INDEX:]TYPE=TEXT")
+        idx_text, colon, vtype = head.partition(":")
+        if colon and idx_text.isdigit():
+            index = int(idx_text)
+        else:
+            vtype = head
+            while next_index in used:
+                next_index += 1
+            index = next_index
+        used.add(index)
+        values.append({"index": index, "type": vtype, "data": {"format": "string", "value": text}})
+    return values
+
+
+def register(args: argparse.Namespace) -> int:
+    if args.batch:
+        return _register_batch(args)
+    if not args.handle:
+        raise CliError("register needs a HANDLE (or --batch FILE)")
+    values = _values(args)
+    if not values:
+        raise CliError("nothing to register: give --url, --value or --values-json")
+    with client_for(args, _prefix(args.handle), need_auth=True) as client:
+        answer = client.put(args.handle, values, overwrite=not args.no_overwrite, indexes=args.index)
+    verb = "created" if answer.status == 201 else "updated"
+    return finish(args, answer, f"{verb} {answer.body.get('handle', args.handle)}")
+
+
+def _load_batch(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+        stripped = text.lstrip()
+        items = json.loads(text) if stripped.startswith("[") else [json.loads(line) for line in text.splitlines()
+                                                                   if line.strip()]
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read batch file {path}: {exc}") from None
+    if not all(isinstance(i, dict) and isinstance(i.get("handle"), str) for i in items):
+        raise CliError("every batch item needs a \"handle\" and \"values\"")
+    return items
+
+
+def _register_batch(args: argparse.Namespace) -> int:
+    items = _load_batch(args.batch)
+    if not items:
+        raise CliError("the batch file holds no identifiers")
+    done, failed_answers = 0, []
+    with client_for(args, _prefix(items[0]["handle"]), need_auth=True) as client:
+        for start in range(0, len(items), BATCH_CHUNK):
+            chunk = items[start : start + BATCH_CHUNK]
+            answer = client.batch(chunk, overwrite=not args.no_overwrite)
+            if answer.ok:
+                done += len(chunk)
+            else:
+                failed_answers.append(answer)
+                for r in answer.body.get("results", []):
+                    if r.get("responseCode") != 1:
+                        print(f"  {r.get('handle')}: code {r.get('responseCode')} {r.get('message', '')}",
+                              file=sys.stderr)
+            if not args.json:
+                print(f"\rregistered {done}/{len(items)}", end="", file=sys.stderr, flush=True)
+    if not args.json:
+        print(file=sys.stderr)
+    if args.json:
+        print(json.dumps({"registered": done, "total": len(items), "failedChunks": len(failed_answers)}))
+    if failed_answers:
+        print(f"error: {len(failed_answers)} chunk(s) refused; {done} of {len(items)} registered",
+              file=sys.stderr)
+        return EXIT_HANDLE_ERROR
+    return EXIT_OK
+
+
+def resolve(args: argparse.Namespace) -> int:
+    with client_for(args, None) as client:
+        answer = client.resolve(args.handle, types=args.type, indexes=args.index)
+    human = None
+    if answer.ok:
+        values = answer.body.get("values", [])
+        human = f"{answer.body.get('handle', args.handle)}\n" + (values_table(values) if values else "  (no values)")
+    return finish(args, answer, human)
+
+
+def delete(args: argparse.Namespace) -> int:
+    with client_for(args, _prefix(args.handle), need_auth=True) as client:
+        answer = client.delete(args.handle, indexes=args.index)
+    what = f"values {args.index} of {args.handle}" if args.index else args.handle
+    return finish(args, answer, f"deleted {what}")
+
+
+def list_cmd(args: argparse.Namespace) -> int:
+    prefix = args.prefix[5:] if args.prefix.lower().startswith("0.na/") else args.prefix
+    with client_for(args, prefix, need_auth=True) as client:
+        answer: Answer = client.list(args.prefix, page=args.page, page_size=args.page_size)
+    human = None
+    if answer.ok:
+        handles = answer.body.get("handles", [])
+        human = "\n".join(handles + [f"({answer.body.get('totalCount')} in all under {prefix})"])
+    return finish(args, answer, human)

@@ -1,0 +1,123 @@
+"""Identifier syntax: ``prefix/suffix``, derived prefixes, prefix records, case-insensitive matching.
+
+Rules (DOMAIN.md section 1, REST-CONTRACT.md):
+- A handle is at most 255 characters, holds no control characters and is valid UTF-8.
+- The prefix is dotted (``88``, ``88.118``, ``88.118.8``) with no empty segment and no whitespace; it is
+  derived left to right. ``0.NA/<prefix>`` is the prefix record of ``<prefix>``.
+- The suffix is any printable UTF-8, not empty.
+- Matching folds ASCII letters only (``fold``); answers echo the client's own spelling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import InvalidHandle
+
+MAX_HANDLE_CHARS = 255
+NA_PREFIX = "0.NA"
+_NA_FOLDED = "0.na"
+
+_ASCII_FOLD = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+
+
+def fold(text: str) -> str:
+    """Case-fold ASCII letters only (the Handle System's matching rule)."""
+    if text.isascii():
+        return text.lower()
+    return text.translate(_ASCII_FOLD)
+
+
+def _has_control(text: str) -> bool:
+    for ch in text:
+        o = ord(ch)
+        if o < 0x20 or 0x7F <= o < 0xA0 or 0xD800 <= o < 0xE000:  # C0, DEL, C1, lone surrogates
+            return True
+    return False
+
+
+def check_prefix(prefix: str) -> str:
+    """Validate a dotted prefix and return it unchanged; raises ``InvalidHandle``."""
+    if not prefix:
+        raise InvalidHandle("Empty prefix invalid")
+    if len(prefix) > MAX_HANDLE_CHARS:
+        raise InvalidHandle(f"Prefix longer than {MAX_HANDLE_CHARS} characters")
+    if _has_control(prefix) or any(ch.isspace() for ch in prefix) or "/" in prefix:
+        raise InvalidHandle("Prefix holds a control, space or slash character")
+    if any(seg == "" for seg in prefix.split(".")):
+        raise InvalidHandle("Prefix has an empty segment")
+    return prefix
+
+
+@dataclass(frozen=True, slots=True)
+class Handle:
+    """A parsed identifier. ``text`` keeps the client's spelling; ``key`` is the folded match key."""
+
+    text: str
+    prefix: str
+    suffix: str
+    key: str
+
+    @property
+    def is_prefix_record(self) -> bool:
+        """True for ``0.NA/<prefix>``, the record that describes a prefix."""
+        return fold(self.prefix) == _NA_FOLDED
+
+    @property
+    def folded_prefix(self) -> str:
+        return self.key.split("/", 1)[0]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_handle(text: str) -> Handle:
+    """Parse and validate ``prefix/suffix``. Raises ``InvalidHandle`` (code 102).
+
+    A string without a slash is not a handle of any prefix a node serves; callers that must answer 301
+    for it (REST-CONTRACT.md) check ``"/" in text`` first.
+    """
+    if not text:
+        raise InvalidHandle("Empty handle invalid")
+    if len(text) > MAX_HANDLE_CHARS:
+        raise InvalidHandle(f"Handle longer than {MAX_HANDLE_CHARS} characters", handle=text[:64] + "...")
+    if _has_control(text) or "\ufffd" in text:
+        raise InvalidHandle("Handle holds a control character or invalid UTF-8", handle=None)
+    prefix, sep, suffix = text.partition("/")
+    if not sep:
+        raise InvalidHandle("Handle has no slash between prefix and suffix", handle=text)
+    if not suffix:
+        raise InvalidHandle("Handle has an empty suffix", handle=text)
+    try:
+        check_prefix(prefix)
+    except InvalidHandle as exc:
+        raise InvalidHandle(exc.message, handle=text) from None
+    return Handle(text=text, prefix=prefix, suffix=suffix, key=fold(text))
+
+
+def derived_prefixes(prefix: str) -> list[str]:
+    """``88.118.8`` -> ``["88", "88.118", "88.118.8"]``: every ancestor, root first, itself last."""
+    parts = prefix.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def parent_prefix(prefix: str) -> str | None:
+    """``88.118.8`` -> ``88.118``; a one-segment prefix has no parent."""
+    head, dot, _ = prefix.rpartition(".")
+    return head if dot else None
+
+
+def prefix_handle(prefix: str) -> str:
+    """The prefix record's handle: ``0.NA/<prefix>``."""
+    return f"{NA_PREFIX}/{prefix}"
+
+
+def is_under(prefix: str, ancestor: str) -> bool:
+    """True when folded ``prefix`` equals ``ancestor`` or derives from it (``88.118.8`` under ``88``)."""
+    p, a = fold(prefix), fold(ancestor)
+    return p == a or p.startswith(a + ".")
+
+
+def prefix_of_record(handle: Handle) -> str:
+    """The prefix a record is *about*, for routing: ``0.NA/88.118`` -> ``88.118``; ``88.118/x`` -> ``88.118``."""
+    return handle.suffix if handle.is_prefix_record else handle.prefix

@@ -1,0 +1,52 @@
+"""A record: one identifier and its values, and its msgpack form for stores and the wire.
+
+Encoded form: ``[handle, [[index, type, data, ttl, timestamp, perms, refs], ...]]`` with msgpack's
+bin type for data. Decoding is strict and bounded; anything else raises ``DecodeError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgpack
+
+from .errors import DecodeError, InvalidValue
+from .handles import fold
+from .values import HandleValue
+
+MAX_RECORD_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    handle: str  # spelled as it was created
+    values: tuple[HandleValue, ...]
+
+    @property
+    def key(self) -> str:
+        return fold(self.handle)
+
+    def by_index(self, index: int) -> HandleValue | None:
+        for v in self.values:
+            if v.index == index:
+                return v
+        return None
+
+    def of_type(self, vtype: str) -> list[HandleValue]:
+        return [v for v in self.values if v.type == vtype]
+
+    def encode(self) -> bytes:
+        return msgpack.packb([self.handle, [v.to_list() for v in self.values]], use_bin_type=True)
+
+    @classmethod
+    def decode(cls, blob: bytes) -> Record:
+        if len(blob) > MAX_RECORD_BYTES:
+            raise DecodeError("record larger than the limit")
+        try:
+            handle, raw_values = msgpack.unpackb(blob, raw=False, use_list=True, strict_map_key=True)
+            if not isinstance(handle, str) or not isinstance(raw_values, list):
+                raise TypeError("record must be [handle, values]")
+            values = tuple(HandleValue.from_list(v) for v in raw_values)
+        except (ValueError, TypeError, InvalidValue, msgpack.UnpackException) as exc:
+            raise DecodeError(f"record is malformed: {exc}") from exc
+        return cls(handle, values)

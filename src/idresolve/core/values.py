@@ -1,0 +1,302 @@
+"""Handle values (RFC 3651): the typed, indexed entries of a record, and their JSON forms.
+
+A value is ``index`` (1..2**31-1, unique in its record), ``type`` (open-ended UTF-8), ``data`` (bytes),
+``ttl_s``, ``timestamp`` (epoch seconds, set by the server), ``perms`` (admin read, admin write, public
+read, public write; JSON ``"1110"``) and ``refs`` (references to other values).
+
+JSON input accepts ``data`` as ``{"format": ..., "value": ...}`` in the formats string, base64, hex,
+admin, site and vlist, or as a bare string; ``index`` as an int or a numeric string. Output writes data
+in the format its type implies (admin, site, vlist), else ``string`` when the bytes are printable UTF-8,
+else ``base64``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from .admin import AdminRef, parse_index
+from .errors import InvalidValue
+from .site import SiteInfo
+
+DEFAULT_TTL_S = 86_400
+MAX_TTL_S = 2**31 - 1
+MAX_TYPE_CHARS = 255
+MAX_DATA_BYTES = 64 * 1024
+
+# Permission bits, in the order of the JSON string "1110".
+ADMIN_READ, ADMIN_WRITE, PUBLIC_READ, PUBLIC_WRITE = 8, 4, 2, 1
+DEFAULT_PERMS = ADMIN_READ | ADMIN_WRITE | PUBLIC_READ  # "1110"
+SECRET_PERMS = ADMIN_READ | ADMIN_WRITE  # "1100"
+
+HS_ADMIN, HS_SITE, HS_SECKEY, HS_VLIST, HS_PUBKEY, HS_SERV, HS_ALIAS = (
+    "HS_ADMIN", "HS_SITE", "HS_SECKEY", "HS_VLIST", "HS_PUBKEY", "HS_SERV", "HS_ALIAS",
+)
+#: Template reference and template fields (DOMAIN.md section 4, metadata templates).
+TEMPLATE_REF_INDEX = 1001
+TEMPLATE_FIELD_MIN_INDEX = 2000
+TEMPLATE_FIELD_MAX_CHARS = 255
+
+
+def perms_to_text(perms: int) -> str:
+    return format(perms & 0xF, "04b")
+
+
+def perms_from_text(text: object) -> int:
+    if not isinstance(text, str) or len(text) != 4 or any(c not in "01" for c in text):
+        raise InvalidValue("permissions must be 4 characters of 0 and 1 (admin read/write, public read/write)")
+    return int(text, 2)
+
+
+@lru_cache(maxsize=4096)
+def format_timestamp(ts: int) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class HandleValue:
+    index: int
+    type: str
+    data: bytes
+    ttl_s: int = DEFAULT_TTL_S
+    timestamp: int = 0
+    perms: int = DEFAULT_PERMS
+    refs: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def public_read(self) -> bool:
+        return bool(self.perms & PUBLIC_READ)
+
+    @property
+    def admin_read(self) -> bool:
+        return bool(self.perms & ADMIN_READ)
+
+    def stamped(self, now: float) -> HandleValue:
+        return replace(self, timestamp=int(now))
+
+    # -- compact form for storage and the wire (msgpack-able lists) ---------------------------------
+    def to_list(self) -> list[Any]:
+        return [self.index, self.type, self.data, self.ttl_s, self.timestamp, self.perms,
+                [list(r) for r in self.refs]]
+
+    @classmethod
+    def from_list(cls, raw: Sequence[Any]) -> HandleValue:
+        """Decode the compact form; raises ``InvalidValue`` on anything malformed."""
+        try:
+            index, vtype, data, ttl, ts, perms, refs = raw
+            if not (isinstance(index, int) and isinstance(vtype, str) and isinstance(data, bytes)
+                    and isinstance(ttl, int) and isinstance(ts, int) and isinstance(perms, int)):
+                raise TypeError
+            refs_t = tuple((str(h), int(i)) for h, i in refs)
+        except (TypeError, ValueError) as exc:
+            raise InvalidValue("malformed value") from exc
+        value = cls(index, vtype, data, ttl, ts, perms & 0xF, refs_t)
+        check_value(value)
+        return value
+
+    # -- JSON ---------------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "index": self.index,
+            "type": self.type,
+            "data": data_to_json(self.type, self.data),
+            "ttl": self.ttl_s,
+            "timestamp": format_timestamp(self.timestamp),
+        }
+        if self.perms != DEFAULT_PERMS:
+            out["permissions"] = perms_to_text(self.perms)
+        if self.refs:
+            out["references"] = [{"handle": h, "index": i} for h, i in self.refs]
+        return out
+
+
+def check_value(value: HandleValue) -> None:
+    """Validate one value's fields (not its place in a record)."""
+    if value.index <= 0 or value.index > 2**31 - 1:
+        raise InvalidValue(f"value index must be between 1 and {2**31 - 1}, got {value.index}")
+    if not value.type or len(value.type) > MAX_TYPE_CHARS or any(ord(c) < 0x20 for c in value.type):
+        raise InvalidValue("value type must be 1-255 printable characters")
+    if len(value.data) > MAX_DATA_BYTES:
+        raise InvalidValue(f"value data longer than {MAX_DATA_BYTES} bytes")
+    if not 0 <= value.ttl_s <= MAX_TTL_S:
+        raise InvalidValue("ttl must be between 0 and 2**31-1 seconds")
+    if (value.index >= TEMPLATE_FIELD_MIN_INDEX and len(value.data) > TEMPLATE_FIELD_MAX_CHARS
+            and _is_text(value.data) and len(value.data.decode("utf-8")) > TEMPLATE_FIELD_MAX_CHARS):
+        raise InvalidValue(f"template field {value.index} longer than {TEMPLATE_FIELD_MAX_CHARS} characters")
+    # Structured types must hold data that decodes.
+    if value.type == HS_ADMIN:
+        AdminRef.from_bytes(value.data)
+    elif value.type == HS_SITE:
+        SiteInfo.from_bytes(value.data)
+    elif value.type == HS_VLIST:
+        decode_vlist(value.data)
+
+
+def check_values(values: Iterable[HandleValue]) -> tuple[HandleValue, ...]:
+    """Validate a set of values as a record: each value sound, indexes unique."""
+    seen: set[int] = set()
+    out = []
+    for v in values:
+        check_value(v)
+        if v.index in seen:
+            raise InvalidValue(f"duplicate value index {v.index}")
+        seen.add(v.index)
+        out.append(v)
+    return tuple(out)
+
+
+# -- data formats ------------------------------------------------------------------------------------
+
+def _is_text(data: bytes) -> bool:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\t\r\n" for c in text)
+
+
+def data_to_json(vtype: str, data: bytes) -> dict[str, Any]:
+    try:
+        if vtype == HS_ADMIN:
+            return {"format": "admin", "value": AdminRef.from_bytes(data).to_json()}
+        if vtype == HS_SITE:
+            return {"format": "site", "value": SiteInfo.from_bytes(data).to_json()}
+        if vtype == HS_VLIST:
+            return {"format": "vlist", "value": [{"handle": h, "index": i} for h, i in decode_vlist(data)]}
+    except InvalidValue:
+        pass  # stored before validation existed, or foreign: show the raw bytes
+    if _is_text(data):
+        return {"format": "string", "value": data.decode("utf-8")}
+    return {"format": "base64", "value": base64.b64encode(data).decode("ascii")}
+
+
+def data_from_json(vtype: str, raw: object) -> bytes:
+    """Decode the ``data`` member of a JSON value into bytes. Raises ``InvalidValue``."""
+    if isinstance(raw, str):
+        return raw.encode("utf-8")
+    if not isinstance(raw, dict):
+        raise InvalidValue("value data must be a string or an object with format and value")
+    fmt = raw.get("format", "string")
+    value = raw.get("value")
+    if fmt == "string":
+        if not isinstance(value, str):
+            raise InvalidValue("string data needs a string value")
+        return value.encode("utf-8")
+    if fmt == "base64":
+        if not isinstance(value, str):
+            raise InvalidValue("base64 data needs a string value")
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidValue("base64 data is not valid base64") from None
+    if fmt == "hex":
+        if not isinstance(value, str):
+            raise InvalidValue("hex data needs a string value")
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            raise InvalidValue("hex data is not valid hexadecimal") from None
+    if fmt == "admin":
+        return AdminRef.from_json(value).to_bytes()
+    if fmt == "site":
+        return SiteInfo.from_json(value).to_bytes()
+    if fmt == "vlist":
+        if not isinstance(value, list):
+            raise InvalidValue("vlist data needs a list of {handle, index}")
+        refs = []
+        for item in value:
+            if not isinstance(item, dict) or not isinstance(item.get("handle"), str):
+                raise InvalidValue("vlist entries need handle and index")
+            refs.append((item["handle"], parse_index(item.get("index"), what="vlist index")))
+        return encode_vlist(refs)
+    raise InvalidValue(f"unknown data format {fmt!r}")
+
+
+def encode_vlist(refs: Sequence[tuple[str, int]]) -> bytes:
+    out = bytearray(struct.pack(">I", len(refs)))
+    for handle, index in refs:
+        h = handle.encode("utf-8")
+        out += struct.pack(">I", len(h)) + h + struct.pack(">I", index)
+    return bytes(out)
+
+
+def decode_vlist(data: bytes) -> list[tuple[str, int]]:
+    try:
+        (n,) = struct.unpack_from(">I", data, 0)
+        pos, out = 4, []
+        for _ in range(n):
+            (hl,) = struct.unpack_from(">I", data, pos)
+            if pos + 4 + hl > len(data):
+                raise ValueError
+            handle = data[pos + 4 : pos + 4 + hl].decode("utf-8")
+            (index,) = struct.unpack_from(">I", data, pos + 4 + hl)
+            out.append((handle, index))
+            pos += 8 + hl
+        if pos != len(data):
+            raise ValueError
+        return out
+    except (struct.error, ValueError, UnicodeDecodeError):
+        raise InvalidValue("HS_VLIST data is not a valid value list") from None
+
+
+def value_from_json(raw: object) -> HandleValue:
+    """One value from its JSON form. Client timestamps are ignored; the server stamps values."""
+    if not isinstance(raw, dict):
+        raise InvalidValue("each value must be a JSON object")
+    if "index" not in raw:
+        raise InvalidValue("value has no index")
+    index = parse_index(raw["index"], what="value index")
+    vtype = raw.get("type")
+    if not isinstance(vtype, str) or not vtype:
+        raise InvalidValue(f"value {index} has no type")
+    if "data" not in raw:
+        raise InvalidValue(f"value {index} has no data")
+    data = data_from_json(vtype, raw["data"])
+    ttl = raw.get("ttl", DEFAULT_TTL_S)
+    if isinstance(ttl, str) and ttl.isdigit():
+        ttl = int(ttl)
+    if isinstance(ttl, bool) or not isinstance(ttl, int):
+        raise InvalidValue(f"value {index} ttl must be an integer")
+    perms = perms_from_text(raw["permissions"]) if "permissions" in raw else (
+        SECRET_PERMS if vtype == HS_SECKEY else DEFAULT_PERMS)
+    refs: tuple[tuple[str, int], ...] = ()
+    if raw.get("references"):
+        rl = raw["references"]
+        if not isinstance(rl, list) or not all(isinstance(r, dict) and isinstance(r.get("handle"), str) for r in rl):
+            raise InvalidValue("references must be a list of {handle, index}")
+        refs = tuple((r["handle"], parse_index(r.get("index"), what="reference index")) for r in rl)
+    value = HandleValue(index, vtype, data, ttl, 0, perms, refs)
+    check_value(value)
+    return value
+
+
+def values_from_json(raw: object) -> tuple[HandleValue, ...]:
+    if not isinstance(raw, list):
+        raise InvalidValue("values must be a JSON list")
+    return check_values(value_from_json(v) for v in raw)
+
+
+# -- convenience constructors ----------------------------------------------------------------------
+
+def admin_value(index: int, admin_handle: str, admin_index: int, perms: int, *, ttl_s: int = DEFAULT_TTL_S) -> HandleValue:
+    from .admin import AdminPerm
+
+    return HandleValue(index, HS_ADMIN, AdminRef(admin_handle, admin_index, AdminPerm(perms)).to_bytes(), ttl_s)
+
+
+def seckey_value(index: int, secret: str) -> HandleValue:
+    return HandleValue(index, HS_SECKEY, secret.encode("utf-8"), DEFAULT_TTL_S, 0, SECRET_PERMS)
+
+
+def string_value(index: int, vtype: str, text: str, *, ttl_s: int = DEFAULT_TTL_S) -> HandleValue:
+    return HandleValue(index, vtype, text.encode("utf-8"), ttl_s)
+
+
+def site_value(index: int, site: SiteInfo, *, ttl_s: int = DEFAULT_TTL_S) -> HandleValue:
+    return HandleValue(index, HS_SITE, site.to_bytes(), ttl_s)

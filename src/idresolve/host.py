@@ -1,0 +1,119 @@
+"""Hosting one node in an event loop: store, node logic, listeners, and a clean stop.
+
+``serve_node(cfg, shutdown_trigger=...)`` opens the store, writes the node's own prefix records, starts the
+HTTP listener (aiohttp AppRunner/TCPSite in this loop, never ``run_app``), reports readiness, waits for the
+trigger, then closes listeners, drains in-flight requests (with a timeout) and closes the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from .config import ConfigError, NodeConfig, is_loopback, parse_hostport
+from .core.errors import HandleError
+from .core.handles import fold, prefix_handle
+from .core.values import HS_SECKEY, seckey_value
+from .http.app import make_app
+from .nodes.authoritative import AuthoritativeNode
+from .nodes.bootstrap import ADMIN_INDEX, admin_identity, prefix_record
+from .secrets_file import load_or_create_secret
+from .store import open_store
+
+log = logging.getLogger("idresolve.host")
+SHUTDOWN_TIMEOUT_S = 10.0
+
+
+@dataclass
+class RunningNode:
+    cfg: NodeConfig
+    node: AuthoritativeNode
+    http_url: str
+    secret_file: Path | None
+    secret_generated: bool
+    admin_identities: list[str] = field(default_factory=list)
+
+
+def ensure_prefix_records(node: AuthoritativeNode, prefixes: tuple[str, ...], secret: str, now: float) -> None:
+    """Write ``0.NA/<prefix>`` for each prefix if missing; refresh its HS_SECKEY if the secret changed."""
+    for prefix in prefixes:
+        existing = node.store.get(fold(prefix_handle(prefix)))
+        if existing is None:
+            node.bootstrap_record(prefix_record(prefix, secret, now=now))
+            continue
+        key = existing.by_index(ADMIN_INDEX)
+        if key is None or key.type != HS_SECKEY or key.data != secret.encode():
+            values = tuple(v for v in existing.values if v.index != ADMIN_INDEX)
+            new = seckey_value(ADMIN_INDEX, secret).stamped(now)
+            from .core.records import Record
+
+            node.bootstrap_record(Record(existing.handle, tuple(sorted((*values, new), key=lambda v: v.index))))
+            log.info("admin secret of %s changed", prefix)
+
+
+async def serve_node(cfg: NodeConfig, *, shutdown_trigger: Awaitable[object],
+                     on_ready: Callable[[RunningNode], None] | None = None) -> None:
+    http_host, http_port = parse_hostport(cfg.http, 8000)
+    if not is_loopback(http_host) and not cfg.admin_secret:
+        raise ConfigError("listening beyond loopback needs a configured admin secret "
+                          "(--admin-secret or IDRESOLVE_ADMIN_SECRET); there are no default passwords")
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    secret, secret_file, generated = load_or_create_secret(cfg.data_dir, cfg.admin_secret)
+    store = open_store(cfg.store, cfg.data_dir, name=cfg.name)
+    runner: web.AppRunner | None = None
+    try:
+        node = AuthoritativeNode(store, cfg.prefixes, name=cfg.name)
+        ensure_prefix_records(node, cfg.prefixes, secret, time.time())
+        app = make_app(node, plain_http_writes=cfg.writes_over_plain_http())
+        runner = web.AppRunner(app, access_log=logging.getLogger("aiohttp.access") if cfg.access_log else None,
+                               shutdown_timeout=SHUTDOWN_TIMEOUT_S, handle_signals=False)
+        await runner.setup()
+        ssl_ctx = None
+        if cfg.tls_cert is not None and cfg.tls_key is not None:
+            ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+        site = web.TCPSite(runner, http_host, http_port, ssl_context=ssl_ctx, reuse_address=True)
+        await site.start()
+        bound = runner.addresses[0]
+        scheme = "https" if ssl_ctx else "http"
+        host_text = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        running = RunningNode(cfg, node, f"{scheme}://{host_text}:{bound[1]}", secret_file, generated,
+                              [admin_identity(p) for p in cfg.prefixes])
+        if on_ready is not None:
+            on_ready(running)
+        await shutdown_trigger
+        log.info("stopping node %s", cfg.name)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {cfg.http}: {exc.strerror or exc}") from None
+    except HandleError as exc:
+        raise ConfigError(f"bad node setting: {exc.message}") from None
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        store.close()
+
+
+def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``main(stop_event)`` under uvloop when available; SIGINT and SIGTERM set the event."""
+    import signal
+
+    async def _wrapper() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    try:
+        import uvloop
+
+        uvloop.run(_wrapper())
+    except ImportError:
+        asyncio.run(_wrapper())

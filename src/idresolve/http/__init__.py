@@ -1,0 +1,1 @@
+"""The HTTP edge: the Handle REST API (``app``), sessions and Basic authentication (``auth``)."""

@@ -1,0 +1,373 @@
+"""The Handle REST API (REST-CONTRACT.md) over an ``AuthoritativeNode``, as an aiohttp application.
+
+One middleware turns every ``HandleError`` (and every aiohttp HTTP error) into the contract's JSON body
+and status; nothing else in this module builds an error answer. Anonymous resolutions without filters,
+the hot path, are answered from a cache of encoded value lists that node writes invalidate.
+
+Plain HTTP writes: allowed when ``plain_http_writes`` is set (the default on loopback); otherwise a write
+that did not arrive over TLS is refused with 403, as the reference server does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import orjson
+from aiohttp import web
+
+from ..core.admin import parse_index
+from ..core.codes import ResponseCode
+from ..core.errors import AuthenticationFailed, HandleError, InvalidHandle, NotAuthorized, PeerError
+from ..core.values import values_from_json
+from ..nodes.auth import Identity
+from ..nodes.authoritative import MAX_BATCH, AuthoritativeNode, BatchRefused
+from .auth import SessionTable, parse_basic, session_id_from_header
+
+log = logging.getLogger("idresolve.http")
+
+MAX_BODY_BYTES = 256 * 1024  # one handle's PUT (DOMAIN.md: whole message <= 256 KiB)
+MAX_BATCH_BODY_BYTES = 64 * 1024 * 1024
+ANSWER_CACHE_ENTRIES = 100_000
+JSON = "application/json"
+_HANDLES = "/api/handles/"
+
+NODE: web.AppKey[AuthoritativeNode] = web.AppKey("node", AuthoritativeNode)
+SESSIONS: web.AppKey[SessionTable] = web.AppKey("sessions", SessionTable)
+PLAIN_WRITES: web.AppKey[bool] = web.AppKey("plain_http_writes", bool)
+
+
+def _json(body: dict[str, Any], status: int = 200, *, pretty: bool = False) -> web.Response:
+    opt = orjson.OPT_INDENT_2 if pretty else 0
+    return web.Response(body=orjson.dumps(body, option=opt), status=status, content_type=JSON)
+
+
+def error_body(exc: HandleError) -> dict[str, Any]:
+    body: dict[str, Any] = {"responseCode": int(exc.code)}
+    if exc.show_message and exc.message:
+        body["message"] = exc.message
+    if exc.handle is not None:
+        body["handle"] = exc.handle
+    return body
+
+
+class AnswerCache:
+    """Encoded public value lists by record key, bounded (LRU), invalidated by node writes."""
+
+    def __init__(self, node: AuthoritativeNode, max_entries: int = ANSWER_CACHE_ENTRIES) -> None:
+        self.node, self.max_entries = node, max_entries
+        self._entries: OrderedDict[str, bytes] = OrderedDict()
+        node.on_change(self.invalidate)
+
+    def invalidate(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def values_json(self, text: str, key: str) -> bytes:
+        entries = self._entries
+        blob = entries.get(key)
+        if blob is not None:
+            entries.move_to_end(key)
+            return blob
+        record = self.node.get_record(text)
+        values = self.node.visible_values(record, None)
+        blob = orjson.dumps([v.to_json() for v in values])
+        entries[key] = blob
+        if len(entries) > self.max_entries:
+            entries.popitem(last=False)
+        return blob
+
+
+ANSWERS: web.AppKey[AnswerCache] = web.AppKey("answers", AnswerCache)
+
+
+# -- request helpers -------------------------------------------------------------------------------------
+
+def handle_from_path(request: web.Request) -> str:
+    """The handle in ``/api/handles/<handle>``, percent-decoded strictly as UTF-8."""
+    raw = request.raw_path.split("?", 1)[0][len(_HANDLES):]
+    try:
+        return unquote_to_bytes(raw).decode("utf-8") if "%" in raw else raw
+    except UnicodeDecodeError:
+        raise InvalidHandle("Handle is not valid UTF-8") from None
+
+
+def caller_of(request: web.Request) -> Identity | None:
+    """The authenticated identity, None when no credentials came; raises on bad credentials."""
+    header = request.headers.get("Authorization")
+    if not header:
+        return None
+    scheme = header[:6].lower()
+    if scheme == "basic ":
+        identity, secret = parse_basic(header)
+        return request.app[NODE].authenticate(identity, secret)
+    if scheme == "handle":
+        sid = session_id_from_header(header)
+        session = request.app[SESSIONS].get(sid) if sid else None
+        if session is None:
+            raise AuthenticationFailed("unknown or expired session")
+        return session.identity
+    raise AuthenticationFailed("unsupported authorization scheme")
+
+
+def _flag(request: web.Request, name: str, default: bool) -> bool:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    return raw.lower() not in ("false", "0", "no")
+
+
+def _indexes(request: web.Request) -> list[int]:
+    return [parse_index(i, what="index") for i in request.query.getall("index", [])]
+
+
+async def _json_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> Any:
+    if request.content_type != JSON:
+        raise PeerError("Content-Type must be application/json")
+    if request.content_length is not None and request.content_length > limit:
+        raise PeerError(f"Request body larger than {limit} bytes")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise PeerError(f"Request body larger than {limit} bytes")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise PeerError("Malformed JSON in request body") from None
+
+
+def _writes_allowed(request: web.Request) -> None:
+    if not request.app[PLAIN_WRITES] and not request.secure:
+        raise NotAuthorized("Writes need HTTPS on this node")
+
+
+# -- handlers --------------------------------------------------------------------------------------------
+
+async def resolve(request: web.Request) -> web.Response:
+    text = handle_from_path(request)
+    if not text:
+        raise InvalidHandle("Empty handle invalid")
+    node = request.app[NODE]
+    query = request.query
+    caller = caller_of(request) if "Authorization" in request.headers else None
+    pretty = "pretty" in query
+    if caller is None and (not query or (len(query) == 1 and "auth" in query)):
+        # The hot path: anonymous, unfiltered. Answer from the cache of encoded value lists.
+        key = node.parse(text).key
+        values = request.app[ANSWERS].values_json(text, key)
+        body = b'{"responseCode":1,"handle":' + orjson.dumps(text) + b',"values":' + values + b"}"
+        return web.Response(body=body, content_type=JSON)
+    types = query.getall("type", [])
+    result = node.resolve(text, indexes=_indexes(request), types=types, caller=caller)
+    if result.code == ResponseCode.VALUES_NOT_FOUND:
+        return _json({"responseCode": 200, "values": [], "handle": text}, pretty=pretty)
+    return _json({"responseCode": 1, "handle": text, "values": [v.to_json() for v in result.values]},
+                 pretty=pretty)
+
+
+async def put_handle(request: web.Request) -> web.Response:
+    text = handle_from_path(request)
+    node = request.app[NODE]
+    caller = caller_of(request)
+    if caller is None:
+        raise_auth_needed(text)
+    _writes_allowed(request)
+    body = await _json_body(request)
+    if isinstance(body, list):
+        raw_values = body
+    elif isinstance(body, dict) and "values" in body:
+        raw_values = body["values"]
+    else:
+        raise PeerError("Request body must be {\"values\": [...]}")
+    try:
+        values = values_from_json(raw_values)
+    except HandleError as exc:
+        exc.handle = text
+        raise
+    now = time.time()
+    if _flag(request, "mintNewSuffix", False):
+        if not text.endswith("/") or text.count("/") != 1:
+            raise InvalidHandle("mintNewSuffix needs a path of the form {prefix}/", handle=text)
+        text = f"{text[:-1]}/{uuid.uuid4()}"
+        node.put_record(text, values, caller=caller, now=now, overwrite=False)
+        return _json({"responseCode": 1, "handle": text}, 201)
+    overwrite = _flag(request, "overwrite", True)
+    indexes = _indexes(request)
+    if indexes:
+        created = node.put_values(text, values, indexes=indexes, caller=caller, now=now, overwrite=overwrite)
+    else:
+        created = node.put_record(text, values, caller=caller, now=now, overwrite=overwrite)
+    return _json({"responseCode": 1, "handle": text}, 201 if created else 200)
+
+
+def raise_auth_needed(text: str | None) -> None:
+    from ..core.errors import AuthenticationNeeded
+
+    raise AuthenticationNeeded("Authentication needed", handle=text)
+
+
+async def delete_handle(request: web.Request) -> web.Response:
+    text = handle_from_path(request)
+    node = request.app[NODE]
+    caller = caller_of(request)
+    if caller is None:
+        raise_auth_needed(text)
+    _writes_allowed(request)
+    indexes = _indexes(request)
+    if indexes:
+        node.delete_values(text, indexes, caller=caller, now=time.time())
+    else:
+        node.delete_record(text, caller=caller)
+    return _json({"responseCode": 1, "handle": text})
+
+
+async def list_handles(request: web.Request) -> web.Response:
+    prefix = request.query.get("prefix")
+    if not prefix:
+        raise PeerError("Listing handles needs ?prefix=")
+    node = request.app[NODE]
+    caller = caller_of(request)
+    page = request.query.get("page")
+    page_size = request.query.get("pageSize")
+    try:
+        page_n = int(page) if page is not None else None
+        size_n = int(page_size) if page_size is not None else None
+    except ValueError:
+        raise PeerError("page and pageSize must be integers") from None
+    if (page_n is not None and page_n < 0) or (size_n is not None and size_n < 0):
+        raise PeerError("page and pageSize must not be negative")
+    total, handles = node.list_handles(prefix, caller=caller, page=page_n, page_size=size_n)
+    shown = prefix[5:] if prefix[:5].lower() == "0.na/" else prefix
+    body: dict[str, Any] = {"responseCode": 1, "prefix": shown, "totalCount": str(total)}
+    if page is not None:
+        body["page"] = page_n
+    if page_size is not None:
+        body["pageSize"] = size_n
+    body["handles"] = handles
+    return _json(body, pretty="pretty" in request.query)
+
+
+async def list_prefixes(request: web.Request) -> web.Response:
+    prefixes = request.app[NODE].list_prefixes(caller=caller_of(request))
+    return _json({"responseCode": 1, "prefixes": prefixes, "totalCount": str(len(prefixes))})
+
+
+async def open_session(request: web.Request) -> web.Response:
+    caller = caller_of(request)
+    session = request.app[SESSIONS].open(caller)
+    body: dict[str, Any] = {"sessionId": session.session_id, "nonce": session.nonce,
+                            "authenticated": caller is not None}
+    if caller is not None:
+        body["id"] = str(caller)
+    return _json(body, 201)
+
+
+async def this_session(request: web.Request) -> web.Response:
+    header = request.headers.get("Authorization", "")
+    sid = session_id_from_header(header) if header[:6].lower() == "handle" else None
+    table = request.app[SESSIONS]
+    session = table.get(sid) if sid else None
+    if session is None:
+        raise AuthenticationFailed("unknown or expired session")
+    if request.method == "DELETE":
+        table.close(session.session_id)
+        return web.Response(status=204)
+    body: dict[str, Any] = {"sessionId": session.session_id, "nonce": session.nonce,
+                            "authenticated": session.identity is not None}
+    if session.identity is not None:
+        body["id"] = str(session.identity)
+    return _json(body)
+
+
+async def batch(request: web.Request) -> web.Response:
+    """``POST /api/batch``: ``{"handles": [{"handle": h, "values": [...]}, ...], "overwrite": false}``."""
+    node = request.app[NODE]
+    caller = caller_of(request)
+    if caller is None:
+        raise_auth_needed(None)
+    _writes_allowed(request)
+    body = await _json_body(request, MAX_BATCH_BODY_BYTES)
+    items_raw = body.get("handles") if isinstance(body, dict) else None
+    if not isinstance(items_raw, list):
+        raise PeerError('Batch body must be {"handles": [{"handle": ..., "values": [...]}, ...]}')
+    if len(items_raw) > MAX_BATCH:
+        raise PeerError(f"A batch holds at most {MAX_BATCH} identifiers; this one has {len(items_raw)}")
+    items, early = [], []
+    for raw in items_raw:
+        handle = raw.get("handle") if isinstance(raw, dict) else None
+        if not isinstance(handle, str):
+            raise PeerError("Every batch item needs a handle string")
+        try:
+            items.append((handle, values_from_json(raw.get("values"))))
+        except HandleError as exc:
+            early.append({"handle": handle, "responseCode": int(exc.code), "message": exc.message})
+            items.append((handle, ()))
+    if early:
+        return _json({"responseCode": early[0]["responseCode"],
+                      "message": f"Batch refused: {len(early)} of {len(items)} items have invalid values; "
+                                 "nothing was registered", "results": early}, 400)
+    try:
+        result = node.batch_create(items, caller=caller, now=time.time(),
+                                   overwrite=bool(body.get("overwrite", False)))
+    except BatchRefused as exc:
+        results = [{"handle": r.handle, "responseCode": int(r.code), **({"message": r.message} if r.message else {})}
+                   for r in exc.results]
+        return _json({"responseCode": int(exc.code), "message": exc.message, "results": results}, exc.http_status)
+    return _json({"responseCode": 1, "count": len(result.results),
+                  "results": [{"handle": r.handle, "responseCode": int(r.code)} for r in result.results]}, 201)
+
+
+async def health(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    return _json({"status": "ok", "node": node.name, "prefixes": node.prefixes, "records": node.store.count()})
+
+
+# -- the one error mapping -------------------------------------------------------------------------------
+
+@web.middleware
+async def errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except AuthenticationFailed:
+        return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="handle"'})
+    except HandleError as exc:
+        resp = _json(error_body(exc), exc.http_status)
+        if exc.code == ResponseCode.AUTHENTICATION_NEEDED:
+            resp.headers["WWW-Authenticate"] = 'Basic realm="handle"'
+        return resp
+    except web.HTTPException as exc:
+        if exc.status == 404:
+            return _json({"responseCode": 4, "message": "Not found"}, 404)
+        if exc.status == 405:
+            return _json({"responseCode": 4, "message": f"Method {request.method} not allowed here"}, 405)
+        if exc.status == 413:
+            return _json({"responseCode": 4, "message": "Request body too large"}, 413)
+        return _json({"responseCode": 4, "message": exc.reason}, exc.status)
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return _json({"responseCode": 2, "message": "Internal server error"}, 500)
+
+
+def make_app(node: AuthoritativeNode, *, plain_http_writes: bool = True,
+             extra_routes: Callable[[web.Application], None] | None = None) -> web.Application:
+    app = web.Application(middlewares=[errors], client_max_size=MAX_BATCH_BODY_BYTES)
+    app[NODE] = node
+    app[SESSIONS] = SessionTable()
+    app[PLAIN_WRITES] = plain_http_writes
+    app[ANSWERS] = AnswerCache(node)
+    app.router.add_get("/api/handles/{handle:.*}", resolve)
+    app.router.add_put("/api/handles/{handle:.*}", put_handle)
+    app.router.add_delete("/api/handles/{handle:.*}", delete_handle)
+    app.router.add_get("/api/handles", list_handles)
+    app.router.add_get("/api/prefixes", list_prefixes)
+    app.router.add_post("/api/sessions", open_session)
+    app.router.add_route("GET", "/api/sessions/this", this_session)
+    app.router.add_route("DELETE", "/api/sessions/this", this_session)
+    app.router.add_post("/api/batch", batch)
+    app.router.add_get("/healthz", health)
+    if extra_routes is not None:
+        extra_routes(app)
+    return app

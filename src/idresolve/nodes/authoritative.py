@@ -1,0 +1,414 @@
+"""The authoritative role: the node that holds records for its prefixes and answers for them.
+
+Secondary and enterprise nodes are authoritative for their prefixes; the top-level registry is an
+authoritative node for ``0.NA/88.*``. Every surface (REST, binary protocol) calls the same operations
+here, so the rules live in one place. Operations are synchronous; a write has reached the store (and is
+durable) when the method returns.
+
+Responsibility: the node serves handle ``P/x`` when ``P`` is one of its prefixes (configured, or an
+enterprise prefix it hosts), and prefix records ``0.NA/X`` when ``X`` is or derives from one of its
+configured prefixes. A prefix record without HS_SITE marks a *hosted* prefix (its identifiers live here);
+one with HS_SITE marks a *delegated* prefix (its identifiers live at the site it names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from ..core.admin import DEFAULT_PERMS_TEXT, AdminPerm, AdminRef, perms_from_text
+from ..core.codes import ResponseCode
+from ..core.errors import (
+    AuthenticationNeeded,
+    HandleAlreadyExists,
+    HandleError,
+    HandleNotFound,
+    InvalidHandle,
+    InvalidValue,
+    NotAuthorized,
+    NotResponsible,
+    PeerError,
+    ValueAlreadyExists,
+    ValuesNotFound,
+)
+from ..core.handles import Handle, check_prefix, fold, is_under, parent_prefix, parse_handle, prefix_handle
+from ..core.records import Record
+from ..core.site import SiteInfo
+from ..core.values import HS_ADMIN, HS_SITE, HandleValue, check_values
+from ..store.base import Store
+from .auth import Identity, authenticate, permitted
+
+MAX_BATCH = 2_000
+MAX_LIST = 10_000
+DEFAULT_ADMIN_INDEX = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    handle: str  # as the client spelled it
+    code: ResponseCode  # SUCCESS, or VALUES_NOT_FOUND when a filter matched nothing
+    values: tuple[HandleValue, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    handle: str
+    code: int
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    ok: bool
+    results: tuple[ItemResult, ...]
+
+
+class BatchRefused(HandleError):
+    """A batch in which at least one item failed: nothing was written. Carries the per-item results."""
+
+    def __init__(self, message: str, *, code: int, results: tuple[ItemResult, ...]) -> None:
+        super().__init__(message, code=code)
+        self.results = results
+
+
+def _type_matches(vtype: str, wanted: Sequence[str]) -> bool:
+    t = fold(vtype)
+    return any(t == w or t.startswith(w + ".") for w in wanted)
+
+
+class AuthoritativeNode:
+    """Holds records for ``prefixes`` in ``store`` and applies the Handle authority rules."""
+
+    def __init__(self, store: Store, prefixes: Iterable[str], *, name: str = "node") -> None:
+        self.store = store
+        self.name = name
+        self.configured: set[str] = {fold(check_prefix(p)) for p in prefixes}
+        self.hosted: set[str] = set()
+        self._listeners: list[Callable[[str], None]] = []
+        self._load_hosted()
+
+    # -- responsibility -------------------------------------------------------------------------------
+    def _load_hosted(self) -> None:
+        for handle in self.store.list_handles("0.na"):
+            record = self.store.get(fold(handle))
+            if record is not None:
+                self._note_prefix_record(record)
+
+    def _note_prefix_record(self, record: Record | None, deleted_key: str | None = None) -> None:
+        if deleted_key is not None:
+            self.hosted.discard(deleted_key.split("/", 1)[1])
+            return
+        if record is None:
+            return
+        prefix = fold(record.handle.split("/", 1)[1])
+        if prefix in self.configured or not self._under_configured(prefix):
+            return
+        if record.of_type(HS_SITE):
+            self.hosted.discard(prefix)
+        else:
+            self.hosted.add(prefix)
+
+    def _under_configured(self, prefix: str) -> bool:
+        return any(is_under(prefix, c) for c in self.configured)
+
+    @property
+    def prefixes(self) -> list[str]:
+        return sorted(self.configured | self.hosted)
+
+    def responsible(self, handle: Handle) -> bool:
+        if handle.is_prefix_record:
+            return self._under_configured(handle.suffix)
+        p = handle.folded_prefix
+        return p in self.configured or p in self.hosted
+
+    def serves_prefix(self, prefix: str) -> bool:
+        p = fold(prefix)
+        return p in self.configured or p in self.hosted
+
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(key)`` after every write to a record (caches of encoded answers use it)."""
+        self._listeners.append(listener)
+
+    def _changed(self, key: str) -> None:
+        for listener in self._listeners:
+            listener(key)
+
+    def parse(self, text: str) -> Handle:
+        """Parse ``text`` and check this node serves it (301 otherwise)."""
+        if text and "/" not in text and len(text) <= 255:
+            raise NotResponsible("That prefix doesn't live here", handle=text)
+        h = parse_handle(text)
+        if not self.responsible(h):
+            raise NotResponsible("That prefix doesn't live here", handle=text)
+        return h
+
+    def authenticate(self, identity: Identity, secret: bytes) -> Identity:
+        return authenticate(self.store, identity, secret)
+
+    # -- authority --------------------------------------------------------------------------------------
+    def _require(self, caller: Identity | None, admin_record: Record | None, perm: AdminPerm, handle: str) -> None:
+        if caller is None:
+            raise AuthenticationNeeded("Authentication needed", handle=handle)
+        if not permitted(self.store, admin_record, caller, perm):
+            raise NotAuthorized(f"{caller} may not do this to {handle}", handle=handle)
+
+    def _creation_authority(self, h: Handle) -> tuple[Record | None, AdminPerm]:
+        if h.is_prefix_record:
+            parent = parent_prefix(h.suffix)
+            if parent is None:
+                return None, AdminPerm.ADD_DERIVED_PREFIX
+            return self.store.get(fold(prefix_handle(parent))), AdminPerm.ADD_DERIVED_PREFIX
+        return self.store.get(fold(prefix_handle(h.prefix))), AdminPerm.ADD_HANDLE
+
+    def _check_changes(self, caller: Identity | None, existing: Record, new_values: Sequence[HandleValue],
+                       removed: Iterable[HandleValue], handle: str) -> None:
+        """Permission for turning ``existing`` into a record holding ``new_values`` minus ``removed``."""
+        for v in new_values:
+            old = existing.by_index(v.index)
+            admin = v.type == HS_ADMIN or (old is not None and old.type == HS_ADMIN)
+            if old is None:
+                perm = AdminPerm.ADD_ADMIN if admin else AdminPerm.ADD_VALUE
+            elif _same(old, v):
+                continue
+            else:
+                perm = AdminPerm.MODIFY_ADMIN if admin else AdminPerm.MODIFY_VALUE
+            self._require(caller, existing, perm, handle)
+        for v in removed:
+            self._require(caller, existing, AdminPerm.REMOVE_ADMIN if v.type == HS_ADMIN else AdminPerm.REMOVE_VALUE,
+                          existing.handle if handle is None else handle)
+
+    # -- reads ------------------------------------------------------------------------------------------
+    def visible_values(self, record: Record, caller: Identity | None) -> tuple[HandleValue, ...]:
+        if all(v.public_read for v in record.values):
+            return record.values
+        may_read = permitted(self.store, record, caller, AdminPerm.READ_VALUE)
+        return tuple(v for v in record.values if v.public_read or (may_read and v.admin_read))
+
+    def get_record(self, text: str) -> Record:
+        h = self.parse(text)
+        record = self.store.get(h.key)
+        if record is None:
+            raise HandleNotFound("Handle not found", handle=text)
+        return record
+
+    def resolve(self, text: str, *, indexes: Sequence[int] = (), types: Sequence[str] = (),
+                caller: Identity | None = None) -> Resolved:
+        record = self.get_record(text)
+        values = self.visible_values(record, caller)
+        if indexes or types:
+            wanted = [fold(t) for t in types]
+            values = tuple(v for v in values
+                           if (indexes and v.index in indexes) or (wanted and _type_matches(v.type, wanted)))
+            if not values:
+                return Resolved(text, ResponseCode.VALUES_NOT_FOUND, ())
+        return Resolved(text, ResponseCode.SUCCESS, values)
+
+    def list_handles(self, prefix: str, *, caller: Identity | None, page: int | None = None,
+                     page_size: int | None = None) -> tuple[int, list[str]]:
+        """(total count, handles of this page). ``page`` counts from 0; ``page_size=0`` counts only."""
+        if prefix[:5].lower() == "0.na/":
+            prefix = prefix[5:]
+        if caller is None:
+            raise AuthenticationNeeded("Authentication needed", handle=prefix)
+        try:
+            check_prefix(prefix)
+        except InvalidHandle as exc:
+            raise InvalidHandle(exc.message, handle=prefix) from None
+        if not self.serves_prefix(prefix):
+            raise NotResponsible("That prefix doesn't live here", handle=prefix)
+        self._require(caller, self.store.get(fold(prefix_handle(prefix))), AdminPerm.LIST_HANDLES, prefix)
+        folded = fold(prefix)
+        total = self.store.count(folded)
+        if page_size == 0:
+            return total, []
+        size = MAX_LIST if page_size is None or page_size < 0 else min(page_size, MAX_LIST)
+        offset = (page or 0) * size if page_size is not None else 0
+        return total, self.store.list_handles(folded, offset, size)
+
+    def list_prefixes(self, *, caller: Identity | None) -> list[str]:
+        if caller is None:
+            raise AuthenticationNeeded("Authentication needed")
+        return [prefix_handle(p) for p in self.prefixes]
+
+    # -- writes -----------------------------------------------------------------------------------------
+    def _store(self, record: Record) -> None:
+        self.store.put(record)
+        if record.handle[:5].lower() == "0.na/":
+            self._note_prefix_record(record)
+        self._changed(record.key)
+
+    def _prepare_new(self, h: Handle, values: Sequence[HandleValue], caller: Identity | None,
+                     now: float, authority: dict[str, Record | None] | None = None) -> Record:
+        """Check authority to create ``h`` and build its record (stamped, with a default HS_ADMIN)."""
+        if caller is None:
+            raise AuthenticationNeeded("Authentication needed", handle=h.text)
+        cache_key = h.folded_prefix if not h.is_prefix_record else "0.na/" + fold(h.suffix)
+        if authority is not None and cache_key in authority:
+            admin_record = authority[cache_key]
+            perm = AdminPerm.ADD_DERIVED_PREFIX if h.is_prefix_record else AdminPerm.ADD_HANDLE
+        else:
+            admin_record, perm = self._creation_authority(h)
+            if authority is not None and not h.is_prefix_record:
+                authority[cache_key] = admin_record
+        self._require(caller, admin_record, perm, h.text)
+        values = check_values(values)
+        if not any(v.type == HS_ADMIN for v in values):
+            index = DEFAULT_ADMIN_INDEX
+            taken = {v.index for v in values}
+            while index in taken:
+                index += 1
+            ref = AdminRef(caller.handle, caller.index, perms_from_text(DEFAULT_PERMS_TEXT))
+            values = (*values, HandleValue(index, HS_ADMIN, ref.to_bytes()))
+        stamp = int(now)
+        return Record(h.text, tuple(replace(v, timestamp=stamp) for v in values))
+
+    def put_record(self, text: str, values: Sequence[HandleValue], *, caller: Identity | None, now: float,
+                   overwrite: bool = True) -> bool:
+        """Create ``text`` or replace its whole record. Returns True when it was created."""
+        h = self.parse(text)
+        if caller is None:
+            raise AuthenticationNeeded("Authentication needed", handle=text)
+        values = check_values(values)
+        existing = self.store.get(h.key)
+        if existing is None:
+            self._store(self._prepare_new(h, values, caller, now))
+            return True
+        if not overwrite:
+            raise HandleAlreadyExists("Handle already exists", handle=text)
+        new_idx = {v.index for v in values}
+        removed = [v for v in existing.values if v.index not in new_idx]
+        self._check_changes(caller, existing, values, removed, text)
+        stamp = int(now)
+        merged = tuple(
+            old if (old := existing.by_index(v.index)) is not None and _same(old, v) else replace(v, timestamp=stamp)
+            for v in values
+        )
+        self._store(Record(existing.handle, merged))
+        return False
+
+    def put_values(self, text: str, values: Sequence[HandleValue], *, indexes: Sequence[int],
+                   caller: Identity | None, now: float, overwrite: bool = True) -> bool:
+        """Add or modify just the values at ``indexes``. Returns True when any value was added."""
+        h = self.parse(text)
+        if caller is None:
+            raise AuthenticationNeeded("Authentication needed", handle=text)
+        values = check_values(values)
+        if sorted(set(indexes)) != sorted(v.index for v in values):
+            raise InvalidValue("The indexes in the query must match the values in the body", handle=text)
+        existing = self.store.get(h.key)
+        if existing is None:
+            raise HandleNotFound("Handle not found", handle=text)
+        if not overwrite:
+            for v in values:
+                if existing.by_index(v.index) is not None:
+                    raise ValueAlreadyExists(f"Index conflict for {v.index}", handle=text)
+        self._check_changes(caller, existing, values, (), text)
+        stamp = int(now)
+        by_index = {v.index: v for v in existing.values}
+        added = any(v.index not in by_index for v in values)
+        for v in values:
+            old = by_index.get(v.index)
+            by_index[v.index] = old if old is not None and _same(old, v) else replace(v, timestamp=stamp)
+        self._store(Record(existing.handle, tuple(sorted(by_index.values(), key=lambda v: v.index))))
+        return added
+
+    def delete_values(self, text: str, indexes: Sequence[int], *, caller: Identity | None, now: float) -> None:
+        h = self.parse(text)
+        if caller is None:
+            raise AuthenticationNeeded("Authentication needed", handle=text)
+        existing = self.store.get(h.key)
+        if existing is None:
+            raise HandleNotFound("Handle not found", handle=text)
+        removed = [v for v in existing.values if v.index in set(indexes)]
+        if len(removed) != len(set(indexes)):
+            raise ValuesNotFound("Values not found", handle=text)
+        self._check_changes(caller, existing, (), removed, text)
+        keep = tuple(v for v in existing.values if v.index not in set(indexes))
+        self._store(Record(existing.handle, keep))
+
+    def delete_record(self, text: str, *, caller: Identity | None) -> None:
+        h = self.parse(text)
+        if caller is None:
+            raise AuthenticationNeeded("Authentication needed", handle=text)
+        existing = self.store.get(h.key)
+        if existing is None:
+            raise HandleNotFound("Handle not found", handle=text)
+        allowed = permitted(self.store, existing, caller, AdminPerm.DELETE_HANDLE)
+        if not allowed and h.is_prefix_record and (parent := parent_prefix(h.suffix)) is not None:
+            parent_record = self.store.get(fold(prefix_handle(parent)))
+            allowed = permitted(self.store, parent_record, caller, AdminPerm.DELETE_DERIVED_PREFIX)
+        if not allowed:
+            raise NotAuthorized(f"{caller} may not delete {text}", handle=text)
+        self.store.delete(h.key)
+        if h.is_prefix_record:
+            self._note_prefix_record(None, deleted_key=h.key)
+        self._changed(h.key)
+
+    def batch_create(self, items: Sequence[tuple[str, Sequence[HandleValue]]], *, caller: Identity | None,
+                     now: float, overwrite: bool = False) -> BatchResult:
+        """Register up to ``MAX_BATCH`` identifiers in one transaction: all or nothing.
+
+        Raises ``BatchRefused`` (with a result per item) when any item fails; nothing is written then.
+        """
+        if len(items) > MAX_BATCH:
+            raise PeerError(f"A batch holds at most {MAX_BATCH} identifiers; this one has {len(items)}")
+        if caller is None:
+            raise AuthenticationNeeded("Authentication needed")
+        authority: dict[str, Record | None] = {}
+        records: list[Record] = []
+        results: list[ItemResult] = []
+        seen: set[str] = set()
+        failed: HandleError | None = None
+        for text, values in items:
+            try:
+                h = self.parse(text)
+                if h.key in seen:
+                    raise HandleAlreadyExists("Handle appears twice in this batch", handle=text)
+                seen.add(h.key)
+                if h.is_prefix_record:
+                    raise InvalidHandle("Prefix records cannot be created in a batch", handle=text)
+                existing = self.store.get(h.key)
+                if existing is not None and not overwrite:
+                    raise HandleAlreadyExists("Handle already exists", handle=text)
+                if existing is not None:
+                    new_idx = {v.index for v in values}
+                    removed = [v for v in existing.values if v.index not in new_idx]
+                    self._check_changes(caller, existing, check_values(values), removed, text)
+                    records.append(Record(existing.handle, tuple(replace(v, timestamp=int(now)) for v in values)))
+                else:
+                    records.append(self._prepare_new(h, values, caller, now, authority))
+                results.append(ItemResult(text, ResponseCode.SUCCESS))
+            except HandleError as exc:
+                failed = failed or exc
+                results.append(ItemResult(text, exc.code, exc.message))
+        if failed is not None:
+            bad = sum(1 for r in results if r.code != ResponseCode.SUCCESS)
+            raise BatchRefused(
+                f"Batch refused: {bad} of {len(items)} items failed; nothing was registered",
+                code=failed.code, results=tuple(results),
+            )
+        self.store.put_many(records)
+        for r in records:
+            self._changed(r.key)
+        return BatchResult(True, tuple(results))
+
+    # -- helpers for the hierarchy ----------------------------------------------------------------------
+    def site_of(self, prefix: str) -> SiteInfo | None:
+        """The HS_SITE held for ``0.NA/<prefix>`` here, if any (a delegated prefix)."""
+        record = self.store.get(fold(prefix_handle(prefix)))
+        if record is None:
+            return None
+        for v in record.of_type(HS_SITE):
+            try:
+                return SiteInfo.from_bytes(v.data)
+            except HandleError:
+                continue
+        return None
+
+    def bootstrap_record(self, record: Record) -> None:
+        """Write a record with no authority check: only for a node's own start-up (its prefix records)."""
+        self._store(record)
+
+
+def _same(a: HandleValue, b: HandleValue) -> bool:
+    return (a.type, a.data, a.ttl_s, a.perms, a.refs) == (b.type, b.data, b.ttl_s, b.perms, b.refs)

@@ -1,0 +1,48 @@
+"""The store interface every node uses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from ..core.records import Record
+
+
+class Store(Protocol):
+    """Records keyed by the folded handle. All methods are synchronous and atomic."""
+
+    def get(self, key: str) -> Record | None: ...
+
+    def put(self, record: Record) -> None:
+        """Insert or replace one record; durable when it returns."""
+
+    def put_many(self, records: Sequence[Record]) -> None:
+        """Insert or replace all records in one transaction: all or nothing."""
+
+    def apply(self, puts: Sequence[Record], deletes: Iterable[str]) -> None:
+        """Puts and deletes in one transaction."""
+
+    def delete(self, key: str) -> bool: ...
+
+    def list_handles(self, folded_prefix: str, offset: int = 0, limit: int | None = None) -> list[str]:
+        """Handles (as spelled at creation) whose prefix folds to ``folded_prefix``, sorted by key."""
+
+    def count(self, folded_prefix: str | None = None) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def open_store(kind: str, data_dir: Path | None, name: str = "records") -> Store:
+    """``memory`` or ``sqlite`` (the durable default, a file under ``data_dir``)."""
+    from .memory import MemoryStore
+    from .sqlite import SqliteStore
+
+    if kind == "memory":
+        return MemoryStore()
+    if kind == "sqlite":
+        if data_dir is None:
+            raise ValueError("the sqlite store needs a data directory")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return SqliteStore(data_dir / f"{name}.sqlite3")
+    raise ValueError(f"unknown store kind {kind!r} (expected memory or sqlite)")

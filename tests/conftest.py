@@ -1,0 +1,41 @@
+"""Shared fixtures: a node on loopback port 0 (in-process, real sockets) and its admin credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from idresolve.config import NodeConfig
+from idresolve.host import RunningNode, serve_node
+
+SECRET = "test-secret-not-for-production"
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+@dataclass
+class LiveNode:
+    url: str
+    running: RunningNode
+    secret: str = SECRET
+
+
+@pytest.fixture
+async def live_node(tmp_path: Path) -> AsyncIterator[LiveNode]:
+    """An authoritative node serving 88.100 and 88.200 on an ephemeral port, with the durable store."""
+    cfg = NodeConfig(name="t", prefixes=("88.100", "88.200"), http="127.0.0.1:0", data_dir=tmp_path,
+                     admin_secret=SECRET)
+    ready: asyncio.Future[RunningNode] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve_node(cfg, shutdown_trigger=stop.wait(), on_ready=ready.set_result))
+    running = await asyncio.wait_for(asyncio.shield(ready), 10)
+    try:
+        yield LiveNode(running.http_url, running)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
