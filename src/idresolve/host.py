@@ -1,8 +1,9 @@
 """Hosting one node in an event loop: store, node logic, listeners, and a clean stop.
 
 ``serve_node(cfg, shutdown_trigger=...)`` opens the store, writes the node's own prefix records, starts the
-HTTP listener (aiohttp AppRunner/TCPSite in this loop, never ``run_app``), reports readiness, waits for the
-trigger, then closes listeners, drains in-flight requests (with a timeout) and closes the store.
+listeners (HTTP through aiohttp's AppRunner/TCPSite in this loop, never ``run_app``; binary TCP/UDP when
+configured), reports readiness, waits for the trigger, then closes listeners, drains in-flight requests
+(with a timeout) and closes the store.
 """
 
 from __future__ import annotations
@@ -15,20 +16,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiohttp import web
-
 from .config import ConfigError, NodeConfig, is_loopback, parse_hostport
 from .core.errors import HandleError
 from .core.handles import fold, prefix_handle
 from .core.values import HS_SECKEY, seckey_value
-from .http.app import make_app
+from .hosting import Addresses, HostedAuthoritative
 from .nodes.authoritative import AuthoritativeNode
 from .nodes.bootstrap import ADMIN_INDEX, admin_identity, prefix_record
 from .secrets_file import load_or_create_secret
 from .store import open_store
 
 log = logging.getLogger("idresolve.host")
-SHUTDOWN_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -39,6 +37,7 @@ class RunningNode:
     secret_file: Path | None
     secret_generated: bool
     admin_identities: list[str] = field(default_factory=list)
+    addresses: Addresses | None = None
 
 
 def ensure_prefix_records(node: AuthoritativeNode, prefixes: tuple[str, ...], secret: str, now: float) -> None:
@@ -60,44 +59,39 @@ def ensure_prefix_records(node: AuthoritativeNode, prefixes: tuple[str, ...], se
 
 async def serve_node(cfg: NodeConfig, *, shutdown_trigger: Awaitable[object],
                      on_ready: Callable[[RunningNode], None] | None = None) -> None:
-    http_host, http_port = parse_hostport(cfg.http, 8000)
+    http_host, _ = parse_hostport(cfg.http, 8000)
     if not is_loopback(http_host) and not cfg.admin_secret:
         raise ConfigError("listening beyond loopback needs a configured admin secret "
                           "(--admin-secret or IDRESOLVE_ADMIN_SECRET); there are no default passwords")
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     secret, secret_file, generated = load_or_create_secret(cfg.data_dir, cfg.admin_secret)
     store = open_store(cfg.store, cfg.data_dir, name=cfg.name)
-    runner: web.AppRunner | None = None
+    hosted: HostedAuthoritative | None = None
     try:
         node = AuthoritativeNode(store, cfg.prefixes, name=cfg.name)
         ensure_prefix_records(node, cfg.prefixes, secret, time.time())
-        app = make_app(node, plain_http_writes=cfg.writes_over_plain_http())
-        runner = web.AppRunner(app, access_log=logging.getLogger("aiohttp.access") if cfg.access_log else None,
-                               shutdown_timeout=SHUTDOWN_TIMEOUT_S, handle_signals=False)
-        await runner.setup()
+        hosted = HostedAuthoritative(node, plain_http_writes=cfg.writes_over_plain_http())
         ssl_ctx = None
         if cfg.tls_cert is not None and cfg.tls_key is not None:
             ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
-        site = web.TCPSite(runner, http_host, http_port, ssl_context=ssl_ctx, reuse_address=True)
-        await site.start()
-        bound = runner.addresses[0]
-        scheme = "https" if ssl_ctx else "http"
-        host_text = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        running = RunningNode(cfg, node, f"{scheme}://{host_text}:{bound[1]}", secret_file, generated,
-                              [admin_identity(p) for p in cfg.prefixes])
+        addrs = await hosted.start(http=cfg.http, tcp=cfg.tcp, udp=cfg.udp, ssl_ctx=ssl_ctx,
+                                   access_log=cfg.access_log)
+        running = RunningNode(cfg, node, addrs.http_url(tls=ssl_ctx is not None), secret_file, generated,
+                              [admin_identity(p) for p in cfg.prefixes], addrs)
         if on_ready is not None:
             on_ready(running)
         await shutdown_trigger
         log.info("stopping node %s", cfg.name)
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {cfg.http}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot listen: {exc.strerror or exc}") from None
     except HandleError as exc:
         raise ConfigError(f"bad node setting: {exc.message}") from None
     finally:
-        if runner is not None:
-            await runner.cleanup()
-        store.close()
+        if hosted is not None:
+            await hosted.stop()
+        else:
+            store.close()
 
 
 def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:

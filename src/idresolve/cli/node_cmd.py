@@ -21,6 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--name", help="node name (default: node)")
     p.add_argument("--prefix", dest="prefixes", action="append", help="a prefix to serve, e.g. 88.100 (repeat)")
     p.add_argument("--http", help="HTTP listen address host:port (default 127.0.0.1:8000; port 0 picks one)")
+    p.add_argument("--tcp", help="binary protocol TCP listen address host:port (off unless given; 2641 is usual)")
+    p.add_argument("--udp", help="binary protocol UDP listen address host:port (off unless given)")
     p.add_argument("--data-dir", type=Path, help="where the store and generated secret live (default ./data)")
     p.add_argument("--store", choices=["sqlite", "memory"], help="record store (default sqlite, durable)")
     p.add_argument("--fsync", action="store_true", default=None, help="fsync every commit (survives power loss)")
@@ -34,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def run(args: argparse.Namespace) -> int:
-    flags = {k: getattr(args, k) for k in ("name", "http", "data_dir", "store", "fsync", "admin_secret",
+    flags = {k: getattr(args, k) for k in ("name", "http", "tcp", "udp", "data_dir", "store", "fsync", "admin_secret",
                                            "tls_cert", "tls_key", "log_level", "access_log")}
     flags["prefixes"] = tuple(args.prefixes) if args.prefixes else None
     try:
@@ -46,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
 
     def ready(r: RunningNode) -> None:
         print(f"idresolve node {cfg.name!r} serving {', '.join(cfg.prefixes)} at {r.http_url}", flush=True)
+        a = r.addresses
+        if a is not None and a.tcp is not None:
+            print(f"  binary protocol: tcp {a.tcp[0]}:{a.tcp[1]}" + (f", udp {a.udp[0]}:{a.udp[1]}" if a.udp else ""),
+                  flush=True)
         print(f"  admin identities: {', '.join(r.admin_identities)}", flush=True)
         if r.secret_generated:
             print(f"  generated admin secret (shown once): {_secret_once(r)}", flush=True)

@@ -121,6 +121,10 @@ class AuthoritativeNode:
         p = handle.folded_prefix
         return p in self.configured or p in self.hosted
 
+    def covers(self, prefix: str) -> bool:
+        """True when ``prefix`` is one of the configured prefixes or derives from one."""
+        return self._under_configured(fold(prefix))
+
     def serves_prefix(self, prefix: str) -> bool:
         p = fold(prefix)
         return p in self.configured or p in self.hosted

@@ -44,9 +44,13 @@ class MemoryStore:
             self._records[key] = blob
 
     def apply(self, puts: Sequence[Record], deletes: Iterable[str]) -> None:
+        encoded = [(r.key, r.encode()) for r in puts]  # encode before changing anything: all or nothing
         for key in deletes:
             self.delete(key)
-        self.put_many(puts)
+        for key, blob in encoded:
+            if key not in self._records:
+                bisect.insort(self._by_prefix.setdefault(_prefix_of(key), []), key)
+            self._records[key] = blob
 
     def delete(self, key: str) -> bool:
         if self._records.pop(key, None) is None:

@@ -1,0 +1,291 @@
+"""The binary protocol: messages, their msgpack codec, and stream framing with hard limits.
+
+Framing (TCP): each message is a 4-byte big-endian length, then that many bytes of msgpack. UDP carries
+one msgpack message per datagram, with no length prefix. See docs/protocol.md for the full description.
+
+Messages are msgpack arrays:
+    request:  [0, request_id, opcode, flags, handle, body]
+    response: [1, request_id, opcode, code, handle, body]
+``body`` is a map with short string keys (``REQUEST_KEYS``/``RESPONSE_KEYS``); unknown keys are ignored,
+unknown opcodes and codes decode as plain ints.
+
+The decoder rule: for any bytes at all, ``FrameDecoder.feed`` returns complete frames, keeps a bounded
+partial frame waiting for more, or raises ``DecodeError``/``FrameTooLarge``. ``decode_message`` returns a
+message or raises ``DecodeError``. Nothing else, ever.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from .errors import DecodeError, FrameTooLarge, InvalidValue
+from .values import HandleValue
+
+KIND_REQUEST, KIND_RESPONSE = 0, 1
+MAX_FRAME_BYTES = 8 * 1024 * 1024  # a batch of 2,000 identifiers fits; any one handle <= 256 KiB
+UDP_ANSWER_LIMIT = 512
+MAX_HANDLE_BYTES = 1024
+MAX_ITEMS = 10_000
+
+# Request flags.
+FLAG_AUTHORITATIVE = 1  # bypass caches (``?auth=true``)
+FLAG_OVERWRITE = 2  # create: replace an existing record; add value: replace existing values
+FLAG_TRACE = 4  # answers name the node; the recursive node returns each hop
+FLAG_NO_REFERRAL_CACHE = 8
+# Response flags live in the body ("x": truncated).
+
+_LEN = struct.Struct(">I")
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One step of a recursive resolution, for ``--trace``."""
+
+    node: str
+    address: str
+    code: int
+    elapsed_us: int
+    cached: bool = False
+
+    def to_list(self) -> list[Any]:
+        return [self.node, self.address, self.code, self.elapsed_us, self.cached]
+
+    @classmethod
+    def from_list(cls, raw: Any) -> Hop:
+        node, address, code, elapsed_us, cached = raw
+        return cls(str(node), str(address), int(code), int(elapsed_us), bool(cached))
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    request_id: int
+    opcode: int
+    handle: str = ""
+    flags: int = 0
+    indexes: tuple[int, ...] = ()
+    types: tuple[str, ...] = ()
+    values: tuple[HandleValue, ...] = ()
+    auth: tuple[str, bytes] | None = field(default=None, repr=False)  # (identity, secret)
+    items: tuple[tuple[str, tuple[HandleValue, ...]], ...] = ()  # batch create
+    page: tuple[int, int] | None = None  # list handles: (page, page size)
+    hops: int = 0  # hops already taken (referral loop guard)
+    version: int = 0  # registry sync: the record's version (ms since the epoch at its last change)
+
+    def body(self) -> dict[str, Any]:
+        b: dict[str, Any] = {}
+        if self.version:
+            b["ver"] = self.version
+        if self.indexes:
+            b["i"] = list(self.indexes)
+        if self.types:
+            b["t"] = list(self.types)
+        if self.values:
+            b["v"] = [v.to_list() for v in self.values]
+        if self.auth is not None:
+            b["a"] = [self.auth[0], self.auth[1]]
+        if self.items:
+            b["b"] = [[h, [v.to_list() for v in vals]] for h, vals in self.items]
+        if self.page is not None:
+            b["p"] = list(self.page)
+        if self.hops:
+            b["h"] = self.hops
+        return b
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    request_id: int
+    opcode: int
+    code: int
+    handle: str = ""
+    values: tuple[HandleValue, ...] = ()
+    message: str = ""
+    node: str = ""  # the answering node, when the request asked for a trace
+    trace: tuple[Hop, ...] = ()
+    results: tuple[tuple[str, int, str], ...] = ()  # batch: (handle, code, message)
+    handles: tuple[str, ...] = ()  # list handles / prefixes
+    total: int | None = None
+    truncated: bool = False
+
+    def body(self) -> dict[str, Any]:
+        b: dict[str, Any] = {}
+        if self.values:
+            b["v"] = [v.to_list() for v in self.values]
+        if self.message:
+            b["m"] = self.message
+        if self.node:
+            b["n"] = self.node
+        if self.trace:
+            b["tr"] = [h.to_list() for h in self.trace]
+        if self.results:
+            b["r"] = [list(r) for r in self.results]
+        if self.handles:
+            b["l"] = list(self.handles)
+        if self.total is not None:
+            b["c"] = self.total
+        if self.truncated:
+            b["x"] = True
+        return b
+
+
+Message = Request | Response
+
+
+class Codec:
+    """Encodes messages with one reused ``msgpack.Packer``. Not thread-safe: one per event loop/thread."""
+
+    def __init__(self) -> None:
+        self._packer = msgpack.Packer(use_bin_type=True)
+
+    def encode(self, msg: Message) -> bytes:
+        """The msgpack payload of ``msg`` (no length prefix)."""
+        if isinstance(msg, Request):
+            return self._packer.pack([KIND_REQUEST, msg.request_id, msg.opcode, msg.flags, msg.handle, msg.body()])
+        return self._packer.pack([KIND_RESPONSE, msg.request_id, msg.opcode, msg.code, msg.handle, msg.body()])
+
+    def frame(self, msg: Message) -> bytes:
+        payload = self.encode(msg)
+        return _LEN.pack(len(payload)) + payload
+
+    def response_tail(self, opcode: int, code: int, handle: str, body: dict[str, Any]) -> bytes:
+        """Everything of an encoded response after its request id, so a cached answer can be re-sent to
+        another request id cheaply with ``frame_with_tail``."""
+        return self._packer.pack(opcode) + self._packer.pack(code) + self._packer.pack(handle) + self._packer.pack(body)
+
+    def frame_with_tail(self, request_id: int, tail: bytes) -> bytes:
+        payload = b"\x96\x01" + self._packer.pack(request_id) + tail
+        return _LEN.pack(len(payload)) + payload
+
+    def payload_with_tail(self, request_id: int, tail: bytes) -> bytes:
+        return b"\x96\x01" + self._packer.pack(request_id) + tail
+
+
+def _values(raw: Any) -> tuple[HandleValue, ...]:
+    if not isinstance(raw, list) or len(raw) > MAX_ITEMS:
+        raise DecodeError("values must be a list")
+    return tuple(HandleValue.from_list(v) for v in raw)
+
+
+def _str(raw: Any, what: str, limit: int = MAX_HANDLE_BYTES) -> str:
+    if not isinstance(raw, str) or len(raw) > limit:
+        raise DecodeError(f"{what} must be a string of at most {limit} characters")
+    return raw
+
+
+def _int(raw: Any, what: str) -> int:
+    if not isinstance(raw, int) or isinstance(raw, bool) or not -(2**63) <= raw < 2**64:
+        raise DecodeError(f"{what} must be an integer")
+    return raw
+
+
+def decode_message(payload: bytes) -> Message:
+    """Decode one msgpack payload into a Request or Response. Raises ``DecodeError`` only."""
+    if len(payload) > MAX_FRAME_BYTES:
+        raise FrameTooLarge(f"message of {len(payload)} bytes exceeds {MAX_FRAME_BYTES}")
+    try:
+        raw = msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=True,
+                              max_array_len=MAX_ITEMS * 2, max_map_len=64, max_str_len=MAX_FRAME_BYTES,
+                              max_bin_len=MAX_FRAME_BYTES)
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+        raise DecodeError(f"undecodable msgpack: {type(exc).__name__}") from None
+    if not isinstance(raw, list) or len(raw) != 6:
+        raise DecodeError("a message is an array of 6 elements")
+    kind, request_id, opcode, fourth, handle, body = raw
+    request_id, opcode, fourth = _int(request_id, "request id"), _int(opcode, "opcode"), _int(fourth, "flags/code")
+    handle = _str(handle, "handle")
+    if not isinstance(body, dict):
+        raise DecodeError("message body must be a map")
+    try:
+        if kind == KIND_REQUEST:
+            return _decode_request(request_id, opcode, fourth, handle, body)
+        if kind == KIND_RESPONSE:
+            return _decode_response(request_id, opcode, fourth, handle, body)
+    except InvalidValue as exc:
+        raise DecodeError(f"malformed value: {exc.message}") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise DecodeError(f"malformed message body: {type(exc).__name__}") from None
+    raise DecodeError(f"unknown message kind {kind!r}")
+
+
+def _decode_request(request_id: int, opcode: int, flags: int, handle: str, body: dict[str, Any]) -> Request:
+    auth = None
+    if "a" in body:
+        ident, secret = body["a"]
+        if not isinstance(secret, bytes | str):
+            raise DecodeError("auth secret must be bytes")
+        auth = (_str(ident, "identity"), secret if isinstance(secret, bytes) else secret.encode())
+    items: tuple[tuple[str, tuple[HandleValue, ...]], ...] = ()
+    if "b" in body:
+        if not isinstance(body["b"], list) or len(body["b"]) > MAX_ITEMS:
+            raise DecodeError("batch items must be a list")
+        items = tuple((_str(h, "handle"), _values(v)) for h, v in body["b"])
+    page = None
+    if "p" in body:
+        p, s = body["p"]
+        page = (_int(p, "page"), _int(s, "page size"))
+    indexes = tuple(_int(i, "index") for i in body.get("i", ()))
+    types = tuple(_str(t, "type", 255) for t in body.get("t", ()))
+    if len(indexes) > MAX_ITEMS or len(types) > MAX_ITEMS:
+        raise DecodeError("too many filters")
+    return Request(request_id, opcode, handle, flags, indexes, types, _values(body.get("v", [])), auth, items,
+                   page, _int(body.get("h", 0), "hops"), _int(body.get("ver", 0), "version"))
+
+
+def _decode_response(request_id: int, opcode: int, code: int, handle: str, body: dict[str, Any]) -> Response:
+    total = body.get("c")
+    return Response(
+        request_id, opcode, code, handle,
+        values=_values(body.get("v", [])),
+        message=_str(body.get("m", ""), "message", 4096),
+        node=_str(body.get("n", ""), "node"),
+        trace=tuple(Hop.from_list(h) for h in body.get("tr", ())),
+        results=tuple((_str(h, "handle"), _int(c, "code"), _str(m, "message", 4096)) for h, c, m in body.get("r", ())),
+        handles=tuple(_str(h, "handle") for h in body.get("l", ())),
+        total=None if total is None else _int(total, "total"),
+        truncated=bool(body.get("x", False)),
+    )
+
+
+class FrameDecoder:
+    """Splits a TCP byte stream into payloads. Bounded: a frame may not announce more than ``max_frame``."""
+
+    __slots__ = ("_buf", "max_frame")
+
+    def __init__(self, max_frame: int = MAX_FRAME_BYTES) -> None:
+        self._buf = bytearray()
+        self.max_frame = max_frame
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf
+        buf += data
+        out: list[bytes] = []
+        pos = 0
+        n = len(buf)
+        while n - pos >= 4:
+            (length,) = _LEN.unpack_from(buf, pos)
+            if length > self.max_frame:
+                buf.clear()
+                raise FrameTooLarge(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
+            if length == 0:
+                buf.clear()
+                raise DecodeError("empty frame")
+            if n - pos - 4 < length:
+                break
+            out.append(bytes(buf[pos + 4 : pos + 4 + length]))
+            pos += 4 + length
+        if pos:
+            del buf[:pos]
+        return out
+
+
+def error_response(request_id: int, opcode: int, code: int, message: str = "", handle: str = "") -> Response:
+    return Response(request_id, opcode, code, handle, message=message)
+

@@ -1,0 +1,139 @@
+"""Hosting nodes in one event loop: each ``Hosted*`` owns its store, listeners (HTTP, binary TCP and UDP)
+and its clean stop. ``host.serve_node`` runs one; the cluster worker runs many per process.
+
+Stop order: close the listeners (no new connections), let aiohttp drain in-flight requests with a
+timeout, then close the store (checkpointing the WAL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from .config import parse_hostport
+from .http.app import make_app
+from .http.recursive_app import make_recursive_app
+from .net.server import Limits, start_tcp, start_udp
+from .net.services import AuthoritativeService, RecursiveService
+from .nodes.authoritative import AuthoritativeNode
+from .nodes.dispatch import Handler
+from .store.base import Store
+
+log = logging.getLogger("idresolve.hosting")
+SHUTDOWN_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Addresses:
+    http: tuple[str, int] | None = None
+    tcp: tuple[str, int] | None = None
+    udp: tuple[str, int] | None = None
+
+    def http_url(self, tls: bool = False) -> str:
+        if self.http is None:
+            return ""
+        host = f"[{self.http[0]}]" if ":" in self.http[0] else self.http[0]
+        return f"{'https' if tls else 'http'}://{host}:{self.http[1]}"
+
+
+@dataclass
+class _Listeners:
+    runner: web.AppRunner | None = None
+    tcp: asyncio.Server | None = None
+    udp: asyncio.DatagramTransport | None = None
+    bound: Addresses = field(default_factory=Addresses)
+
+    async def start(self, app: web.Application, service: object, *, http: str | None, tcp: str | None,
+                    udp: str | None, ssl_ctx: ssl.SSLContext | None, access_log: bool, limits: Limits) -> Addresses:
+        http_addr = tcp_addr = udp_addr = None
+        if http is not None:
+            host, port = parse_hostport(http, 8000)
+            self.runner = web.AppRunner(app, access_log=logging.getLogger("aiohttp.access") if access_log else None,
+                                        shutdown_timeout=SHUTDOWN_TIMEOUT_S, handle_signals=False)
+            await self.runner.setup()
+            await web.TCPSite(self.runner, host, port, ssl_context=ssl_ctx, reuse_address=True, backlog=1024).start()
+            addr = self.runner.addresses[0]
+            http_addr = (addr[0], addr[1])
+        if tcp is not None:
+            host, port = parse_hostport(tcp, 2641)
+            self.tcp = await start_tcp(service, host, port, limits=limits)  # type: ignore[arg-type]
+            addr = self.tcp.sockets[0].getsockname()
+            tcp_addr = (addr[0], addr[1])
+        if udp is not None:
+            host, port = parse_hostport(udp, 2641)
+            if port == 0 and tcp_addr is not None:
+                port = tcp_addr[1]  # same port number as TCP, as real nodes do
+            self.udp = await start_udp(service, host, port, limits=limits)  # type: ignore[arg-type]
+            addr = self.udp.get_extra_info("sockname")
+            udp_addr = (addr[0], addr[1])
+        self.bound = Addresses(http_addr, tcp_addr, udp_addr)
+        return self.bound
+
+    async def stop(self) -> None:
+        if self.tcp is not None:
+            self.tcp.close()
+        if self.udp is not None:
+            self.udp.close()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.tcp is not None:
+            try:
+                await asyncio.wait_for(self.tcp.wait_closed(), SHUTDOWN_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("binary connections still open after %.0f s; closing anyway", SHUTDOWN_TIMEOUT_S)
+
+
+class HostedAuthoritative:
+    """An authoritative node (top-level, secondary or enterprise) with its listeners."""
+
+    def __init__(self, node: AuthoritativeNode, *, plain_http_writes: bool = True,
+                 extra_handlers: dict[int, Handler] | None = None, limits: Limits | None = None) -> None:
+        self.node = node
+        self.service = AuthoritativeService(node, extra=extra_handlers)
+        self.app = make_app(node, plain_http_writes=plain_http_writes)
+        self.limits = limits or Limits()
+        self._listeners = _Listeners()
+
+    @property
+    def store(self) -> Store:
+        return self.node.store
+
+    async def start(self, *, http: str | None, tcp: str | None = None, udp: str | None = None,
+                    ssl_ctx: ssl.SSLContext | None = None, access_log: bool = False) -> Addresses:
+        return await self._listeners.start(self.app, self.service, http=http, tcp=tcp, udp=udp, ssl_ctx=ssl_ctx,
+                                           access_log=access_log, limits=self.limits)
+
+    @property
+    def addresses(self) -> Addresses:
+        return self._listeners.bound
+
+    async def stop(self) -> None:
+        try:
+            await self._listeners.stop()
+        finally:
+            self.node.store.close()
+
+
+class HostedRecursive:
+    def __init__(self, service: RecursiveService, *, limits: Limits | None = None) -> None:
+        self.service = service
+        self.app = make_recursive_app(service)
+        self.limits = limits or Limits()
+        self._listeners = _Listeners()
+
+    async def start(self, *, http: str | None, tcp: str | None = None, udp: str | None = None,
+                    access_log: bool = False) -> Addresses:
+        return await self._listeners.start(self.app, self.service, http=http, tcp=tcp, udp=udp, ssl_ctx=None,
+                                           access_log=access_log, limits=self.limits)
+
+    @property
+    def addresses(self) -> Addresses:
+        return self._listeners.bound
+
+    async def stop(self) -> None:
+        await self._listeners.stop()
+        self.service.pool.close()

@@ -1,0 +1,75 @@
+"""The recursive node's REST surface: ``GET /api/handles/{handle}`` resolves anything, walking the
+hierarchy; answers have the authoritative API's shapes. Writes are refused (they belong to the node that
+holds the prefix)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..core.admin import parse_index
+from ..core.codes import ResponseCode, http_status
+from ..core.errors import InvalidHandle, PeerError
+from ..core.handles import fold
+from ..net.services import RecursiveService
+from .app import JSON, errors, handle_from_path
+
+SERVICE: web.AppKey[RecursiveService] = web.AppKey("recursive", RecursiveService)
+
+
+def _json(body: dict[str, Any], status: int = 200, pretty: bool = False) -> web.Response:
+    return web.Response(body=orjson.dumps(body, option=orjson.OPT_INDENT_2 if pretty else 0), status=status,
+                        content_type=JSON)
+
+
+async def resolve(request: web.Request) -> web.Response:
+    text = handle_from_path(request)
+    if not text:
+        raise InvalidHandle("Empty handle invalid")
+    query = request.query
+    service = request.app[SERVICE]
+    bypass = query.get("auth", "").lower() in ("true", "1", "yes")
+    done = await service.resolve(text, bypass_cache=bypass)
+    pretty = "pretty" in query
+    body: dict[str, Any] = {"responseCode": int(done.code), "handle": text}
+    if done.code == ResponseCode.SUCCESS:
+        values = done.values
+        indexes = [parse_index(i) for i in query.getall("index", [])]
+        types = [fold(t) for t in query.getall("type", [])]
+        if indexes or types:
+            values = tuple(v for v in values if v.index in indexes
+                           or any(fold(v.type) == t or fold(v.type).startswith(t + ".") for t in types))
+            if not values:
+                return _json({"responseCode": 200, "values": [], "handle": text}, pretty=pretty)
+        body["values"] = [v.to_json() for v in values]
+        if "trace" in query:
+            body["trace"] = [{"node": h.node, "address": h.address, "responseCode": h.code,
+                              "elapsedUs": h.elapsed_us, "cached": h.cached} for h in done.trace]
+        return _json(body, pretty=pretty)
+    if done.message and done.code not in (ResponseCode.HANDLE_NOT_FOUND,):
+        body["message"] = done.message
+    status = 504 if done.code == ResponseCode.ERROR and "did not answer" in done.message else http_status(done.code)
+    return _json(body, status, pretty=pretty)
+
+
+async def refuse_write(request: web.Request) -> web.Response:
+    raise PeerError("This is a recursive node: it resolves only. Write to the node that holds the prefix.")
+
+
+async def health(request: web.Request) -> web.Response:
+    s = request.app[SERVICE]
+    stats = s.resolver.answers.stats
+    return _json({"status": "ok", "node": s.name, "role": "recursive", "cacheEntries": len(s.resolver.answers),
+                  "cacheHits": stats.hits, "cacheMisses": stats.misses})
+
+
+def make_recursive_app(service: RecursiveService) -> web.Application:
+    app = web.Application(middlewares=[errors], client_max_size=256 * 1024)
+    app[SERVICE] = service
+    app.router.add_get("/api/handles/{handle:.*}", resolve)
+    app.router.add_put("/api/handles/{handle:.*}", refuse_write)
+    app.router.add_delete("/api/handles/{handle:.*}", refuse_write)
+    app.router.add_get("/healthz", health)
+    return app

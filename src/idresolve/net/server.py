@@ -1,0 +1,239 @@
+"""Binary protocol servers on raw asyncio Protocols (TCP framed and pipelined; UDP one message a datagram).
+
+A ``Service`` answers requests: ``handle(request)`` returns a ``Response``, an encoded payload (bytes, for
+cached answers), or an awaitable of either (the recursive node waits on upstream nodes).
+
+Bounds, so nothing a peer does grows memory without limit or hangs a connection:
+- frames above ``max_frame`` close the connection (the stream cannot be resynchronised);
+- a frame that decodes to garbage gets a PROTOCOL_ERROR answer and the connection goes on;
+- at most ``max_inflight`` requests per connection wait on awaitables; beyond, SERVER_TOO_BUSY (3);
+- at most ``max_connections`` connections per server; idle connections close after ``idle_timeout_s``;
+- when the peer does not read its answers (write buffer above the high-water mark) we stop reading.
+UDP answers above 512 bytes are sent truncated (no values, ``x`` set) so the client retries over TCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Protocol as TypingProtocol
+
+from ..core.codes import ResponseCode
+from ..core.errors import DecodeError
+from ..core.wire import (
+    UDP_ANSWER_LIMIT,
+    Codec,
+    FrameDecoder,
+    Request,
+    Response,
+    decode_message,
+    error_response,
+)
+
+log = logging.getLogger("idresolve.net")
+
+Answer = Response | bytes
+
+
+class Service(TypingProtocol):
+    name: str
+
+    def handle(self, request: Request) -> Answer | Awaitable[Answer]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_frame: int = 8 * 1024 * 1024
+    max_inflight: int = 512
+    max_connections: int = 4096
+    idle_timeout_s: float = 300.0
+
+
+class _ConnState:
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+class BinaryServerProtocol(asyncio.Protocol):
+    def __init__(self, service: Service, codec: Codec, limits: Limits, conns: _ConnState) -> None:
+        self.service, self.codec, self.limits, self.conns = service, codec, limits, conns
+        self.decoder = FrameDecoder(limits.max_frame)
+        self.transport: asyncio.Transport | None = None
+        self.inflight = 0
+        self._idle: asyncio.TimerHandle | None = None
+        self._activity = True
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.conns.count += 1
+        if self.conns.count > self.limits.max_connections:
+            transport.close()
+            return
+        self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.conns.count -= 1
+        if self._idle is not None:
+            self._idle.cancel()
+
+    def _arm_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._idle = loop.call_later(self.limits.idle_timeout_s, self._check_idle)
+
+    def _check_idle(self) -> None:
+        if self._closed or self.transport is None:
+            return
+        if not self._activity and self.inflight == 0:
+            self.transport.close()  # idle, half-open or slowloris: free the slot
+            return
+        self._activity = False
+        self._arm_idle()
+
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self._closed:
+            self.transport.resume_reading()
+
+    # -- requests ------------------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        self._activity = True
+        try:
+            payloads = self.decoder.feed(data)
+        except DecodeError as exc:
+            self._send(error_response(0, 0, ResponseCode.PROTOCOL_ERROR, exc.message))
+            assert self.transport is not None
+            self.transport.close()
+            return
+        for payload in payloads:
+            self._dispatch(payload)
+
+    def _dispatch(self, payload: bytes) -> None:
+        try:
+            msg = decode_message(payload)
+        except DecodeError as exc:
+            self._send(error_response(0, 0, ResponseCode.PROTOCOL_ERROR, exc.message))
+            return
+        if not isinstance(msg, Request):
+            self._send(error_response(msg.request_id, msg.opcode, ResponseCode.PROTOCOL_ERROR, "expected a request"))
+            return
+        try:
+            result = self.service.handle(msg)
+        except Exception:
+            log.exception("service %s failed on opcode %s", self.service.name, msg.opcode)
+            result = error_response(msg.request_id, msg.opcode, ResponseCode.ERROR, "internal error")
+        if isinstance(result, Response | bytes):
+            self._send(result)
+            return
+        if self.inflight >= self.limits.max_inflight:
+            _discard(result)
+            self._send(error_response(msg.request_id, msg.opcode, ResponseCode.SERVER_TOO_BUSY, "too many requests in flight"))
+            return
+        self.inflight += 1
+        task = asyncio.ensure_future(result)
+        task.add_done_callback(lambda t, m=msg: self._finished(t, m))
+
+    def _finished(self, task: asyncio.Future[Answer], msg: Request) -> None:
+        self.inflight -= 1
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("service %s failed on opcode %s: %r", self.service.name, msg.opcode, exc)
+            self._send(error_response(msg.request_id, msg.opcode, ResponseCode.ERROR, "internal error"))
+            return
+        self._send(task.result())
+
+    def _send(self, answer: Answer) -> None:
+        if self._closed or self.transport is None:
+            return
+        if isinstance(answer, bytes):
+            self.transport.write(len(answer).to_bytes(4, "big") + answer)
+        else:
+            self.transport.write(self.codec.frame(answer))
+
+
+def _discard(result: Awaitable[Answer]) -> None:
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
+
+
+class BinaryDatagramProtocol(asyncio.DatagramProtocol):
+    def __init__(self, service: Service, codec: Codec, limits: Limits) -> None:
+        self.service, self.codec, self.limits = service, codec, limits
+        self.transport: asyncio.DatagramTransport | None = None
+        self.inflight = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            msg = decode_message(data)
+        except DecodeError as exc:
+            self._send(error_response(0, 0, ResponseCode.PROTOCOL_ERROR, exc.message), addr, 0, 0)
+            return
+        if not isinstance(msg, Request):
+            return  # never answer an answer over UDP (reflection loops)
+        try:
+            result = self.service.handle(msg)
+        except Exception:
+            log.exception("service %s failed on opcode %s", self.service.name, msg.opcode)
+            result = error_response(msg.request_id, msg.opcode, ResponseCode.ERROR, "internal error")
+        if isinstance(result, Response | bytes):
+            self._send(result, addr, msg.request_id, msg.opcode)
+            return
+        if self.inflight >= self.limits.max_inflight:
+            _discard(result)
+            self._send(error_response(msg.request_id, msg.opcode, ResponseCode.SERVER_TOO_BUSY), addr, 0, 0)
+            return
+        self.inflight += 1
+        task = asyncio.ensure_future(result)
+        task.add_done_callback(lambda t, a=addr, m=msg: self._finished(t, a, m))
+
+    def _finished(self, task: asyncio.Future[Answer], addr: tuple[str, int], msg: Request) -> None:
+        self.inflight -= 1
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            self._send(error_response(msg.request_id, msg.opcode, ResponseCode.ERROR, "internal error"), addr, 0, 0)
+            return
+        self._send(task.result(), addr, msg.request_id, msg.opcode)
+
+    def _send(self, answer: Answer, addr: tuple[str, int], request_id: int, opcode: int) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        payload = answer if isinstance(answer, bytes) else self.codec.encode(answer)
+        if len(payload) > UDP_ANSWER_LIMIT:
+            if isinstance(answer, bytes):
+                answer = decode_message(answer)  # type: ignore[assignment]
+            assert isinstance(answer, Response)
+            payload = self.codec.encode(Response(answer.request_id, answer.opcode, answer.code, answer.handle,
+                                                 truncated=True))
+        self.transport.sendto(payload, addr)
+
+
+async def start_tcp(service: Service, host: str, port: int, *, limits: Limits | None = None) -> asyncio.Server:
+    limits = limits or Limits()
+    codec, conns = Codec(), _ConnState()
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: BinaryServerProtocol(service, codec, limits, conns), host, port,
+                                    reuse_address=True, backlog=1024)
+
+
+async def start_udp(service: Service, host: str, port: int, *, limits: Limits | None = None) -> asyncio.DatagramTransport:
+    limits = limits or Limits()
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(lambda: BinaryDatagramProtocol(service, Codec(), limits),
+                                                       local_addr=(host, port))
+    return transport

@@ -1,0 +1,218 @@
+"""The public recursive node's logic: walk top-level -> secondary -> enterprise, and cache.
+
+Pure and I/O-free: ``RecursiveResolver.begin(handle, now)`` returns a ``Resolution``, a small state
+machine. Its ``step`` is either ``Ask`` (send a RESOLUTION request to a target) or ``Done`` (the final
+answer). The I/O layer sends, then feeds back ``on_response`` or ``on_timeout`` with the elapsed time,
+and asks for the next step. A resolution takes at most ``max_hops`` steps (DOMAIN.md: 40).
+
+Caching (DOMAIN.md section 6): answers and referrals are cached by their TTL, capped at ``ttl_cap_s``
+(3,600 s); negative answers only when ``negative_ttl_s > 0``; both caches are bounded LRUs. A top-level
+node that times out is skipped for ``root_down_s`` and the next one is asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..core.cache import TtlCache
+from ..core.codes import ResponseCode
+from ..core.errors import HandleError
+from ..core.handles import derived_prefixes, fold, parse_handle
+from ..core.site import SiteInfo
+from ..core.values import HS_SITE, HandleValue
+from ..core.wire import Hop, Response
+
+TIMEOUT_CODE = -1  # in traces: the hop timed out
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A node to ask: its binary TCP endpoint, and the name and location its HS_SITE gives."""
+
+    name: str
+    host: str
+    port: int
+    location: str = ""
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def targets_from_site(values: tuple[HandleValue, ...]) -> list[Target]:
+    out = []
+    for v in values:
+        if v.type != HS_SITE:
+            continue
+        try:
+            site = SiteInfo.from_bytes(v.data)
+        except HandleError:
+            continue
+        attrs = dict(site.attributes)
+        for server in site.servers:
+            ep = server.endpoint("TCP")
+            if ep is not None:
+                out.append(Target(attrs.get("name", f"{ep[0]}:{ep[1]}"), ep[0], ep[1], attrs.get("location", "")))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    target: Target
+    handle: str
+    hops: int
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    code: int
+    handle: str
+    values: tuple[HandleValue, ...] = ()
+    message: str = ""
+    trace: tuple[Hop, ...] = ()
+    cached: bool = False
+
+
+@dataclass(slots=True)
+class CachedAnswer:
+    code: int
+    values: tuple[HandleValue, ...]
+
+
+class RecursiveResolver:
+    def __init__(self, roots: list[Target], *, cache_entries: int = 100_000, ttl_cap_s: float = 3600.0,
+                 negative_ttl_s: float = 0.0, max_hops: int = 40, root_down_s: float = 30.0) -> None:
+        if not roots:
+            raise ValueError("a recursive resolver needs at least one top-level node")
+        self.roots = list(roots)
+        self.answers: TtlCache[CachedAnswer] = TtlCache(cache_entries)
+        self.referrals: TtlCache[tuple[Target, ...]] = TtlCache(max(1000, cache_entries // 10))
+        self.ttl_cap_s, self.negative_ttl_s = ttl_cap_s, negative_ttl_s
+        self.max_hops, self.root_down_s = max_hops, root_down_s
+        self.root_down_until: dict[str, float] = {}
+
+    def ttl_of(self, values: tuple[HandleValue, ...]) -> float:
+        if not values:
+            return 0.0
+        return float(min(min(v.ttl_s for v in values), self.ttl_cap_s))
+
+    def begin(self, handle: str, now: float, *, bypass_cache: bool = False) -> Resolution:
+        return Resolution(self, handle, now, bypass_cache)
+
+    def healthy_roots(self, now: float, tried: set[str]) -> list[Target]:
+        fresh = [r for r in self.roots if r.address not in tried]
+        up = [r for r in fresh if self.root_down_until.get(r.address, 0.0) <= now]
+        return up or fresh  # when every root looks down, try them anyway
+
+
+@dataclass(slots=True)
+class Resolution:
+    resolver: RecursiveResolver
+    handle: str
+    now: float
+    bypass_cache: bool
+    step: Ask | Done | None = None
+    hops: int = 0
+    trace: list[Hop] = field(default_factory=list)
+    tried_roots: set[str] = field(default_factory=set)
+    asked: set[tuple[str, str]] = field(default_factory=set)
+    from_cached_referral: str | None = None
+    current_is_root: bool = False
+
+    def __post_init__(self) -> None:
+        try:
+            h = parse_handle(self.handle)
+        except HandleError as exc:
+            self.step = Done(exc.code, self.handle, message=exc.message)
+            return
+        self.key = h.key
+        self.prefix = h.prefix
+        r = self.resolver
+        if not self.bypass_cache:
+            hit = r.answers.get(h.key, self.now)
+            if hit is not None:
+                self.trace.append(Hop("cache", "", hit.code, 0, True))
+                self.step = Done(hit.code, self.handle, hit.values, trace=tuple(self.trace), cached=True)
+                return
+            for p in reversed(derived_prefixes(h.prefix)):
+                targets = r.referrals.get(fold(p), self.now)
+                if targets:
+                    self.from_cached_referral = fold(p)
+                    self.trace.append(Hop("cache", f"referral for {p}", ResponseCode.PREFIX_REFERRAL, 0, True))
+                    self._ask(targets[0], root=False)
+                    return
+        self._ask_root()
+
+    # -- moves ----------------------------------------------------------------------------------------
+    def _ask(self, target: Target, *, root: bool) -> None:
+        self.current_is_root = root
+        if root:
+            self.tried_roots.add(target.address)
+        self.step = Ask(target, self.handle, self.hops)
+
+    def _ask_root(self) -> None:
+        roots = self.resolver.healthy_roots(self.now, self.tried_roots)
+        if not roots:
+            self._done(ResponseCode.ERROR, message="no top-level node answered")
+            return
+        self._ask(roots[0], root=True)
+
+    def _done(self, code: int, values: tuple[HandleValue, ...] = (), message: str = "") -> None:
+        self.step = Done(code, self.handle, values, message, tuple(self.trace))
+
+    # -- feedback from the I/O layer ---------------------------------------------------------------------
+    def on_response(self, resp: Response, now: float, elapsed_us: int) -> None:
+        self.now = now
+        ask = self.step
+        if not isinstance(ask, Ask):
+            raise RuntimeError("on_response without an outstanding Ask")
+        target = ask.target
+        r = self.resolver
+        self.hops += 1
+        self.trace.append(Hop(resp.node or target.name, target.address, resp.code, elapsed_us))
+        code = resp.code
+        if code in (ResponseCode.SUCCESS, ResponseCode.VALUES_NOT_FOUND):
+            r.answers.put(self.key, CachedAnswer(code, resp.values), r.ttl_of(resp.values), now)
+            self._done(code, resp.values)
+        elif code == ResponseCode.PREFIX_REFERRAL:
+            targets = targets_from_site(resp.values)
+            if not targets:
+                self._done(ResponseCode.ERROR, message=f"{target.name} referred to a site with no TCP interface")
+                return
+            if self.hops >= r.max_hops:
+                self._done(ResponseCode.RECURSION_COUNT_TOO_HIGH, message=f"more than {r.max_hops} referrals")
+                return
+            nxt = targets[0]
+            if (nxt.address, fold(resp.handle)) in self.asked or nxt.address == target.address:
+                self._done(ResponseCode.RECURSION_COUNT_TOO_HIGH, message=f"referral loop at {resp.handle}")
+                return
+            self.asked.add((nxt.address, fold(resp.handle)))
+            referred = resp.handle.split("/", 1)[1] if "/" in resp.handle else resp.handle
+            r.referrals.put(fold(referred), tuple(targets), r.ttl_of(resp.values), now)
+            self._ask(nxt, root=False)
+        elif code == ResponseCode.HANDLE_NOT_FOUND:
+            if r.negative_ttl_s > 0:
+                r.answers.put(self.key, CachedAnswer(code, ()), min(r.negative_ttl_s, r.ttl_cap_s), now)
+            self._done(code, message=resp.message)
+        elif code == ResponseCode.SERVER_NOT_RESP and self.from_cached_referral is not None:
+            r.referrals.remove(self.from_cached_referral)  # stale referral: start again from the top
+            self.from_cached_referral = None
+            self._ask_root()
+        elif code == ResponseCode.SERVER_TOO_BUSY and self.current_is_root:
+            self._ask_root()
+        else:
+            self._done(code, message=resp.message)
+
+    def on_timeout(self, now: float, elapsed_us: int) -> None:
+        self.now = now
+        ask = self.step
+        if not isinstance(ask, Ask):
+            raise RuntimeError("on_timeout without an outstanding Ask")
+        self.trace.append(Hop(ask.target.name, ask.target.address, TIMEOUT_CODE, elapsed_us))
+        if self.current_is_root:
+            self.resolver.root_down_until[ask.target.address] = now + self.resolver.root_down_s
+            self._ask_root()
+        else:
+            if self.from_cached_referral is not None:
+                self.resolver.referrals.remove(self.from_cached_referral)
+            self._done(ResponseCode.ERROR, message=f"{ask.target.name} ({ask.target.address}) did not answer")
