@@ -410,8 +410,16 @@ class AuthoritativeNode:
         return None
 
     def bootstrap_record(self, record: Record) -> None:
-        """Write a record with no authority check: only for a node's own start-up (its prefix records)."""
+        """Write a record with no authority check: a node's own start-up records, or a replicated write
+        already authorised by the peer that took it."""
         self._store(record)
+
+    def bootstrap_delete(self, key: str) -> None:
+        """Forget a record with no authority check (a replicated deletion)."""
+        self.store.delete(key)
+        if key.startswith("0.na/"):
+            self._note_prefix_record(None, deleted_key=key)
+        self._changed(key)
 
 
 def _same(a: HandleValue, b: HandleValue) -> bool:

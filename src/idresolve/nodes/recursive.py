@@ -118,6 +118,8 @@ class Resolution:
     asked: set[tuple[str, str]] = field(default_factory=set)
     from_cached_referral: str | None = None
     current_is_root: bool = False
+    key: str = ""
+    prefix: str = ""
 
     def __post_init__(self) -> None:
         try:

@@ -1,0 +1,79 @@
+"""The sending side of registry replication (see ``nodes.replication`` for the consistency model).
+
+Every change of a prefix record at this top-level node is queued per peer, coalesced by record (only the
+newest version of each record waits), and pushed by one task per peer; failures are retried with backoff
+until the peer answers. Memory is bounded by the number of distinct records, not the number of writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from ..core.codes import OpCode, ResponseCode
+from ..core.wire import Request
+from ..nodes.authoritative import AuthoritativeNode
+from ..nodes.recursive import Target
+from ..nodes.replication import FLAG_SYNC_DELETE, SyncState
+from .client import ClientPool
+
+log = logging.getLogger("idresolve.replication")
+RETRY_MAX_S = 5.0
+
+
+class Replicator:
+    def __init__(self, node: AuthoritativeNode, state: SyncState, peers: list[Target], pool: ClientPool,
+                 auth: tuple[str, bytes], *, timeout_s: float = 5.0) -> None:
+        self.node, self.state, self.peers, self.pool, self.auth = node, state, peers, pool, auth
+        self.timeout_s = timeout_s
+        self.pending: dict[str, dict[str, int]] = {p.address: {} for p in peers}  # peer -> key -> version
+        self._wake: dict[str, asyncio.Event] = {p.address: asyncio.Event() for p in peers}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.pushed = 0
+        node.on_change(self._changed)
+
+    def start(self) -> None:
+        for peer in self.peers:
+            self._tasks.append(asyncio.create_task(self._run(peer), name=f"replicate-{peer.name}"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _changed(self, key: str) -> None:
+        if self.state.applying or not key.startswith("0.na/"):
+            return
+        version = int(time.time() * 1000)
+        self.state.versions[key] = version
+        for peer in self.peers:
+            self.pending[peer.address][key] = version
+            self._wake[peer.address].set()
+
+    async def _run(self, peer: Target) -> None:
+        queue, wake = self.pending[peer.address], self._wake[peer.address]
+        backoff = 0.1
+        while True:
+            await wake.wait()
+            wake.clear()
+            while queue:
+                key, version = next(iter(queue.items()))
+                record = self.node.store.get(key)
+                if record is None:
+                    req = Request(0, OpCode.REGISTRY_SYNC, key, FLAG_SYNC_DELETE, auth=self.auth, version=version)
+                else:
+                    req = Request(0, OpCode.REGISTRY_SYNC, record.handle, values=record.values, auth=self.auth,
+                                  version=version)
+                try:
+                    resp = await self.pool.request(peer.host, peer.port, req, self.timeout_s)
+                    if resp.code != ResponseCode.SUCCESS:
+                        log.warning("peer %s refused sync of %s: code %s %s", peer.name, key, resp.code, resp.message)
+                except (TimeoutError, ConnectionError, OSError):
+                    await asyncio.sleep(backoff)
+                    backoff = min(RETRY_MAX_S, backoff * 2)
+                    continue
+                backoff = 0.1
+                if queue.get(key) == version:
+                    del queue[key]
+                self.pushed += 1

@@ -1,0 +1,72 @@
+"""Replication of the national prefix registry among the top-level nodes (the 5+2 "same registry").
+
+Consistency model: multi-primary, asynchronous. A write taken by any top-level node is acknowledged once
+it is durable there, then pushed to every peer. Each push carries the record (or a deletion) and a
+version (milliseconds since the epoch at the write, at the taking node); a peer applies it when it is
+newer than what it holds (last writer wins per record; equal versions keep the holder's). Peers converge
+within one link delay plus processing once the push arrives (``idresolve bench`` measures the lag); a
+peer that is down is retried with the latest pending version of each record until it answers, so writes
+are not lost while the taking node stays up.
+
+This module is the pure part: the REGISTRY_SYNC handler that peers run. The sender lives in
+``net.replicator``.
+"""
+
+from __future__ import annotations
+
+from ..core.admin import AdminPerm
+from ..core.codes import OpCode, ResponseCode
+from ..core.errors import AuthenticationNeeded, NotAuthorized
+from ..core.handles import fold, parse_handle, prefix_handle
+from ..core.records import Record
+from ..core.wire import Request, Response
+from .auth import Identity, permitted
+from .authoritative import AuthoritativeNode
+
+#: The flag of a REGISTRY_SYNC that deletes its record.
+FLAG_SYNC_DELETE = 16
+
+
+def record_version(record: Record | None) -> int:
+    """The version of a stored record: its newest value timestamp, in ms."""
+    if record is None or not record.values:
+        return 0
+    return max(v.timestamp for v in record.values) * 1000
+
+
+class SyncState:
+    """Versions of records received by sync, so equal-second writes still order by milliseconds."""
+
+    def __init__(self) -> None:
+        self.versions: dict[str, int] = {}
+        self.applying = False  # set while a peer's write is applied, so it is not pushed back out
+
+    def version_of(self, node: AuthoritativeNode, key: str) -> int:
+        known = self.versions.get(key)
+        return known if known is not None else record_version(node.store.get(key))
+
+
+def make_sync_handler(state: SyncState, country_prefix: str):  # type: ignore[no-untyped-def]
+    def handle_sync(node: AuthoritativeNode, req: Request, caller: Identity | None, now: float) -> Response:
+        if caller is None:
+            raise AuthenticationNeeded("registry sync needs the registry admin's identity", handle=req.handle)
+        registry = node.store.get(fold(prefix_handle(country_prefix)))
+        if not permitted(node.store, registry, caller, AdminPerm.ADD_DERIVED_PREFIX | AdminPerm.DELETE_DERIVED_PREFIX):
+            raise NotAuthorized("not a registry admin", handle=req.handle)
+        h = parse_handle(req.handle)
+        if not h.is_prefix_record or not node.responsible(h):
+            raise NotAuthorized("only prefix records replicate", handle=req.handle)
+        if req.version <= state.version_of(node, h.key):
+            return Response(req.request_id, req.opcode, ResponseCode.SUCCESS, req.handle, message="stale")
+        state.applying = True
+        try:
+            if req.flags & FLAG_SYNC_DELETE:
+                node.bootstrap_delete(h.key)
+            else:
+                node.bootstrap_record(Record(req.handle, req.values))
+            state.versions[h.key] = req.version
+        finally:
+            state.applying = False
+        return Response(req.request_id, req.opcode, ResponseCode.SUCCESS, req.handle, message="applied")
+
+    return {OpCode.REGISTRY_SYNC: handle_sync}
