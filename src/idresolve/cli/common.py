@@ -23,7 +23,9 @@ class CliError(Exception):
 
 
 def add_server_args(p: argparse.ArgumentParser, *, write: bool) -> None:
-    p.add_argument("--server", help=f"node REST address (env IDRESOLVE_SERVER; default {DEFAULT_SERVER})")
+    p.add_argument("--server", help="node REST address (env IDRESOLVE_SERVER). Without it, the cluster in "
+                   f"--data-dir is used if one runs there, else {DEFAULT_SERVER}")
+    p.add_argument("--data-dir", help="data directory of a running cluster (env IDRESOLVE_DATA_DIR; default ./data)")
     p.add_argument("--json", action="store_true", help="print the node's JSON answer, for scripts")
     p.add_argument("--identity", help="admin identity index:handle (env IDRESOLVE_IDENTITY; default "
                    "300:0.NA/<prefix of the handle>)" if write else "identity index:handle, to read hidden values")

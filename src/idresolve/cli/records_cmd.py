@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..client.rest import Answer
+from .cluster_client import apply_cluster_defaults, resolve_with_trace
 from .common import (
     EXIT_HANDLE_ERROR,
     EXIT_OK,
@@ -48,6 +49,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("handle")
     p.add_argument("--type", action="append", help="only values of this type (repeat)")
     p.add_argument("--index", type=int, action="append", help="only the value at this index (repeat)")
+    p.add_argument("--trace", action="store_true", help="show every hop of the resolution through the cluster "
+                   "(node, answer, latency), like dig +trace")
+    p.add_argument("--no-cache", action="store_true", help="with --trace: bypass the recursive node's cache")
     add_server_args(p, write=False)
     p.set_defaults(func=resolve)
 
@@ -106,6 +110,7 @@ def register(args: argparse.Namespace) -> int:
     values = _values(args)
     if not values:
         raise CliError("nothing to register: give --url, --value or --values-json")
+    apply_cluster_defaults(args, _prefix(args.handle), write=True)
     with client_for(args, _prefix(args.handle), need_auth=True) as client:
         answer = client.put(args.handle, values, overwrite=not args.no_overwrite, indexes=args.index)
     verb = "created" if answer.status == 201 else "updated"
@@ -130,6 +135,7 @@ def _register_batch(args: argparse.Namespace) -> int:
     if not items:
         raise CliError("the batch file holds no identifiers")
     done, failed_answers = 0, []
+    apply_cluster_defaults(args, _prefix(items[0]["handle"]), write=True)
     with client_for(args, _prefix(items[0]["handle"]), need_auth=True) as client:
         for start in range(0, len(items), BATCH_CHUNK):
             chunk = items[start : start + BATCH_CHUNK]
@@ -156,6 +162,9 @@ def _register_batch(args: argparse.Namespace) -> int:
 
 
 def resolve(args: argparse.Namespace) -> int:
+    if args.trace:
+        return resolve_with_trace(args)
+    apply_cluster_defaults(args, None, write=False)
     with client_for(args, None) as client:
         answer = client.resolve(args.handle, types=args.type, indexes=args.index)
     human = None
@@ -166,6 +175,7 @@ def resolve(args: argparse.Namespace) -> int:
 
 
 def delete(args: argparse.Namespace) -> int:
+    apply_cluster_defaults(args, _prefix(args.handle), write=True)
     with client_for(args, _prefix(args.handle), need_auth=True) as client:
         answer = client.delete(args.handle, indexes=args.index)
     what = f"values {args.index} of {args.handle}" if args.index else args.handle
@@ -174,6 +184,7 @@ def delete(args: argparse.Namespace) -> int:
 
 def list_cmd(args: argparse.Namespace) -> int:
     prefix = args.prefix[5:] if args.prefix.lower().startswith("0.na/") else args.prefix
+    apply_cluster_defaults(args, prefix, write=True)
     with client_for(args, prefix, need_auth=True) as client:
         answer: Answer = client.list(args.prefix, page=args.page, page_size=args.page_size)
     human = None
