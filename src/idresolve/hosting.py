@@ -17,6 +17,7 @@ from aiohttp import web
 from .config import parse_hostport
 from .http.app import make_app
 from .http.recursive_app import make_recursive_app
+from .metrics import NodeMetrics
 from .net.server import Limits, start_tcp, start_udp
 from .net.services import AuthoritativeService, RecursiveService
 from .nodes.authoritative import AuthoritativeNode
@@ -91,10 +92,14 @@ class HostedAuthoritative:
     """An authoritative node (top-level, secondary or enterprise) with its listeners."""
 
     def __init__(self, node: AuthoritativeNode, *, plain_http_writes: bool = True,
-                 extra_handlers: dict[int, Handler] | None = None, limits: Limits | None = None) -> None:
+                 extra_handlers: dict[int, Handler] | None = None, limits: Limits | None = None,
+                 role: str = "authoritative") -> None:
         self.node = node
-        self.service = AuthoritativeService(node, extra=extra_handlers)
+        self.metrics = NodeMetrics(node.name, role)
+        self.metrics.sample(lambda: {"idresolve_records": ("gauge", "Records in the store", node.store.count())})
+        self.service = AuthoritativeService(node, extra=extra_handlers, observe=self.metrics.binary_observer())
         self.app = make_app(node, plain_http_writes=plain_http_writes)
+        self.metrics.install(self.app)
         self.limits = limits or Limits()
         self._listeners = _Listeners()
 
@@ -121,7 +126,11 @@ class HostedAuthoritative:
 class HostedRecursive:
     def __init__(self, service: RecursiveService, *, limits: Limits | None = None) -> None:
         self.service = service
+        self.metrics = NodeMetrics(service.name, "recursive")
+        service.observe = self.metrics.binary_observer()
+        self.metrics.sample(self._sampled)
         self.app = make_recursive_app(service)
+        self.metrics.install(self.app)
         self.limits = limits or Limits()
         self._listeners = _Listeners()
 
@@ -134,6 +143,30 @@ class HostedRecursive:
     def addresses(self) -> Addresses:
         return self._listeners.bound
 
+    def _sampled(self) -> dict[str, tuple[str, str, float]]:
+        s = self.service
+        stats = s.resolver.answers.stats
+        out = {
+            "idresolve_cache_hits": ("counter", "Answers served from the cache", stats.hits),
+            "idresolve_cache_misses": ("counter", "Resolutions that walked the hierarchy", stats.misses),
+            "idresolve_cache_entries": ("gauge", "Answers cached", len(s.resolver.answers)),
+            "idresolve_upstream_requests": ("counter", "Requests sent to other nodes", s.upstream_requests),
+        }
+        out.update(link_metrics(s.pool))
+        return out
+
     async def stop(self) -> None:
         await self._listeners.stop()
         self.service.pool.close()
+
+
+def link_metrics(pool: object) -> dict[str, tuple[str, str, float]]:
+    """Latency-model counters of a ClientPool whose delay function is a ``LinkModel``."""
+    stats = getattr(getattr(pool, "delay", None), "stats", None)
+    if stats is None:
+        return {}
+    return {
+        "idresolve_link_delays": ("counter", "One-way delays applied by the latency model", stats.delays),
+        "idresolve_link_delay_seconds": ("counter", "Seconds of delay applied by the latency model", stats.delay_s_total),
+        "idresolve_link_lost": ("counter", "Requests dropped by the latency model", stats.lost),
+    }

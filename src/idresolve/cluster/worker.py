@@ -25,7 +25,7 @@ from ..core.records import Record
 from ..core.topology import load_topology
 from ..core.values import HS_SECKEY, HS_SITE, seckey_value, site_value
 from ..host import run_until_signal
-from ..hosting import HostedAuthoritative, HostedRecursive
+from ..hosting import HostedAuthoritative, HostedRecursive, link_metrics
 from ..net.client import ClientPool
 from ..net.links import LinkModel
 from ..net.replicator import Replicator
@@ -106,8 +106,15 @@ class Worker:
                     extra = make_sync_handler(state, n.spec.prefix)
                     peers = [target_of(t) for t in self.plan.by_role("top") if t.name != n.name]
                     auth = (identity_of(n.spec.prefix), secret_for(self.master, n.spec.prefix).encode())
-                    self.replicators.append(Replicator(node, state, peers, self._pool(n), auth))
-                hosted = HostedAuthoritative(node, extra_handlers=extra)
+                    replicator = Replicator(node, state, peers, self._pool(n), auth)
+                    self.replicators.append(replicator)
+                hosted = HostedAuthoritative(node, extra_handlers=extra, role=n.role)
+                if n.role == "top":
+                    hosted.metrics.sample(lambda r=replicator: {
+                        "idresolve_replication_pushed": ("counter", "Registry records pushed to peers", r.pushed),
+                        "idresolve_replication_pending": ("gauge", "Registry records waiting for a peer",
+                                                          sum(len(q) for q in r.pending.values())),
+                        **link_metrics(r.pool)})
                 addrs = await hosted.start(http=f"{host}:{n.http_port}", tcp=f"{host}:{n.tcp_port}",
                                            udp=f"{host}:{n.udp_port}")
             self.hosted.append(hosted)

@@ -1,0 +1,115 @@
+"""Prometheus metrics for one node, served at ``GET /metrics`` (prometheus-client).
+
+Each node has its own ``CollectorRegistry`` (many nodes share a process). Per-request work is two cheap
+calls on pre-bound children; everything else (records stored, cache hits and misses, link delays,
+replication) is read from the node's own counters when scraped, so it costs nothing per request.
+
+Names:
+- ``idresolve_requests_total{surface, op, code}``: requests answered (surface ``binary`` or ``rest``;
+  ``code`` is the Handle response code for binary, the HTTP status for REST).
+- ``idresolve_request_seconds{surface, op}``: time spent answering, histogram.
+- ``idresolve_records``: records in the node's store.
+- ``idresolve_cache_hits_total``, ``idresolve_cache_misses_total``, ``idresolve_cache_entries``: recursive.
+- ``idresolve_upstream_requests_total``: recursive node's requests to other nodes.
+- ``idresolve_link_delays_total``, ``idresolve_link_delay_seconds_total``, ``idresolve_link_lost_total``:
+  delays the latency model applied to this node's outgoing traffic.
+- ``idresolve_replication_pushed_total``: registry records pushed to peers (top-level nodes).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .core.codes import OpCode
+
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _op_name(opcode: int) -> str:
+    try:
+        return OpCode(opcode).name.lower()
+    except ValueError:
+        return f"op{opcode}"
+
+
+class _Sampled(Collector):
+    """Reads counters owned by the node when scraped."""
+
+    def __init__(self, read: Callable[[], dict[str, Any]]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterable[Any]:
+        values = self.read()
+        for name, (kind, help_text, value) in values.items():
+            family = CounterMetricFamily(name, help_text) if kind == "counter" else GaugeMetricFamily(name, help_text)
+            family.add_metric([], value)
+            yield family
+
+
+class NodeMetrics:
+    def __init__(self, node_name: str, role: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter("idresolve_requests", "Requests answered", ["surface", "op", "code"],
+                                registry=self.registry)
+        self.seconds = Histogram("idresolve_request_seconds", "Time spent answering a request",
+                                 ["surface", "op"], buckets=BUCKETS, registry=self.registry)
+        self.node_name, self.role = node_name, role
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._hists: dict[tuple[str, str], Any] = {}
+
+    def sample(self, read: Callable[[], dict[str, Any]]) -> None:
+        """Register values read at scrape time: ``{name: ("counter"|"gauge", help, value)}``."""
+        self.registry.register(_Sampled(read))
+
+    def observe(self, surface: str, op: str, code: int, seconds: float) -> None:
+        key = (surface, op, code)
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = self.requests.labels(surface, op, str(code))
+        child.inc()
+        hkey = (surface, op)
+        hist = self._hists.get(hkey)
+        if hist is None:
+            hist = self._hists[hkey] = self.seconds.labels(surface, op)
+        hist.observe(seconds)
+
+    def binary_observer(self) -> Callable[[int, int, float], None]:
+        names: dict[int, str] = {}
+
+        def observe(opcode: int, code: int, seconds: float) -> None:
+            op = names.get(opcode)
+            if op is None:
+                op = names[opcode] = _op_name(opcode)
+            self.observe("binary", op, code, seconds)
+
+        return observe
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def install(self, app: web.Application) -> None:
+        """Add ``GET /metrics`` and a middleware that counts REST requests (before the app starts)."""
+
+        @web.middleware
+        async def count(request: web.Request,
+                        handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+            t0 = time.perf_counter()
+            resp = await handler(request)
+            route = request.match_info.route.resource
+            op = f"{request.method} {route.canonical if route is not None else 'unknown'}"
+            self.observe("rest", op, resp.status, time.perf_counter() - t0)
+            return resp
+
+        async def metrics(_request: web.Request) -> web.Response:
+            return web.Response(body=self.render(), headers={"Content-Type": CONTENT_TYPE})
+
+        app.middlewares.insert(0, count)
+        app.router.add_get("/metrics", metrics)
