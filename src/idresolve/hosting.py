@@ -12,12 +12,14 @@ import logging
 import ssl
 from dataclasses import dataclass, field
 
+import orjson
 from aiohttp import web
 
 from .config import parse_hostport
 from .http.app import make_app
 from .http.recursive_app import make_recursive_app
-from .metrics import NodeMetrics
+from .metrics import NodeMetrics, admission_metrics
+from .net.admission import Admission
 from .net.server import Limits, start_tcp, start_udp
 from .net.services import AuthoritativeService, RecursiveService
 from .nodes.authoritative import AuthoritativeNode
@@ -100,6 +102,9 @@ class HostedAuthoritative:
         self.service = AuthoritativeService(node, extra=extra_handlers, observe=self.metrics.binary_observer())
         self.app = make_app(node, plain_http_writes=plain_http_writes)
         self.metrics.install(self.app)
+        if self.service.admission is not None:
+            install_admission(self.app, self.service.admission, per_client=False)
+            self.metrics.sample(lambda: admission_metrics(self.service.admission))
         self.limits = limits or Limits()
         self._listeners = _Listeners()
 
@@ -131,6 +136,9 @@ class HostedRecursive:
         self.metrics.sample(self._sampled)
         self.app = make_recursive_app(service)
         self.metrics.install(self.app)
+        if service.admission is not None:
+            install_admission(self.app, service.admission, per_client=True)
+            self.metrics.sample(lambda: admission_metrics(service.admission))
         self.limits = limits or Limits()
         self._listeners = _Listeners()
 
@@ -158,6 +166,29 @@ class HostedRecursive:
     async def stop(self) -> None:
         await self._listeners.stop()
         self.service.pool.close()
+
+
+_BUSY = orjson.dumps({"responseCode": 3, "message": "Server too busy"})
+
+
+def install_admission(app: web.Application, admission: Admission, *, per_client: bool) -> None:
+    """Refuse REST requests with 503 and code 3 when the node sheds load (inside the metrics middleware,
+    so refused requests are counted)."""
+
+    @web.middleware
+    async def admit(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        if not request.path.startswith("/api/"):
+            return await handler(request)  # health and metrics stay reachable under load
+        if not admission.admit(request.remote if per_client else None):
+            return web.Response(body=_BUSY, status=503, content_type="application/json",
+                                headers={"Retry-After": "1"})
+        admission.inflight += 1
+        try:
+            return await handler(request)
+        finally:
+            admission.inflight -= 1
+
+    app.middlewares.insert(1, admit)
 
 
 def link_metrics(pool: object) -> dict[str, tuple[str, str, float]]:

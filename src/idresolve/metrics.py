@@ -113,3 +113,15 @@ class NodeMetrics:
 
         app.middlewares.insert(0, count)
         app.router.add_get("/metrics", metrics)
+
+
+def admission_metrics(admission: object) -> dict[str, tuple[str, str, float]]:
+    stats = getattr(admission, "stats", None)
+    if stats is None:
+        return {}
+    return {
+        "idresolve_admitted": ("counter", "Requests admitted", stats.admitted),
+        "idresolve_shed_overload": ("counter", "Requests refused with code 3: event loop saturated", stats.shed_overload),
+        "idresolve_shed_rate": ("counter", "Requests refused with code 3: client over its rate", stats.shed_rate),
+        "idresolve_shed_inflight": ("counter", "Requests refused with code 3: too many in flight", stats.shed_inflight),
+    }

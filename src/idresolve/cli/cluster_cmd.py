@@ -57,6 +57,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--own-process", action="append", default=[], metavar="NODE",
                    help="run this node in a process of its own (so it can be killed alone); repeat")
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--hop-timeout", type=float, help="recursive nodes: seconds to wait for each hop (default 2)")
+    p.add_argument("--cache-entries", type=int, help="recursive nodes: answers cached at most (default 100000)")
+    p.add_argument("--negative-ttl", type=float, help="recursive nodes: cache 'not found' answers this many seconds "
+                   "(default 0: not cached)")
+    p.add_argument("--client-rate", type=float, help="recursive nodes: requests/s accepted per client address, "
+                   "beyond which they answer code 3 (default 100000; 0 for no limit)")
     p.set_defaults(func=up)
 
     p = sub.add_parser("status", help="list every node of the running cluster: role, place, addresses, up/down",
@@ -88,8 +94,16 @@ def up(args: argparse.Namespace) -> int:
         plan = make_plan(topology, base_port=args.base_port, workers=args.workers)
     except (TopologyError, ValueError) as exc:
         raise CliError(str(exc)) from None
+    flags: list[str] = []
+    for name, flag, low in (("hop_timeout", "--hop-timeout", 0.001), ("cache_entries", "--cache-entries", 1),
+                            ("negative_ttl", "--negative-ttl", 0), ("client_rate", "--client-rate", 0)):
+        value = getattr(args, name)
+        if value is not None:
+            if value < low:
+                raise CliError(f"{flag} must be at least {low}")
+            flags += [flag, str(value)]
     opts = UpOptions(config, data_dir_of(args), args.base_port, args.workers, args.latency, args.scenario,
-                     tuple(args.own_process), args.log_level)
+                     tuple(args.own_process), args.log_level, tuple(flags))
     try:
         check_ports_free(plan)
     except ClusterError as exc:

@@ -44,6 +44,7 @@ class UpOptions:
     scenario: str | None
     own_process: tuple[str, ...] = ()
     log_level: str = "WARNING"
+    worker_flags: tuple[str, ...] = ()  # passed through to every worker (recursive settings)
 
 
 def cluster_description(plan: ClusterPlan, opts: UpOptions) -> dict[str, object]:
@@ -104,6 +105,7 @@ class Supervisor:
                 "--latency", o.latency, "--log-level", o.log_level]
         if o.scenario:
             argv += ["--scenario", o.scenario]
+        argv += list(o.worker_flags)
         for name in names:
             argv += ["--node", name]
         return argv

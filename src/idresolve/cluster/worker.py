@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.handles import fold, prefix_handle
@@ -29,7 +30,7 @@ from ..hosting import HostedAuthoritative, HostedRecursive, link_metrics
 from ..net.client import ClientPool
 from ..net.links import LinkModel
 from ..net.replicator import Replicator
-from ..net.services import RecursiveService
+from ..net.services import DEFAULT_CLIENT_RATE, RecursiveService
 from ..nodes.authoritative import AuthoritativeNode
 from ..nodes.bootstrap import ADMIN_INDEX, HS_SITE_INDEX, prefix_record
 from ..nodes.recursive import RecursiveResolver, Target
@@ -39,6 +40,13 @@ from .credentials import cluster_secret, secret_for
 from .plan import ClusterPlan, NodePlan, identity_of, make_plan
 
 log = logging.getLogger("idresolve.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class RecursiveSettings:
+    cache_entries: int = 100_000
+    negative_ttl_s: float = 0.0
+    client_rate: float | None = DEFAULT_CLIENT_RATE
 
 
 def target_of(n: NodePlan) -> Target:
@@ -66,11 +74,13 @@ def ensure_own_prefix_record(node: AuthoritativeNode, n: NodePlan, secret: str, 
 
 class Worker:
     def __init__(self, plan: ClusterPlan, names: list[str], data_dir: Path, master: str, *,
-                 latency: LatencyModel, bind_host: str | None = None, hop_timeout_s: float = 2.0) -> None:
+                 latency: LatencyModel, bind_host: str | None = None, hop_timeout_s: float = 2.0,
+                 recursive: RecursiveSettings | None = None) -> None:
         self.plan, self.data_dir, self.master, self.latency = plan, data_dir, master, latency
         self.names = names
         self.bind_host = bind_host
         self.hop_timeout_s = hop_timeout_s
+        self.recursive = recursive or RecursiveSettings()
         self.hosted: list[HostedAuthoritative | HostedRecursive] = []
         self.replicators: list[Replicator] = []
         where = {(n.dial_host, n.tcp_port): n.spec.location for n in plan.nodes}
@@ -89,8 +99,11 @@ class Worker:
             if n.role == "recursive":
                 tops = sorted(self.plan.by_role("top"), key=lambda t: (
                     t.spec.disaster_recovery, self.latency.base_one_way_ms(n.spec.location, t.spec.location), t.index))
-                resolver = RecursiveResolver([target_of(t) for t in tops])
-                service = RecursiveService(n.name, resolver, self._pool(n), hop_timeout_s=self.hop_timeout_s)
+                rs = self.recursive
+                resolver = RecursiveResolver([target_of(t) for t in tops], cache_entries=rs.cache_entries,
+                                             negative_ttl_s=rs.negative_ttl_s)
+                service = RecursiveService(n.name, resolver, self._pool(n), hop_timeout_s=self.hop_timeout_s,
+                                           client_rate=rs.client_rate)
                 hosted: HostedAuthoritative | HostedRecursive = HostedRecursive(service)
                 addrs = await hosted.start(http=f"{host}:{n.http_port}", tcp=f"{host}:{n.tcp_port}",
                                            udp=f"{host}:{n.udp_port}")
@@ -148,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency", choices=["on", "off"], default="on")
     p.add_argument("--scenario")
     p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--hop-timeout", type=float, default=2.0, help="recursive: seconds to wait for each hop")
+    p.add_argument("--cache-entries", type=int, default=100_000, help="recursive: answers cached at most")
+    p.add_argument("--negative-ttl", type=float, default=0.0, help="recursive: cache 'not found' this long")
+    p.add_argument("--client-rate", type=float, default=DEFAULT_CLIENT_RATE,
+                   help="recursive: requests/s accepted per client address (0: unlimited)")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     topology = load_topology(args.config)
@@ -156,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     names = args.node or [n.name for n in plan.for_worker(args.index if args.index is not None else 0)]
     master = cluster_secret(args.data_dir)
     latency = LatencyModel.off() if args.latency == "off" else LatencyModel.for_topology(topology, args.scenario)
-    worker = Worker(plan, names, args.data_dir, master, latency=latency, bind_host=args.bind)
+    settings = RecursiveSettings(args.cache_entries, args.negative_ttl, args.client_rate or None)
+    worker = Worker(plan, names, args.data_dir, master, latency=latency, bind_host=args.bind,
+                    hop_timeout_s=args.hop_timeout, recursive=settings)
 
     async def run(stop: asyncio.Event) -> None:
         try:

@@ -31,6 +31,7 @@ from ..core.wire import (
     decode_message,
     error_response,
 )
+from .admission import Admission
 
 log = logging.getLogger("idresolve.net")
 
@@ -39,6 +40,7 @@ Answer = Response | bytes
 
 class Service(TypingProtocol):
     name: str
+    admission: Admission | None
 
     def handle(self, request: Request) -> Answer | Awaitable[Answer]: ...
 
@@ -67,10 +69,14 @@ class BinaryServerProtocol(asyncio.Protocol):
         self._idle: asyncio.TimerHandle | None = None
         self._activity = True
         self._closed = False
+        self.admission: Admission | None = getattr(service, "admission", None)
+        self.peer: str | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else None
         self.conns.count += 1
         if self.conns.count > self.limits.max_connections:
             transport.close()
@@ -126,6 +132,10 @@ class BinaryServerProtocol(asyncio.Protocol):
         if not isinstance(msg, Request):
             self._send(error_response(msg.request_id, msg.opcode, ResponseCode.PROTOCOL_ERROR, "expected a request"))
             return
+        adm = self.admission
+        if adm is not None and not adm.admit(self.peer):
+            self._send(error_response(msg.request_id, msg.opcode, ResponseCode.SERVER_TOO_BUSY, "server too busy"))
+            return
         try:
             result = self.service.handle(msg)
         except Exception:
@@ -139,11 +149,15 @@ class BinaryServerProtocol(asyncio.Protocol):
             self._send(error_response(msg.request_id, msg.opcode, ResponseCode.SERVER_TOO_BUSY, "too many requests in flight"))
             return
         self.inflight += 1
+        if adm is not None:
+            adm.inflight += 1
         task = asyncio.ensure_future(result)
         task.add_done_callback(lambda t, m=msg: self._finished(t, m))
 
     def _finished(self, task: asyncio.Future[Answer], msg: Request) -> None:
         self.inflight -= 1
+        if self.admission is not None:
+            self.admission.inflight -= 1
         if task.cancelled():
             return
         exc = task.exception()
@@ -185,6 +199,10 @@ class BinaryDatagramProtocol(asyncio.DatagramProtocol):
             return
         if not isinstance(msg, Request):
             return  # never answer an answer over UDP (reflection loops)
+        adm = getattr(self.service, "admission", None)
+        if adm is not None and not adm.admit(addr[0]):
+            self._send(error_response(msg.request_id, msg.opcode, ResponseCode.SERVER_TOO_BUSY), addr, 0, 0)
+            return
         try:
             result = self.service.handle(msg)
         except Exception:

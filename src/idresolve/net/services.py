@@ -18,9 +18,12 @@ from ..core.wire import FLAG_AUTHORITATIVE, FLAG_TRACE, Codec, Request, Response
 from ..nodes.authoritative import AuthoritativeNode
 from ..nodes.dispatch import Handler, answer
 from ..nodes.recursive import Ask, Done, RecursiveResolver
+from .admission import Admission
 from .client import ClientPool
 
 ENCODED_ANSWERS = 100_000
+#: Requests per second a recursive node accepts from one client address (token bucket; burst 20 %).
+DEFAULT_CLIENT_RATE = 100_000.0
 Observer = Callable[[int, int, float], None]  # (opcode, response code, seconds spent)
 
 
@@ -32,6 +35,7 @@ class AuthoritativeService:
         self.codec = Codec()
         self.extra = extra or {}
         self.observe = observe
+        self.admission: Admission | None = Admission()
         self._encoded: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
         node.on_change(self._invalidate)
 
@@ -64,8 +68,9 @@ class RecursiveService:
     """The recursive node: resolution over the binary protocol (and, through ``resolve``, over REST)."""
 
     def __init__(self, name: str, resolver: RecursiveResolver, pool: ClientPool, *, hop_timeout_s: float = 2.0,
-                 observe: Observer | None = None) -> None:
+                 observe: Observer | None = None, client_rate: float | None = DEFAULT_CLIENT_RATE) -> None:
         self.name = name
+        self.admission: Admission | None = Admission(rate_per_client=client_rate)
         self.resolver = resolver
         self.pool = pool
         self.hop_timeout_s = hop_timeout_s
