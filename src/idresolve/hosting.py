@@ -20,7 +20,7 @@ from .http.app import make_app
 from .http.recursive_app import make_recursive_app
 from .metrics import NodeMetrics, admission_metrics
 from .net.admission import Admission
-from .net.server import Limits, start_tcp, start_udp
+from .net.server import Limits, TcpServer, start_tcp, start_udp
 from .net.services import AuthoritativeService, RecursiveService
 from .nodes.authoritative import AuthoritativeNode
 from .nodes.dispatch import Handler
@@ -46,7 +46,7 @@ class Addresses:
 @dataclass
 class _Listeners:
     runner: web.AppRunner | None = None
-    tcp: asyncio.Server | None = None
+    tcp: TcpServer | None = None
     udp: asyncio.DatagramTransport | None = None
     bound: Addresses = field(default_factory=Addresses)
 
@@ -64,8 +64,7 @@ class _Listeners:
         if tcp is not None:
             host, port = parse_hostport(tcp, 2641)
             self.tcp = await start_tcp(service, host, port, limits=limits)  # type: ignore[arg-type]
-            addr = self.tcp.sockets[0].getsockname()
-            tcp_addr = (addr[0], addr[1])
+            tcp_addr = self.tcp.address
         if udp is not None:
             host, port = parse_hostport(udp, 2641)
             if port == 0 and tcp_addr is not None:
@@ -77,17 +76,18 @@ class _Listeners:
         return self.bound
 
     async def stop(self) -> None:
-        if self.tcp is not None:
-            self.tcp.close()
         if self.udp is not None:
             self.udp.close()
-        if self.runner is not None:
-            await self.runner.cleanup()
+        # HTTP and binary listeners drain concurrently; each has its own bounded wait.
+        tasks = []
         if self.tcp is not None:
-            try:
-                await asyncio.wait_for(self.tcp.wait_closed(), SHUTDOWN_TIMEOUT_S)
-            except TimeoutError:
-                log.warning("binary connections still open after %.0f s; closing anyway", SHUTDOWN_TIMEOUT_S)
+            tasks.append(self.tcp.close(SHUTDOWN_TIMEOUT_S))
+        if self.runner is not None:
+            tasks.append(self.runner.cleanup())
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                log.warning("closing listeners: %r", r)
 
 
 class HostedAuthoritative:

@@ -54,10 +54,11 @@ class Limits:
 
 
 class _ConnState:
-    __slots__ = ("count",)
+    __slots__ = ("count", "open")
 
     def __init__(self) -> None:
         self.count = 0
+        self.open: set[BinaryServerProtocol] = set()
 
 
 class BinaryServerProtocol(asyncio.Protocol):
@@ -78,6 +79,7 @@ class BinaryServerProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
         self.conns.count += 1
+        self.conns.open.add(self)
         if self.conns.count > self.limits.max_connections:
             transport.close()
             return
@@ -86,6 +88,7 @@ class BinaryServerProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.conns.count -= 1
+        self.conns.open.discard(self)
         if self._idle is not None:
             self._idle.cancel()
 
@@ -241,12 +244,40 @@ class BinaryDatagramProtocol(asyncio.DatagramProtocol):
         self.transport.sendto(payload, addr)
 
 
-async def start_tcp(service: Service, host: str, port: int, *, limits: Limits | None = None) -> asyncio.Server:
+class TcpServer:
+    """A listening binary TCP server and its open connections, with a graceful close."""
+
+    def __init__(self, server: asyncio.Server, conns: _ConnState) -> None:
+        self.server, self.conns = server, conns
+
+    @property
+    def address(self) -> tuple[str, int]:
+        name = self.server.sockets[0].getsockname()
+        return name[0], name[1]
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Stop accepting, stop reading, let requests in flight finish (up to ``timeout_s``), flush answers
+        and close every connection."""
+        self.server.close()
+        for proto in list(self.conns.open):
+            if proto.transport is not None and not proto._closed:
+                proto.transport.pause_reading()
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while any(p.inflight for p in self.conns.open) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        for proto in list(self.conns.open):
+            if proto.transport is not None:
+                proto.transport.close()  # buffered answers are written before the socket closes
+        await self.server.wait_closed()
+
+
+async def start_tcp(service: Service, host: str, port: int, *, limits: Limits | None = None) -> TcpServer:
     limits = limits or Limits()
     codec, conns = Codec(), _ConnState()
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: BinaryServerProtocol(service, codec, limits, conns), host, port,
-                                    reuse_address=True, backlog=1024)
+    server = await loop.create_server(lambda: BinaryServerProtocol(service, codec, limits, conns), host, port,
+                                      reuse_address=True, backlog=1024)
+    return TcpServer(server, conns)
 
 
 async def start_udp(service: Service, host: str, port: int, *, limits: Limits | None = None) -> asyncio.DatagramTransport:
