@@ -28,6 +28,7 @@ from .store.base import Store
 
 log = logging.getLogger("idresolve.hosting")
 SHUTDOWN_TIMEOUT_S = 10.0
+HTTP_IDLE_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +56,10 @@ class _Listeners:
         http_addr = tcp_addr = udp_addr = None
         if http is not None:
             host, port = parse_hostport(http, 8000)
+            # keepalive_timeout also closes connections that never complete a request (slowloris).
             self.runner = web.AppRunner(app, access_log=logging.getLogger("aiohttp.access") if access_log else None,
-                                        shutdown_timeout=SHUTDOWN_TIMEOUT_S, handle_signals=False)
+                                        shutdown_timeout=SHUTDOWN_TIMEOUT_S, handle_signals=False,
+                                        keepalive_timeout=HTTP_IDLE_TIMEOUT_S)
             await self.runner.setup()
             await web.TCPSite(self.runner, host, port, ssl_context=ssl_ctx, reuse_address=True, backlog=1024).start()
             addr = self.runner.addresses[0]
