@@ -70,6 +70,14 @@ def cluster_description(plan: ClusterPlan, opts: UpOptions) -> dict[str, object]
     }
 
 
+def ephemeral_range() -> tuple[int, int] | None:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return None
+
+
 def check_ports_free(plan: ClusterPlan) -> None:
     for n in plan.nodes:
         for port, kind in ((n.tcp_port, socket.SOCK_STREAM), (n.http_port, socket.SOCK_STREAM), (n.udp_port, socket.SOCK_DGRAM)):
@@ -78,8 +86,13 @@ def check_ports_free(plan: ClusterPlan) -> None:
                 try:
                     s.bind((n.host, port))
                 except OSError:
+                    hint = ""
+                    eph = ephemeral_range()
+                    if eph is not None and eph[0] <= port <= eph[1]:
+                        hint = (f" (it is inside the ephemeral range {eph[0]}-{eph[1]}, where client connections "
+                                f"in TIME_WAIT hold ports: choose a base port below {eph[0]})")
                     raise ClusterError(f"port {port} on {n.host} (node {n.name}) is in use: is a cluster already "
-                                       f"running? Stop it, or choose another --base-port") from None
+                                       f"running? Stop it, or choose another --base-port{hint}") from None
 
 
 class Supervisor:

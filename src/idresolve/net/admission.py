@@ -1,7 +1,8 @@
 """Admission control: shed work with SERVER_TOO_BUSY (3) instead of growing queues.
 
-- ``LoopLag`` measures how late a periodic timer fires in this event loop (an EWMA); a loop that is
-  saturated fires timers late. One per loop, shared by every node in it.
+- ``LoopLag`` measures how late a periodic timer fires in this event loop. The signal is the *minimum*
+  over the last few ticks: one long request (a 2,000-identifier batch) makes one tick late and must
+  not shed anything, while a saturated loop fires every tick late. One per loop, shared by its nodes.
 - ``Admission.admit(client)`` answers False when the request should get code 3: the loop's lag is above
   ``lag_threshold_s`` (then a growing fraction of requests is refused, deterministically, with no random
   draw), or the client has used up its token bucket (``rate_per_client``; recursive nodes), or too many
@@ -14,15 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 MAX_TRACKED_CLIENTS = 10_000
 
 
 class LoopLag:
-    def __init__(self, interval_s: float = 0.02, alpha: float = 0.3) -> None:
-        self.interval_s, self.alpha = interval_s, alpha
+    def __init__(self, interval_s: float = 0.02, window: int = 5) -> None:
+        self.interval_s = interval_s
+        self._recent: deque[float] = deque([0.0], maxlen=window)
         self.lag_s = 0.0
         self._handle: asyncio.TimerHandle | None = None
         self._due = 0.0
@@ -41,7 +43,8 @@ class LoopLag:
     def _tick(self) -> None:
         assert self._loop is not None
         late = max(0.0, self._loop.time() - self._due)
-        self.lag_s += self.alpha * (late - self.lag_s)
+        self._recent.append(late)
+        self.lag_s = min(self._recent)
         self._arm()
 
     def stop(self) -> None:

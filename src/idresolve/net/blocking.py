@@ -31,6 +31,7 @@ class BlockingClient:
         self._decoder = FrameDecoder()
         self._ready: list[bytes] = []
         self._ids = itertools.count(1)
+        self.last_answer_bytes = 0  # size of the last answer's frame, for load tests
 
     # -- connection ----------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -90,6 +91,7 @@ class BlockingClient:
                 self.close()
                 raise ProtocolClientError(f"bad framing from {self.host}:{self.port}: {exc.message}") from None
         payload = self._ready.pop(0)
+        self.last_answer_bytes = len(payload) + 4
         try:
             msg = decode_message(payload)
         except DecodeError as exc:
