@@ -1,0 +1,431 @@
+"""docker-compose.yml from a topology (``idresolve compose``) and the ``idresolve bootstrap`` step it runs.
+
+Docker itself is NOT available on this machine: there is no engine (and no compose plugin), so nothing
+here builds the image or starts a container. Instead the last test runs the containers' own commands,
+read from a generated compose file, as plain subprocesses on 127.0.0.1: every node service's worker
+command, its healthcheck and the bootstrap service's command, then resolves the demo identifier through
+the recursive node's published port. Only what needs container DNS or a container network is replaced:
+``--host NAME``/``--dial-hosts names`` become ``127.0.0.1``/``same``, ``--bind 0.0.0.0`` becomes
+``127.0.0.1`` (no traffic leaves loopback), and the in-image paths ``/app/config`` and ``/data`` become
+files under ``tmp_path``.
+
+The file is parsed with PyYAML where it is installed (here: the system python3's python3-yaml, since the
+project does not depend on PyYAML).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import json
+import os
+import queue
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from idresolve.cli.main import main
+from idresolve.cluster.compose import (
+    APP_DIR,
+    DATA_DIR,
+    SECRET_ENV,
+    SECRET_NAME,
+    SECRET_TARGET,
+    ComposeOptions,
+    compose_dict,
+    drift_summary,
+    dump_yaml,
+    render,
+)
+from idresolve.cluster.plan import make_plan
+from idresolve.core.codes import ResponseCode
+from idresolve.core.topology import load_topology
+from idresolve.net.blocking import BlockingClient
+
+ROOT = Path(__file__).resolve().parent.parent
+_SCRIPT = Path(sys.executable).with_name("idresolve")
+IDRESOLVE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from idresolve.cli.main import entry; entry()"]
+SHANDONG = ROOT / "config" / "shandong.toml"
+MINIMAL = ROOT / "config" / "minimal.toml"
+CHECKED_IN = ROOT / "docker-compose.yml"
+DEMO = "88.118.8/JXDY2106023"
+WORKER = ["python", "-m", "idresolve.cluster.worker"]
+
+_LOAD = ("import json, sys, yaml; loader = getattr(yaml, 'CSafeLoader', yaml.SafeLoader); "
+         "json.dump(yaml.load(open(sys.argv[1], encoding='utf-8'), Loader=loader), sys.stdout)")
+
+
+@functools.cache
+def _yaml_interpreter() -> tuple[str, ...] | None:
+    if importlib.util.find_spec("yaml") is not None:
+        return (sys.executable,)
+    for candidate in ("/usr/bin/python3", shutil.which("python3")):
+        if candidate and Path(candidate).exists() and subprocess.run(
+                [candidate, "-c", "import yaml"], capture_output=True, timeout=20).returncode == 0:
+            return (candidate,)
+    return None
+
+
+def load_yaml(path: Path) -> Any:
+    """``path`` read by PyYAML (a YAML 1.1 reader: stricter about on/off/yes/no than compose's 1.2)."""
+    python = _yaml_interpreter()
+    if python is None:
+        pytest.skip("PyYAML is not installed in this venv nor for the system python3 (apt python3-yaml)")
+    out = subprocess.run([*python, "-c", _LOAD, str(path)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without IDRESOLVE_* settings leaking in from the developer's shell."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("IDRESOLVE_")}, **extra}
+
+
+def run_idresolve(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*IDRESOLVE, *args], capture_output=True, text=True, timeout=timeout,
+                          env=env if env is not None else clean_env())
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``idresolve ARGS`` in this process: exit code, stdout, stderr."""
+    capsys.readouterr()
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def strings_in(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in [k, *strings_in(v)]]
+    if isinstance(value, list):
+        return [s for v in value for s in strings_in(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def arg(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
+# -- the checked-in file ------------------------------------------------------------------------------------
+
+def test_checked_in_file_is_current():
+    r = run_idresolve("compose", "--config", str(SHANDONG), "--out", str(CHECKED_IN), "--check")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "up to date" in r.stdout
+
+
+def test_checked_in_file_runs_every_node_with_the_plan_ports():
+    doc = load_yaml(CHECKED_IN)
+    topology = load_topology(SHANDONG)
+    plan = make_plan(topology)  # what `idresolve up` runs: the same ports
+    assert doc == compose_dict(topology, ComposeOptions("shandong.toml")), "the YAML reads back as the generator's dict"
+    services = doc["services"]
+    assert set(services) == {n.name for n in plan.nodes} | {"bootstrap", "locust"}
+    assert len(plan.nodes) == len(topology.running_nodes()) > 60
+
+    published = []
+    for n in plan.nodes:
+        svc = services[n.name]
+        cmd = svc["command"]
+        assert cmd[:3] == WORKER
+        assert arg(cmd, "--node") == n.name and arg(cmd, "--host") == n.name
+        assert arg(cmd, "--bind") == "0.0.0.0" and arg(cmd, "--dial-hosts") == "names"
+        assert arg(cmd, "--latency") == "on" and arg(cmd, "--base-port") == str(plan.base_port)
+        assert arg(cmd, "--config") == f"{APP_DIR}/config/shandong.toml" and arg(cmd, "--data-dir") == DATA_DIR
+        test = svc["healthcheck"]["test"]
+        assert test[:3] == ["CMD", "python", "-c"] and f"http://127.0.0.1:{n.http_port}/healthz" in test[3]
+        assert "urllib" in test[3]
+        assert "profiles" not in svc
+        assert svc["volumes"] == [f"{n.name}-data:{DATA_DIR}"]
+        assert [s["target"] for s in svc["secrets"] if s["source"] == SECRET_NAME] == [SECRET_TARGET]
+        if n.role == "recursive":
+            assert sorted(svc["ports"]) == sorted([
+                f"127.0.0.1:{n.tcp_port}:{n.tcp_port}/tcp", f"127.0.0.1:{n.udp_port}:{n.udp_port}/udp",
+                f"127.0.0.1:{n.http_port}:{n.http_port}/tcp"])
+        published += svc.get("ports", [])
+    recursive = plan.by_role("recursive")
+    assert len(published) == 3 * len(recursive) > 0
+    assert not any("ports" in svc for name, svc in services.items() if name in ("bootstrap", "locust"))
+
+    boot = services["bootstrap"]
+    assert boot["command"][:2] == ["idresolve", "bootstrap"] and arg(boot["command"], "--dial-hosts") == "names"
+    assert boot["depends_on"] == {n.name: {"condition": "service_healthy"} for n in plan.nodes}
+    assert boot["restart"] == "no"
+    locust = services["locust"]
+    assert locust["profiles"] == ["load"]
+    assert arg(locust["command"], "-f") == "/app/loadtests/locustfile.py" and "--headless" in locust["command"]
+    assert arg(locust["command"], "--host") == f"http://{recursive[0].name}:{recursive[0].http_port}"
+    assert locust["depends_on"] == {"bootstrap": {"condition": "service_completed_successfully"}}
+    assert set(doc["volumes"]) == {f"{name}-data" for name in services}
+
+
+def test_no_secret_is_written_into_the_file(tmp_path, monkeypatch, capsys):
+    canary = "canary-" + "q7" * 16
+    (tmp_path / "config").mkdir()
+    shutil.copy(MINIMAL, tmp_path / "config" / "minimal.toml")
+    (tmp_path / "cluster-secret").write_text(canary)
+    monkeypatch.setenv(SECRET_ENV, canary)
+    monkeypatch.setenv("IDRESOLVE_DATA_DIR", str(tmp_path))
+    out = tmp_path / "docker-compose.yml"
+    rc, stdout, stderr = cli(capsys, "compose", "--config", str(tmp_path / "config" / "minimal.toml"), "--out", str(out))
+    assert rc == 0, stderr
+    text = out.read_text()
+    assert canary not in text and canary not in stdout + stderr
+    for path in (out, CHECKED_IN):
+        doc = load_yaml(path)
+        assert doc["secrets"] == {SECRET_NAME: {"environment": SECRET_ENV}}
+        for name, svc in doc["services"].items():
+            assert "environment" not in svc and "env_file" not in svc, name
+        # The variable is named once, as the secret's source; no string anywhere holds a value for it.
+        assert [s for s in strings_in(doc) if SECRET_ENV in s] == [SECRET_ENV]
+        assert not re.search(r"(?im)^[^#]*(secret|password|token)\w*[ \t]*[:=][ \t]*\S{16,}", path.read_text())
+
+
+# -- the generator --------------------------------------------------------------------------------------------
+
+def test_yaml_writer_quotes_whatever_would_read_back_as_something_else(tmp_path):
+    awkward = ["on", "off", "yes", "No", "y", "n", "true", "null", "~", "", "0.0.0.0", "26400", "-1", "1e3", ".5",
+               "0o17", "a: b", "a #b", "#x", "[x]", "{x}", "x, y", "-", "--", "*star", "&a", "!tag", "%p", "@at",
+               "`bt`", "|", ">", "'q'", 'say "hi"', "tab\tin", "line\nbreak", "济南", "127.0.0.1:1:1/udp", "plain",
+               "--config", "-m", "/app/config/x.toml", "idresolve.cluster.worker"]
+    doc = {"name": "x", "list": awkward, "nested": {"on": [1, 0, True, False], "deep": [{"a": "on", "b": []},
+                                                                                          {"c": {}}]},
+           "empty": {}, "bools": [True, False], "num": 7}
+    path = tmp_path / "awkward.yml"
+    path.write_text(dump_yaml(doc))
+    assert load_yaml(path) == doc
+
+
+def test_check_fails_after_the_topology_changes(tmp_path, capsys):
+    (tmp_path / "config").mkdir()
+    cfg = tmp_path / "config" / "minimal.toml"
+    shutil.copy(MINIMAL, cfg)
+    out = tmp_path / "docker-compose.yml"
+    args = ("compose", "--config", str(cfg), "--out", str(out))
+    rc, _, stderr = cli(capsys, *args, "--check")
+    assert rc == 1 and "does not exist" in stderr
+    rc, stdout, stderr = cli(capsys, *args)
+    assert rc == 0 and stderr == "", stderr  # no warning: the topology is in config/ beside the file
+    assert "wrote" in stdout and "rec-jinan REST" in stdout
+    assert cli(capsys, *args, "--check")[0] == 0
+
+    cfg.write_text(MINIMAL.read_text() + '\n[[recursive]]\nname = "rec-qingdao"\nlocation = "qingdao"\n')
+    rc, _, stderr = cli(capsys, *args, "--check")
+    assert rc == 1
+    assert "drifted" in stderr and "services to add (1): rec-qingdao" in stderr
+    assert "services that differ (1): bootstrap" in stderr  # it now waits for rec-qingdao too
+    assert "regenerate it with `idresolve compose" in stderr
+
+    assert cli(capsys, *args)[0] == 0
+    assert cli(capsys, *args, "--check")[0] == 0
+    rc, _, stderr = cli(capsys, *args, "--check", "--latency", "off")
+    assert rc == 1 and "services that differ (7)" in stderr  # every node; not bootstrap, locust
+    assert "--latency off" in stderr
+
+
+def test_drift_summary_names_removed_and_changed_services():
+    topology = load_topology(MINIMAL)
+    a = render(topology, ComposeOptions("minimal.toml"))
+    b = render(topology, ComposeOptions("minimal.toml", base_port=27000))
+    lines = drift_summary(a, b)
+    assert lines[0].startswith("services that differ (8): top-beijing, top-nanjing")
+    assert any(line.startswith("-") and "26400" in line for line in lines)
+    removed = a.replace("  rec-jinan:\n", "  rec-old:\n")
+    assert "services to remove (1): rec-old" in drift_summary(removed, a)
+
+
+def test_bootstrap_refuses_to_run_without_the_cluster_secret(tmp_path):
+    r = run_idresolve("bootstrap", "--config", str(MINIMAL), "--data-dir", str(tmp_path), "--wait", "0")
+    assert r.returncode == 2 and "no cluster secret" in r.stderr
+    assert not (tmp_path / "cluster-secret").exists(), "bootstrap must never invent a secret the nodes lack"
+
+
+def test_bootstrap_gives_up_when_the_nodes_do_not_come(tmp_path):
+    base = free_base_port(12)
+    r = run_idresolve("bootstrap", "--config", str(MINIMAL), "--data-dir", str(tmp_path), "--base-port", str(base),
+                      "--wait", "0.5", env=clean_env(**{SECRET_ENV: "s3cret-for-a-test"}))
+    assert r.returncode == 3, r.stderr
+    assert "not reachable after 0.5 s: top-beijing, top-nanjing" in r.stderr
+
+
+# -- the containers' commands, without docker ------------------------------------------------------------
+
+def free_base_port(count: int) -> int:
+    """A base port with ``count`` free TCP and UDP ports on loopback, below the ephemeral range and away from
+    the defaults other clusters use (26400+, 27000+)."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 32000 - count, 2)
+        if base + count > 26300 and base < 27300:
+            continue
+        ok = True
+        for port in range(base, base + count):
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                with socket.socket(socket.AF_INET, kind) as s:
+                    try:
+                        s.bind(("127.0.0.1", port))
+                    except OSError:
+                        ok = False
+            if not ok:
+                break
+        if ok:
+            return base
+    raise AssertionError("no free port range found on 127.0.0.1")
+
+
+class Proc:
+    """A subprocess whose stdout lines a reader thread queues, so waits on it have deadlines."""
+
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str]) -> None:
+        self.log_path = log
+        self._log = open(log, "wb")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL,
+                                     text=True, env=env)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def ready(self, deadline: float) -> dict[str, Any]:
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no readiness line in time; stderr: {self.stderr()}") from None
+            if line is None:
+                raise AssertionError(f"exited ({self.proc.wait(10)}) before ready; stderr: {self.stderr()}")
+            event = json.loads(line)
+            assert event.get("event") == "ready", event
+            return event
+
+    def stderr(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(timeout=10)
+
+    def close(self) -> None:
+        self.stop()
+        self._reader.join(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()
+
+
+def localize(command: list[str], cfg: Path, data_dir: Path) -> list[str]:
+    """A container's command for this machine: loopback instead of service names, tmp paths for in-image ones."""
+    replace = {"--host": "127.0.0.1", "--bind": "127.0.0.1", "--dial-hosts": "same", "--config": str(cfg),
+               "--data-dir": str(data_dir)}
+    out = list(command)
+    for flag, value in replace.items():
+        if flag in out:
+            out[out.index(flag) + 1] = value
+    if out[0] == "python":
+        return [sys.executable, *out[1:]]
+    assert out[0] == "idresolve"
+    return [*IDRESOLVE, *out[1:]]
+
+
+def test_compose_commands_run_a_cluster_without_docker(tmp_path):
+    """Start each node service's command as the compose file says, check their healthchecks, run the
+    bootstrap service's command, and resolve the demo identifier at the recursive node's published port."""
+    (tmp_path / "config").mkdir()
+    cfg = tmp_path / "config" / "minimal.toml"
+    shutil.copy(MINIMAL, cfg)
+    running = load_topology(cfg).running_nodes()
+    base = free_base_port(2 * len(running))
+    out = tmp_path / "docker-compose.yml"
+    r = run_idresolve("compose", "--config", str(cfg), "--out", str(out), "--base-port", str(base))
+    assert r.returncode == 0, r.stderr
+    doc = load_yaml(out)
+    services = doc["services"]
+    nodes = {name: svc for name, svc in services.items() if svc["command"][:3] == WORKER}
+    assert set(nodes) == {n.name for n in running}
+    assert doc["secrets"][SECRET_NAME] == {"environment": SECRET_ENV}
+
+    secret = "compose-test-" + "".join(random.choices("abcdefghjkmnpqrstuvwxyz23456789", k=24))
+    env = clean_env(PYTHONUNBUFFERED="1")
+    procs: list[Proc] = []
+    try:
+        for name, svc in nodes.items():
+            volume, mount = svc["volumes"][0].split(":")
+            assert mount == DATA_DIR
+            data = tmp_path / "volumes" / volume
+            data.mkdir(parents=True)
+            # What compose does with the docker secret: the file at its target inside the node's /data.
+            (target,) = [s["target"] for s in svc["secrets"] if s["source"] == SECRET_NAME]
+            (data / Path(target).relative_to(DATA_DIR)).write_text(secret)
+            procs.append(Proc(localize(svc["command"], cfg, data), tmp_path / f"{name}.log", env))
+        deadline = time.monotonic() + 60
+        ready = [p.ready(deadline) for p in procs]
+        assert sorted(n["name"] for e in ready for n in e["nodes"]) == sorted(nodes)
+
+        for name, svc in nodes.items():  # the healthchecks, run as the engine would run them
+            test = svc["healthcheck"]["test"]
+            assert test[:2] == ["CMD", "python"]
+            hc = subprocess.run([sys.executable, *test[2:]], capture_output=True, text=True, timeout=30)
+            assert hc.returncode == 0, f"{name}: {hc.stderr}"
+
+        boot = services["bootstrap"]
+        assert set(boot["depends_on"]) == set(nodes)
+        boot_dir = tmp_path / "volumes" / "bootstrap-data"
+        boot_dir.mkdir()
+        argv = localize(boot["command"], cfg, boot_dir)
+        b = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=clean_env(**{SECRET_ENV: secret}))
+        assert b.returncode == 0, b.stdout + b.stderr
+        assert re.search(r"bootstrap of 'minimal': [1-9]\d* prefix records written", b.stdout), b.stdout
+        assert f"demo identifier: {DEMO}" in b.stdout
+        assert secret not in b.stdout + b.stderr
+
+        # Again, with the secret from the data dir this time (the docker secret's place): nothing left to do.
+        (boot_dir / Path(SECRET_TARGET).relative_to(DATA_DIR)).write_text(secret + "\n")
+        again = subprocess.run([*argv, "--json"], capture_output=True, text=True, timeout=120, env=env)
+        assert again.returncode == 0, again.stderr
+        report = json.loads(again.stdout)
+        assert report["created"] == [] and report["demo"] == DEMO
+        assert {"0.NA/88.118", "0.NA/88.118.8", "0.NA/88.118.9"} <= set(report["unchanged"])
+
+        rec_name = next(name for name, svc in services.items() if "ports" in svc)
+        ports = services[rec_name]["ports"]
+        binary = int(next(p for p in ports if p.endswith("/udp")).split(":")[1])
+        (rest,) = [int(p.split(":")[1]) for p in ports if p.endswith("/tcp") and int(p.split(":")[1]) != binary]
+        with urllib.request.urlopen(f"http://127.0.0.1:{rest}/api/handles/{DEMO}", timeout=10) as resp:
+            assert resp.status == 200
+            body = json.loads(resp.read())
+        assert body["handle"] == DEMO
+        assert {"index": 1, "type": "URL"}.items() <= body["values"][0].items()
+        assert body["values"][0]["data"]["value"] == "https://example.com/products/JXDY2106023"
+        with BlockingClient("127.0.0.1", binary, timeout_s=10) as c:
+            answer = c.resolve(DEMO)
+        assert answer.code == ResponseCode.SUCCESS and any(v.type == "URL" for v in answer.values)
+    finally:
+        codes = []
+        for p in procs:
+            with contextlib.suppress(Exception):
+                codes.append(p.stop())
+            p.close()
+    assert codes == [0] * len(procs), "every node stops cleanly on SIGTERM (what `docker compose stop` sends)"
