@@ -57,6 +57,7 @@ class NodeConfig:
     tls_key: Path | None = None
     log_level: str = "INFO"
     access_log: bool = False
+    shed_lag_ms: str = "50"  # shed load when the event loop lags this much for 100 ms; 0 turns shedding off
 
     def writes_over_plain_http(self) -> bool:
         if self.plain_http_writes is not None:

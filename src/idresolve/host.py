@@ -70,7 +70,11 @@ async def serve_node(cfg: NodeConfig, *, shutdown_trigger: Awaitable[object],
     try:
         node = AuthoritativeNode(store, cfg.prefixes, name=cfg.name)
         ensure_prefix_records(node, cfg.prefixes, secret, time.time())
-        hosted = HostedAuthoritative(node, plain_http_writes=cfg.writes_over_plain_http())
+        try:
+            shed_lag_s = float(cfg.shed_lag_ms) / 1000.0
+        except ValueError:
+            raise ConfigError(f"shed_lag_ms must be a number of milliseconds, not {cfg.shed_lag_ms!r}") from None
+        hosted = HostedAuthoritative(node, plain_http_writes=cfg.writes_over_plain_http(), shed_lag_s=shed_lag_s)
         ssl_ctx = None
         if cfg.tls_cert is not None and cfg.tls_key is not None:
             ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

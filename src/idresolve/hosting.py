@@ -28,6 +28,21 @@ from .store.base import Store
 
 log = logging.getLogger("idresolve.hosting")
 SHUTDOWN_TIMEOUT_S = 10.0
+
+
+class _DropBadRequestTracebacks(logging.Filter):
+    """aiohttp logs a traceback at ERROR for every unparsable request (an over-long request line, say):
+    anyone could flood the log with them. They are the client's fault: keep them at DEBUG level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__name__ in ("BadHttpMessage", "LineTooLong", "BadStatusLine",
+                                                      "InvalidHeader", "TransferEncodingError", "ContentLengthError"):
+            return logging.getLogger("aiohttp.server").isEnabledFor(logging.DEBUG)
+        return True
+
+
+logging.getLogger("aiohttp.server").addFilter(_DropBadRequestTracebacks())
 HTTP_IDLE_TIMEOUT_S = 30.0
 
 
@@ -98,11 +113,12 @@ class HostedAuthoritative:
 
     def __init__(self, node: AuthoritativeNode, *, plain_http_writes: bool = True,
                  extra_handlers: dict[int, Handler] | None = None, limits: Limits | None = None,
-                 role: str = "authoritative") -> None:
+                 role: str = "authoritative", shed_lag_s: float = 0.05) -> None:
         self.node = node
         self.metrics = NodeMetrics(node.name, role)
         self.metrics.sample(lambda: {"idresolve_records": ("gauge", "Records in the store", node.store.count())})
         self.service = AuthoritativeService(node, extra=extra_handlers, observe=self.metrics.binary_observer())
+        self.service.admission = Admission(lag_threshold_s=shed_lag_s) if shed_lag_s > 0 else None
         self.app = make_app(node, plain_http_writes=plain_http_writes)
         self.metrics.install(self.app)
         if self.service.admission is not None:

@@ -32,12 +32,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--tls-key", type=Path, help="TLS private key (PEM)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--access-log", action="store_true", default=None, help="log every request (slow)")
+    p.add_argument("--shed-lag-ms", help="answer code 3 to a share of requests when the event loop lags this "
+                   "many ms for 100 ms (default 50; 0 turns load shedding off)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     flags = {k: getattr(args, k) for k in ("name", "http", "tcp", "udp", "data_dir", "store", "fsync", "admin_secret",
-                                           "tls_cert", "tls_key", "log_level", "access_log")}
+                                           "tls_cert", "tls_key", "log_level", "access_log", "shed_lag_ms")}
     flags["prefixes"] = tuple(args.prefixes) if args.prefixes else None
     try:
         cfg = load_node_config(toml_path=args.config, flags=flags)

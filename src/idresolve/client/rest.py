@@ -7,12 +7,18 @@ identity), so it doubles as a check that plain HTTP clients work.
 from __future__ import annotations
 
 import base64
+import builtins
 import http.client
 import json
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
+
+#: Pauses before sending again when a node answers 503 with code 3 (server too busy, load shed).
+BUSY_BACKOFF_S = (0.1, 0.3, 1.0)
+SERVER_TOO_BUSY = 3
 
 
 class ClientError(Exception):
@@ -82,6 +88,15 @@ class RestClient:
             headers["Content-Type"] = "application/json"
         if auth and self.auth:
             headers["Authorization"] = self.auth
+        for pause in (*BUSY_BACKOFF_S, None):
+            answer = self._send(method, url, data, headers)
+            if pause is None or not (answer.status == 503 and answer.code == SERVER_TOO_BUSY):
+                return answer
+            # The node shed the request before doing anything (code 3): safe to send again, after a pause.
+            time.sleep(pause)
+        raise AssertionError("unreachable")
+
+    def _send(self, method: str, url: str, data: bytes | None, headers: dict[str, str]) -> Answer:
         for attempt in (0, 1):  # one retry on a kept-alive connection the server closed
             conn = self._connection()
             try:
@@ -127,7 +142,7 @@ class RestClient:
             query.append(("pageSize", str(page_size)))
         return self.request("GET", "/api/handles", query=query)
 
-    def batch(self, items: list[dict[str, Any]], *, overwrite: bool = False) -> Answer:
+    def batch(self, items: builtins.list[dict[str, Any]], *, overwrite: bool = False) -> Answer:
         return self.request("POST", "/api/batch", body={"handles": items, "overwrite": overwrite})
 
     def health(self) -> Answer:

@@ -7,6 +7,7 @@ UTF-8, 4-byte admin index.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from enum import IntFlag
@@ -86,6 +87,7 @@ class AdminRef:
 
 
 MAX_INDEX = 2**31 - 1
+_INT_TEXT = re.compile(r"-?[0-9]+")
 
 
 def parse_index(raw: object, *, what: str = "index") -> int:
@@ -94,7 +96,8 @@ def parse_index(raw: object, *, what: str = "index") -> int:
         raise InvalidValue(f"{what} must be an integer")
     if isinstance(raw, str):
         s = raw.strip()
-        if not s.lstrip("-").isdigit() or len(s) > 11:
+        # ASCII digits only: str.isdigit() also accepts "²" and other digits int() refuses.
+        if len(s) > 11 or _INT_TEXT.fullmatch(s) is None:
             raise InvalidValue(f"{what} must be an integer")
         raw = int(s)
     if not isinstance(raw, int):

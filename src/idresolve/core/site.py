@@ -11,6 +11,8 @@ attribute list as ``host.<serverId>``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import struct
 from dataclasses import dataclass, field
@@ -108,7 +110,7 @@ class SiteInfo:
                     "serverId": s.server_id,
                     "address": s.address,
                     **({"host": s.host} if s.host else {}),
-                    "publicKey": {"format": "base64", "value": ""},
+                    "publicKey": {"format": "base64", "value": base64.b64encode(s.public_key).decode("ascii")},
                     "interfaces": [
                         {"query": i.query, "admin": i.admin, "protocol": i.protocol, "port": i.port}
                         for i in s.interfaces
@@ -123,7 +125,7 @@ class SiteInfo:
         if not isinstance(value, dict):
             raise InvalidValue("site data value must be an object")
         try:
-            servers = []
+            servers: list[Server] = []
             for raw in value.get("servers", []):
                 itfs = tuple(
                     Interface(
@@ -139,29 +141,61 @@ class SiteInfo:
                         raise InvalidValue(f"unknown interface protocol {itf.protocol!r}")
                 addr = str(raw["address"])
                 ipaddress.ip_address(addr)
+                host = raw.get("host") or None
+                if host is not None and not isinstance(host, str):
+                    raise InvalidValue("server host must be a string")
                 servers.append(
-                    Server(server_id=int(raw.get("serverId", len(servers) + 1)), address=addr,
-                           interfaces=itfs, host=raw.get("host") or None)
+                    Server(server_id=_uint(raw.get("serverId", len(servers) + 1), 32, "serverId"), address=addr,
+                           interfaces=itfs, host=host, public_key=_key(raw.get("publicKey")))
                 )
             pv = str(value.get("protocolVersion", "2.10")).split(".")
             attrs = tuple((str(a["name"]), str(a["value"])) for a in value.get("attributes", []))
+            if any(k.startswith("host.") for k, _ in attrs):
+                # The binary form keeps server host names as attributes "host.<serverId>".
+                raise InvalidValue("site attribute names starting with 'host.' are reserved")
             return cls(
                 servers=tuple(servers),
-                serial=int(value.get("serialNumber", 1)),
-                version=int(value.get("version", 1)),
-                protocol_version=(int(pv[0]), int(pv[1]) if len(pv) > 1 else 0),
+                serial=_uint(value.get("serialNumber", 1), 16, "serialNumber"),
+                version=_uint(value.get("version", 1), 16, "version"),
+                protocol_version=(_uint(pv[0], 8, "protocolVersion"),
+                                  _uint(pv[1], 8, "protocolVersion") if len(pv) > 1 else 0),
                 primary=bool(value.get("primarySite", True)),
                 multi_primary=bool(value.get("multiPrimary", False)),
                 attributes=attrs,
             )
         except InvalidValue:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise InvalidValue(f"site data is malformed: {exc}") from None
 
 
+def _uint(raw: object, bits: int, what: str) -> int:
+    """An unsigned field of the binary form: refuse what would not fit rather than fail when encoding."""
+    n: int = int(raw)  # type: ignore[call-overload]
+    if not 0 <= n < (1 << bits):
+        raise InvalidValue(f"{what} out of range: {n}")
+    return n
+
+
+def _key(raw: object) -> bytes:
+    """A server's public key, ``{"format": "base64"|"hex", "value": ...}``; absent or empty is no key."""
+    if raw is None or raw == "":
+        return b""
+    if not isinstance(raw, dict) or not isinstance(raw.get("value", ""), str):
+        raise InvalidValue("publicKey must be {format, value}")
+    fmt, text = raw.get("format", "base64"), raw.get("value", "")
+    try:
+        if fmt == "base64":
+            return base64.b64decode(text, validate=True)
+        if fmt == "hex":
+            return bytes.fromhex(text)
+    except (binascii.Error, ValueError):
+        raise InvalidValue("publicKey value does not decode") from None
+    raise InvalidValue(f"unknown publicKey format {fmt!r}")
+
+
 def _port(raw: object) -> int:
-    port = int(raw)  # type: ignore[call-overload]
+    port: int = int(raw)  # type: ignore[call-overload]
     if not 0 < port < 65536:
         raise InvalidValue(f"port out of range: {port}")
     return port

@@ -109,7 +109,9 @@ class HandleValue:
             "ttl": self.ttl_s,
             "timestamp": format_timestamp(self.timestamp),
         }
-        if self.perms != DEFAULT_PERMS:
+        # Written whenever it differs from what input would default to for this type (HS_SECKEY: 1100),
+        # so that a value read back through JSON keeps its permissions.
+        if self.perms != DEFAULT_PERMS or self.type == HS_SECKEY:
             out["permissions"] = perms_to_text(self.perms)
         if self.refs:
             out["references"] = [{"handle": h, "index": i} for h, i in self.refs]
@@ -259,7 +261,7 @@ def value_from_json(raw: object) -> HandleValue:
         raise InvalidValue(f"value {index} has no data")
     data = data_from_json(vtype, raw["data"])
     ttl = raw.get("ttl", DEFAULT_TTL_S)
-    if isinstance(ttl, str) and ttl.isdigit():
+    if isinstance(ttl, str) and ttl.isascii() and ttl.isdigit() and len(ttl) <= 10:
         ttl = int(ttl)
     if isinstance(ttl, bool) or not isinstance(ttl, int):
         raise InvalidValue(f"value {index} ttl must be an integer")

@@ -57,15 +57,55 @@ def error_body(exc: HandleError) -> dict[str, Any]:
 
 
 class AnswerCache:
-    """Encoded public value lists by record key, bounded (LRU), invalidated by node writes."""
+    """Encoded answers of anonymous, unfiltered resolutions, bounded (LRU), invalidated by node writes.
+
+    Two levels: the encoded public value list by record key, and the whole response body by the exact
+    request path a client sent (its spelling and percent-encoding), so a repeated request is answered
+    without decoding, parsing or encoding anything. A write to a record drops both for its key; a write to
+    a prefix record (``0.NA/...``) drops every body, since it can change which handles this node serves.
+    A body is only kept while its key's value list is, so both levels share one bound.
+    """
+
+    MAX_SPELLINGS = 2  # bodies kept per key (one per spelling a client used)
 
     def __init__(self, node: AuthoritativeNode, max_entries: int = ANSWER_CACHE_ENTRIES) -> None:
         self.node, self.max_entries = node, max_entries
         self._entries: OrderedDict[str, bytes] = OrderedDict()
+        self._bodies: dict[str, tuple[str, bytes]] = {}  # raw request path -> (key, whole body)
+        self._paths: dict[str, list[str]] = {}  # key -> its raw paths in _bodies
         node.on_change(self.invalidate)
 
     def invalidate(self, key: str) -> None:
         self._entries.pop(key, None)
+        if key.startswith("0.na/"):
+            self._bodies.clear()
+            self._paths.clear()
+        else:
+            self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        for path in self._paths.pop(key, ()):
+            self._bodies.pop(path, None)
+
+    def body_for(self, raw_path: str) -> bytes | None:
+        """The whole body last sent for this exact request path, if still valid."""
+        hit = self._bodies.get(raw_path)
+        if hit is None:
+            return None
+        try:
+            self._entries.move_to_end(hit[0])
+        except KeyError:  # cannot happen while _bodies only holds keys of _entries; never serve it then
+            self._forget(hit[0])
+            return None
+        return hit[1]
+
+    def remember(self, raw_path: str, key: str, body: bytes) -> None:
+        if key not in self._entries or raw_path in self._bodies:
+            return
+        paths = self._paths.setdefault(key, [])
+        if len(paths) < self.MAX_SPELLINGS:
+            paths.append(raw_path)
+            self._bodies[raw_path] = (key, body)
 
     def values_json(self, text: str, key: str) -> bytes:
         entries = self._entries
@@ -78,7 +118,7 @@ class AnswerCache:
         blob = orjson.dumps([v.to_json() for v in values])
         entries[key] = blob
         if len(entries) > self.max_entries:
-            entries.popitem(last=False)
+            self._forget(entries.popitem(last=False)[0])
         return blob
 
 
@@ -130,9 +170,15 @@ async def _json_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> Any:
         raise PeerError("Content-Type must be application/json")
     if request.content_length is not None and request.content_length > limit:
         raise PeerError(f"Request body larger than {limit} bytes")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise PeerError(f"Request body larger than {limit} bytes")
+    # StreamReader.read(n) returns what has arrived so far, not n bytes: read until EOF, bounded.
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(limit + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise PeerError(f"Request body larger than {limit} bytes")
+    body = b"".join(chunks)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -147,6 +193,12 @@ def _writes_allowed(request: web.Request) -> None:
 # -- handlers --------------------------------------------------------------------------------------------
 
 async def resolve(request: web.Request) -> web.Response:
+    raw_path = request.raw_path
+    if "?" not in raw_path and "Authorization" not in request.headers:
+        # The hottest path: the same anonymous request as before, answered with the same bytes.
+        cached = request.app[ANSWERS].body_for(raw_path)
+        if cached is not None:
+            return web.Response(body=cached, content_type=JSON)
     text = handle_from_path(request)
     if not text:
         raise InvalidHandle("Empty handle invalid")
@@ -157,8 +209,11 @@ async def resolve(request: web.Request) -> web.Response:
     if caller is None and (not query or (len(query) == 1 and "auth" in query)):
         # The hot path: anonymous, unfiltered. Answer from the cache of encoded value lists.
         key = node.parse(text).key
-        values = request.app[ANSWERS].values_json(text, key)
+        answers = request.app[ANSWERS]
+        values = answers.values_json(text, key)
         body = b'{"responseCode":1,"handle":' + orjson.dumps(text) + b',"values":' + values + b"}"
+        if "?" not in raw_path and "Authorization" not in request.headers:
+            answers.remember(raw_path, key, body)
         return web.Response(body=body, content_type=JSON)
     types = query.getall("type", [])
     result = node.resolve(text, indexes=_indexes(request), types=types, caller=caller)

@@ -226,7 +226,7 @@ class AuthoritativeNode:
         if page_size == 0:
             return total, []
         size = MAX_LIST if page_size is None or page_size < 0 else min(page_size, MAX_LIST)
-        offset = (page or 0) * size if page_size is not None else 0
+        offset = (page or 0) * size
         return total, self.store.list_handles(folded, offset, size)
 
     def list_prefixes(self, *, caller: Identity | None) -> list[str]:
@@ -279,6 +279,7 @@ class AuthoritativeNode:
             return True
         if not overwrite:
             raise HandleAlreadyExists("Handle already exists", handle=text)
+        values = _keep_admins(existing, values)
         new_idx = {v.index for v in values}
         removed = [v for v in existing.values if v.index not in new_idx]
         self._check_changes(caller, existing, values, removed, text)
@@ -375,6 +376,7 @@ class AuthoritativeNode:
                 if existing is not None and not overwrite:
                     raise HandleAlreadyExists("Handle already exists", handle=text)
                 if existing is not None:
+                    values = _keep_admins(existing, check_values(values))
                     new_idx = {v.index for v in values}
                     removed = [v for v in existing.values if v.index not in new_idx]
                     self._check_changes(caller, existing, check_values(values), removed, text)
@@ -420,6 +422,16 @@ class AuthoritativeNode:
         if key.startswith("0.na/"):
             self._note_prefix_record(None, deleted_key=key)
         self._changed(key)
+
+
+def _keep_admins(existing: Record, values: Sequence[HandleValue]) -> tuple[HandleValue, ...]:
+    """A replacement that names no HS_ADMIN keeps the record's administrators (as creation adds one):
+    otherwise replacing a record's data would leave nobody able to change or delete it."""
+    if any(v.type == HS_ADMIN for v in values):
+        return tuple(values)
+    taken = {v.index for v in values}
+    kept = [v for v in existing.values if v.type == HS_ADMIN and v.index not in taken]
+    return tuple(sorted((*values, *kept), key=lambda v: v.index))
 
 
 def _same(a: HandleValue, b: HandleValue) -> bool:
