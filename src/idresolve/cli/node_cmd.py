@@ -7,9 +7,12 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import ConfigError, load_node_config
-from ..host import RunningNode, run_until_signal, serve_node
+
+if TYPE_CHECKING:  # the server stack is imported when a node starts, not for every CLI command
+    from ..host import RunningNode
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -38,6 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..host import run_until_signal, serve_node
+
     flags = {k: getattr(args, k) for k in ("name", "http", "tcp", "udp", "data_dir", "store", "fsync", "admin_secret",
                                            "tls_cert", "tls_key", "log_level", "access_log", "shed_lag_ms")}
     flags["prefixes"] = tuple(args.prefixes) if args.prefixes else None
