@@ -12,10 +12,11 @@ import logging
 import time
 
 from ..core.codes import OpCode, ResponseCode
+from ..core.handles import fold
 from ..core.wire import Request
 from ..nodes.authoritative import AuthoritativeNode
 from ..nodes.recursive import Target
-from ..nodes.replication import FLAG_SYNC_DELETE, SyncState
+from ..nodes.replication import FLAG_SYNC_DELETE, SyncState, record_version
 from .client import ClientPool
 
 log = logging.getLogger("idresolve.replication")
@@ -34,6 +35,20 @@ class Replicator:
         node.on_change(self._changed)
 
     def start(self) -> None:
+        """Start pushing; first offer every registry record held here to every peer (anti-entropy), so a
+        write acknowledged just before a crash reaches the peers when this node is back. Peers keep only
+        versions newer than their own, so the offer costs one small exchange per record."""
+        for handle in self.node.store.list_handles("0.na"):
+            key = fold(handle)
+            record = self.node.store.get(key)
+            if record is None:
+                continue
+            version = self.state.versions.get(key) or record_version(record)
+            for peer in self.peers:
+                self.pending[peer.address].setdefault(key, version)
+        for peer in self.peers:
+            if self.pending[peer.address]:
+                self._wake[peer.address].set()
         for peer in self.peers:
             self._tasks.append(asyncio.create_task(self._run(peer), name=f"replicate-{peer.name}"))
 

@@ -6,7 +6,10 @@ version (milliseconds since the epoch at the write, at the taking node); a peer 
 newer than what it holds (last writer wins per record; equal versions keep the holder's). Peers converge
 within one link delay plus processing once the push arrives (``idresolve bench`` measures the lag); a
 peer that is down is retried with the latest pending version of each record until it answers, so writes
-are not lost while the taking node stays up.
+are not lost while the taking node stays up; and when a top-level node starts it offers every registry
+record it holds to every peer, so a write it acknowledged just before a crash still spreads once it is
+back. Deletions made while a peer is unreachable reach it only through the retry queue (there are no
+tombstones): a deletion is lost for a peer if the taking node dies before that peer answers.
 
 This module is the pure part: the REGISTRY_SYNC handler that peers run. The sender lives in
 ``net.replicator``.
