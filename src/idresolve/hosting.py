@@ -68,6 +68,15 @@ class _Listeners:
 
     async def start(self, app: web.Application, service: object, *, http: str | None, tcp: str | None,
                     udp: str | None, ssl_ctx: ssl.SSLContext | None, access_log: bool, limits: Limits) -> Addresses:
+        try:
+            return await self._start(app, service, http=http, tcp=tcp, udp=udp, ssl_ctx=ssl_ctx,
+                                     access_log=access_log, limits=limits)
+        except BaseException:
+            await self.stop()  # release whatever did bind before the failure
+            raise
+
+    async def _start(self, app: web.Application, service: object, *, http: str | None, tcp: str | None,
+                     udp: str | None, ssl_ctx: ssl.SSLContext | None, access_log: bool, limits: Limits) -> Addresses:
         http_addr = tcp_addr = udp_addr = None
         if http is not None:
             host, port = parse_hostport(http, 8000)

@@ -105,6 +105,7 @@ class Worker:
                 service = RecursiveService(n.name, resolver, self._pool(n), hop_timeout_s=self.hop_timeout_s,
                                            client_rate=rs.client_rate)
                 hosted: HostedAuthoritative | HostedRecursive = HostedRecursive(service)
+                self.hosted.append(hosted)  # before start: stop() must release it even if start fails
                 addrs = await hosted.start(http=f"{host}:{n.http_port}", tcp=f"{host}:{n.tcp_port}",
                                            udp=f"{host}:{n.udp_port}")
             else:
@@ -122,6 +123,7 @@ class Worker:
                     replicator = Replicator(node, state, peers, self._pool(n), auth)
                     self.replicators.append(replicator)
                 hosted = HostedAuthoritative(node, extra_handlers=extra, role=n.role)
+                self.hosted.append(hosted)
                 if n.role == "top":
                     hosted.metrics.sample(lambda r=replicator: {
                         "idresolve_replication_pushed": ("counter", "Registry records pushed to peers", r.pushed),
@@ -130,7 +132,6 @@ class Worker:
                         **link_metrics(r.pool)})
                 addrs = await hosted.start(http=f"{host}:{n.http_port}", tcp=f"{host}:{n.tcp_port}",
                                            udp=f"{host}:{n.udp_port}")
-            self.hosted.append(hosted)
             ready.append({"name": n.name, "role": n.role, "http": list(addrs.http or ()), "tcp": list(addrs.tcp or ())})
         for r in self.replicators:
             r.start()

@@ -93,8 +93,12 @@ class HandleValue:
             if not (isinstance(index, int) and isinstance(vtype, str) and isinstance(data, bytes)
                     and isinstance(ttl, int) and isinstance(ts, int) and isinstance(perms, int)):
                 raise TypeError
-            refs_t = tuple((str(h), int(i)) for h, i in refs)
-        except (TypeError, ValueError) as exc:
+            if not isinstance(refs, list) or not all(
+                    isinstance(r, list) and len(r) == 2 and isinstance(r[0], str) and isinstance(r[1], int)
+                    and not isinstance(r[1], bool) for r in refs):
+                raise TypeError("references must be [[handle, index], ...]")
+            refs_t = tuple((h, i) for h, i in refs)
+        except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidValue("malformed value") from exc
         value = cls(index, vtype, data, ttl, ts, perms & 0xF, refs_t)
         check_value(value)

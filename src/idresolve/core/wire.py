@@ -56,8 +56,11 @@ class Hop:
 
     @classmethod
     def from_list(cls, raw: Any) -> Hop:
+        if not isinstance(raw, list) or len(raw) != 5:
+            raise DecodeError("a trace hop is [node, address, code, elapsed_us, cached]")
         node, address, code, elapsed_us, cached = raw
-        return cls(str(node), str(address), int(code), int(elapsed_us), bool(cached))
+        return cls(_str(node, "hop node"), _str(address, "hop address"), _int(code, "hop code"),
+                   _int(elapsed_us, "hop time"), bool(cached))
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +209,7 @@ def decode_message(payload: bytes) -> Message:
             return _decode_response(request_id, opcode, fourth, handle, body)
     except InvalidValue as exc:
         raise DecodeError(f"malformed value: {exc.message}") from None
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
         raise DecodeError(f"malformed message body: {type(exc).__name__}") from None
     raise DecodeError(f"unknown message kind {kind!r}")
 

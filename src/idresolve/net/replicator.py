@@ -21,6 +21,7 @@ from .client import ClientPool
 
 log = logging.getLogger("idresolve.replication")
 RETRY_MAX_S = 5.0
+WINDOW = 64  # pushes in flight to one peer
 
 
 class Replicator:
@@ -32,6 +33,8 @@ class Replicator:
         self._wake: dict[str, asyncio.Event] = {p.address: asyncio.Event() for p in peers}
         self._tasks: list[asyncio.Task[None]] = []
         self.pushed = 0
+        # Each top-level node's own copy of the country prefix record names its own site: never pushed.
+        self.own_key = next((f"0.na/{p}" for p in sorted(node.configured)), "")
         node.on_change(self._changed)
 
     def start(self) -> None:
@@ -41,7 +44,7 @@ class Replicator:
         for handle in self.node.store.list_handles("0.na"):
             key = fold(handle)
             record = self.node.store.get(key)
-            if record is None:
+            if record is None or key == self.own_key:
                 continue
             version = self.state.versions.get(key) or record_version(record)
             for peer in self.peers:
@@ -58,7 +61,7 @@ class Replicator:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _changed(self, key: str) -> None:
-        if self.state.applying or not key.startswith("0.na/"):
+        if self.state.applying or not key.startswith("0.na/") or key == self.own_key:
             return
         version = int(time.time() * 1000)
         self.state.versions[key] = version
@@ -66,29 +69,38 @@ class Replicator:
             self.pending[peer.address][key] = version
             self._wake[peer.address].set()
 
+    def _request(self, key: str, version: int) -> Request:
+        record = self.node.store.get(key)
+        if record is None:
+            return Request(0, OpCode.REGISTRY_SYNC, key, FLAG_SYNC_DELETE, auth=self.auth, version=version)
+        return Request(0, OpCode.REGISTRY_SYNC, record.handle, values=record.values, auth=self.auth, version=version)
+
+    async def _push(self, peer: Target, key: str, version: int) -> bool:
+        try:
+            resp = await self.pool.request(peer.host, peer.port, self._request(key, version), self.timeout_s)
+        except (TimeoutError, ConnectionError, OSError):
+            return False
+        if resp.code != ResponseCode.SUCCESS:
+            log.warning("peer %s refused sync of %s: code %s %s", peer.name, key, resp.code, resp.message)
+        return True
+
     async def _run(self, peer: Target) -> None:
+        """Push pending records to one peer, up to ``WINDOW`` at a time (pipelined on one connection)."""
         queue, wake = self.pending[peer.address], self._wake[peer.address]
         backoff = 0.1
         while True:
             await wake.wait()
             wake.clear()
             while queue:
-                key, version = next(iter(queue.items()))
-                record = self.node.store.get(key)
-                if record is None:
-                    req = Request(0, OpCode.REGISTRY_SYNC, key, FLAG_SYNC_DELETE, auth=self.auth, version=version)
-                else:
-                    req = Request(0, OpCode.REGISTRY_SYNC, record.handle, values=record.values, auth=self.auth,
-                                  version=version)
-                try:
-                    resp = await self.pool.request(peer.host, peer.port, req, self.timeout_s)
-                    if resp.code != ResponseCode.SUCCESS:
-                        log.warning("peer %s refused sync of %s: code %s %s", peer.name, key, resp.code, resp.message)
-                except (TimeoutError, ConnectionError, OSError):
+                batch = list(queue.items())[:WINDOW]
+                results = await asyncio.gather(*(self._push(peer, k, v) for k, v in batch))
+                for (key, version), delivered in zip(batch, results, strict=True):
+                    if delivered:
+                        self.pushed += 1
+                        if queue.get(key) == version:
+                            del queue[key]
+                if not all(results):
                     await asyncio.sleep(backoff)
                     backoff = min(RETRY_MAX_S, backoff * 2)
-                    continue
-                backoff = 0.1
-                if queue.get(key) == version:
-                    del queue[key]
-                self.pushed += 1
+                else:
+                    backoff = 0.1

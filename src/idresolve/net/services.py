@@ -40,7 +40,10 @@ class AuthoritativeService:
         node.on_change(self._invalidate)
 
     def _invalidate(self, key: str) -> None:
-        self._encoded.pop(key, None)
+        if key.startswith("0.na/"):
+            self._encoded.clear()  # a prefix record changed: which handles this node serves may have too
+        else:
+            self._encoded.pop(key, None)
 
     def handle(self, req: Request) -> Response | bytes:
         t0 = time.perf_counter()
@@ -94,7 +97,10 @@ class RecursiveService:
                 if self.observe is not None:
                     self.observe(req.opcode, ResponseCode.SUCCESS, 0.0)
                 return self.codec.payload_with_tail(req.request_id, hit[1])
-        resolution = self.resolver.begin(req.handle, now, bypass_cache=bool(req.flags & FLAG_AUTHORITATIVE))
+        bypass = bool(req.flags & FLAG_AUTHORITATIVE)
+        if bypass:
+            self._encoded.pop(req.handle, None)
+        resolution = self.resolver.begin(req.handle, now, bypass_cache=bypass)
         if isinstance(resolution.step, Done):
             return self._finish(req, resolution.step, now, plain)
         return self._walk(req, resolution, plain)
@@ -111,7 +117,9 @@ class RecursiveService:
 
     async def _one_hop(self, resolution: Any, ask: Ask) -> None:
         t0 = time.monotonic()
-        up = Request(0, OpCode.RESOLUTION, ask.handle, FLAG_TRACE, hops=ask.hops)
+        # No TRACE flag upstream: hops are named from the HS_SITE, and the authoritative node's cache of
+        # encoded answers (which serves only plain requests) applies.
+        up = Request(0, OpCode.RESOLUTION, ask.handle, hops=ask.hops)
         self.upstream_requests += 1
         try:
             resp = await self.pool.request(ask.target.host, ask.target.port, up, self.hop_timeout_s)
@@ -142,11 +150,9 @@ class RecursiveService:
             code = done.code if vals or done.code != ResponseCode.SUCCESS else ResponseCode.VALUES_NOT_FOUND
             resp = Response(req.request_id, req.opcode, code, req.handle, values=vals, message=done.message,
                             trace=trace)
-        if plain and done.code == ResponseCode.SUCCESS:
-            ttl = self.resolver.ttl_of(done.values)
-            if ttl > 0:
-                tail = self.codec.response_tail(resp.opcode, resp.code, resp.handle, resp.body())
-                self._encoded[req.handle] = (now + ttl, tail)
-                if len(self._encoded) > ENCODED_ANSWERS:
-                    self._encoded.popitem(last=False)
+        if plain and done.code == ResponseCode.SUCCESS and done.expires_at > now:
+            tail = self.codec.response_tail(resp.opcode, resp.code, resp.handle, resp.body())
+            self._encoded[req.handle] = (done.expires_at, tail)
+            if len(self._encoded) > ENCODED_ANSWERS:
+                self._encoded.popitem(last=False)
         return resp

@@ -56,6 +56,14 @@ def referral(node: AuthoritativeNode, req: Request) -> Response | None:
 def _resolve(node: AuthoritativeNode, req: Request, caller: Identity | None, now: float) -> Response:
     try:
         result = node.resolve(req.handle, indexes=req.indexes, types=req.types, caller=caller)
+    except HandleNotFound:
+        # A prefix record we cover but do not hold (``0.NA/88.118.8`` at a top-level node) lives with
+        # the holder of its parent prefix: refer there.
+        if req.handle[:5].lower() == "0.na/":
+            ref = referral(node, req)
+            if ref is not None:
+                return ref
+        raise
     except NotResponsible:
         # Not ours: refer to whoever holds the prefix, if we know. (A handle we serve but do not hold is
         # an authoritative "not found", never a referral.)

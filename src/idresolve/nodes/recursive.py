@@ -71,12 +71,14 @@ class Done:
     message: str = ""
     trace: tuple[Hop, ...] = ()
     cached: bool = False
+    expires_at: float = 0.0  # when the answer stops being valid (0: do not cache)
 
 
 @dataclass(slots=True)
 class CachedAnswer:
     code: int
     values: tuple[HandleValue, ...]
+    expires_at: float = 0.0
 
 
 class RecursiveResolver:
@@ -134,7 +136,8 @@ class Resolution:
             hit = r.answers.get(h.key, self.now)
             if hit is not None:
                 self.trace.append(Hop("cache", "", hit.code, 0, True))
-                self.step = Done(hit.code, self.handle, hit.values, trace=tuple(self.trace), cached=True)
+                self.step = Done(hit.code, self.handle, hit.values, trace=tuple(self.trace), cached=True,
+                                 expires_at=hit.expires_at)
                 return
             for p in reversed(derived_prefixes(h.prefix)):
                 targets = r.referrals.get(fold(p), self.now)
@@ -159,8 +162,9 @@ class Resolution:
             return
         self._ask(roots[0], root=True)
 
-    def _done(self, code: int, values: tuple[HandleValue, ...] = (), message: str = "") -> None:
-        self.step = Done(code, self.handle, values, message, tuple(self.trace))
+    def _done(self, code: int, values: tuple[HandleValue, ...] = (), message: str = "",
+              expires_at: float = 0.0) -> None:
+        self.step = Done(code, self.handle, values, message, tuple(self.trace), expires_at=expires_at)
 
     # -- feedback from the I/O layer ---------------------------------------------------------------------
     def on_response(self, resp: Response, now: float, elapsed_us: int) -> None:
@@ -174,8 +178,10 @@ class Resolution:
         self.trace.append(Hop(resp.node or target.name, target.address, resp.code, elapsed_us))
         code = resp.code
         if code in (ResponseCode.SUCCESS, ResponseCode.VALUES_NOT_FOUND):
-            r.answers.put(self.key, CachedAnswer(code, resp.values), r.ttl_of(resp.values), now)
-            self._done(code, resp.values)
+            ttl = r.ttl_of(resp.values)
+            expires_at = now + ttl if ttl > 0 else 0.0
+            r.answers.put(self.key, CachedAnswer(code, resp.values, expires_at), ttl, now)
+            self._done(code, resp.values, expires_at=expires_at)
         elif code == ResponseCode.PREFIX_REFERRAL:
             targets = targets_from_site(resp.values)
             if not targets:
@@ -194,7 +200,8 @@ class Resolution:
             self._ask(nxt, root=False)
         elif code == ResponseCode.HANDLE_NOT_FOUND:
             if r.negative_ttl_s > 0:
-                r.answers.put(self.key, CachedAnswer(code, ()), min(r.negative_ttl_s, r.ttl_cap_s), now)
+                neg = min(r.negative_ttl_s, r.ttl_cap_s)
+                r.answers.put(self.key, CachedAnswer(code, (), now + neg), neg, now)
             self._done(code, message=resp.message)
         elif code == ResponseCode.SERVER_NOT_RESP and self.from_cached_referral is not None:
             r.referrals.remove(self.from_cached_referral)  # stale referral: start again from the top

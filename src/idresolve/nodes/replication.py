@@ -59,6 +59,8 @@ def make_sync_handler(state: SyncState, country_prefix: str):  # type: ignore[no
         h = parse_handle(req.handle)
         if not h.is_prefix_record or not node.responsible(h):
             raise NotAuthorized("only prefix records replicate", handle=req.handle)
+        if fold(h.suffix) in node.configured:
+            raise NotAuthorized("a node's own prefix record does not replicate", handle=req.handle)
         if req.version <= state.version_of(node, h.key):
             return Response(req.request_id, req.opcode, ResponseCode.SUCCESS, req.handle, message="stale")
         state.applying = True

@@ -33,6 +33,7 @@ def _prefix_of(key: str) -> str:
 class SqliteStore:
     def __init__(self, path: Path | str, *, fsync: bool = False) -> None:
         self.path = Path(path)
+        self._closed = False
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so nothing is left uncommitted.
         self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -95,6 +96,10 @@ class SqliteStore:
         return int(self._db.execute("SELECT count(*) FROM records WHERE prefix = ?", (folded_prefix,)).fetchone()[0])
 
     def close(self) -> None:
+        """Checkpoint the WAL and close. Closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:

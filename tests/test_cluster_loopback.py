@@ -1,0 +1,433 @@
+"""The minimal topology running in-process on loopback: real sockets, real bootstrap, real resolution.
+
+Every node of config/minimal.toml is hosted by one ``cluster.worker.Worker`` in the test's event loop on a
+free run of ports. Blocking clients (bootstrap, ``BlockingClient``, ``udp_resolve``) run in
+``asyncio.to_thread`` so the servers keep running in this loop while they wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from clusterutil import MINIMAL, LocalCluster, free_base_port, listening_socket, start_local_cluster
+from idresolve.cluster.bootstrap import DEMO_PREFIX, DEMO_SUFFIX, BootstrapReport, bootstrap
+from idresolve.cluster.credentials import cluster_secret, secret_for
+from idresolve.cluster.plan import NodePlan, identity_of, make_plan
+from idresolve.cluster.worker import Worker
+from idresolve.core.codes import OpCode, ResponseCode
+from idresolve.core.latency import LatencyModel
+from idresolve.core.topology import load_topology
+from idresolve.core.values import site_value, string_value
+from idresolve.core.wire import UDP_ANSWER_LIMIT, Codec, Request, Response, decode_message
+from idresolve.hosting import HostedAuthoritative
+from idresolve.net.blocking import BlockingClient, udp_resolve
+
+DEMO = f"{DEMO_PREFIX}/{DEMO_SUFFIX}"
+REC, TOP, DR, SEC, ENT = "rec-jinan", "top-beijing", "top-nanjing", "sec-tyre-qingdao", "ent-tyre-qingdao-8"
+CLIENT_TIMEOUT_S = 10.0
+REPLICATION_DEADLINE_S = 5.0
+
+
+@dataclass
+class Running:
+    cluster: LocalCluster
+    report: BootstrapReport
+
+    def node(self, name: str) -> NodePlan:
+        return self.cluster.plan.node(name)
+
+    def client(self, name: str, prefix: str | None = None) -> BlockingClient:
+        n = self.node(name)
+        auth = None if prefix is None else (identity_of(prefix), secret_for(self.cluster.master, prefix).encode())
+        return BlockingClient(n.dial_host, n.tcp_port, timeout_s=CLIENT_TIMEOUT_S, auth=auth)
+
+
+async def _running(tmp_path: Path, latency_on: bool) -> AsyncIterator[Running]:
+    cluster = await start_local_cluster(tmp_path, latency_on=latency_on)
+    try:
+        report = await asyncio.to_thread(bootstrap, cluster.plan, cluster.master)
+        yield Running(cluster, report)
+    finally:
+        await cluster.worker.stop()
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    async for r in _running(tmp_path, latency_on=False):
+        yield r
+
+
+@pytest.fixture
+async def running_with_latency(tmp_path: Path) -> AsyncIterator[Running]:
+    async for r in _running(tmp_path, latency_on=True):
+        yield r
+
+
+def _call(client: BlockingClient, fn: str, *args: Any, **kwargs: Any) -> Response:
+    with client as c:
+        resp = getattr(c, fn)(*args, **kwargs)
+    assert isinstance(resp, Response)
+    return resp
+
+
+async def call(client: BlockingClient, fn: str, *args: Any, **kwargs: Any) -> Response:
+    return await asyncio.to_thread(_call, client, fn, *args, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Bootstrap and binary TCP
+
+
+async def test_bootstrap_allocates_once(running: Running) -> None:
+    assert sorted(running.report.created) == ["0.NA/88.118", "0.NA/88.118.8", "0.NA/88.118.9"]
+    assert running.report.demo == DEMO
+    again = await asyncio.to_thread(bootstrap, running.cluster.plan, running.cluster.master)
+    assert again.created == [], "a second bootstrap must find everything in place"
+    assert len(again.unchanged) == 3
+
+
+async def test_resolve_demo_over_binary_tcp(running: Running) -> None:
+    def flow() -> list[Response]:
+        with running.client(REC) as c:
+            return [c.resolve(DEMO, trace=True), c.resolve(DEMO, trace=True), c.resolve(DEMO), c.resolve(DEMO)]
+
+    cold, warm, plain1, plain2 = await asyncio.to_thread(flow)
+    assert cold.code == ResponseCode.SUCCESS and cold.node == REC
+    assert [(h.node, h.code) for h in cold.trace] == [(TOP, 303), (SEC, 303), (ENT, 1)]
+    assert all(h.elapsed_us > 0 and not h.cached for h in cold.trace)
+    top = running.node(TOP)
+    assert cold.trace[0].address == f"{top.dial_host}:{top.tcp_port}"
+    assert {v.type for v in cold.values} >= {"URL", "DESC", "productName", "batchNumber"}
+    assert warm.code == ResponseCode.SUCCESS and [h.cached for h in warm.trace] == [True]
+    # Plain resolutions: the second is the recursive node's encoded answer re-sent under a new request id.
+    assert plain1.values == plain2.values == cold.values
+    assert plain1.trace == () and plain1.node == ""
+
+
+async def test_pipelined_requests_through_the_recursive_node(running: Running) -> None:
+    handles = [DEMO, "88.118.8/Missing1", "88.118.9/Missing2", "88.999/Nowhere", "no-slash"] * 4
+
+    def flow() -> tuple[dict[int, str], dict[int, Response]]:
+        with running.client(REC) as c:
+            ids = {c.send(Request(0, OpCode.RESOLUTION, h)): h for h in handles}
+            got = {}
+            for _ in handles:
+                r = c.receive()
+                got[r.request_id] = r
+            return ids, got
+
+    ids, got = await asyncio.to_thread(flow)
+    expected = {DEMO: 1, "88.118.8/Missing1": 100, "88.118.9/Missing2": 100, "88.999/Nowhere": 100,
+                "no-slash": 102}
+    assert sorted(got) == sorted(ids)
+    for rid, handle in ids.items():
+        assert got[rid].code == expected[handle], (handle, got[rid])
+        assert got[rid].handle == handle
+
+
+async def test_recursive_node_refuses_writes(running: Running) -> None:
+    resp = await call(running.client(REC, "88.118.8"), "create", "88.118.8/ViaRecursive",
+                      (string_value(1, "URL", "https://x.example"),))
+    assert resp.code == ResponseCode.OPERATION_NOT_SUPPORTED
+
+
+# --------------------------------------------------------------------------------------------------
+# UDP with truncation
+
+
+def _raw_udp(host: str, port: int, req: Request, timeout_s: float = 5.0) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout_s)
+        s.sendto(Codec().encode(req), (host, port))
+        data, _ = s.recvfrom(65536)
+        return data
+
+
+async def test_udp_small_answer_and_truncated_large_answer(running: Running) -> None:
+    big = "x" * 700
+    create = await call(running.client(ENT, "88.118.8"), "create", "88.118.8/BigRecord",
+                        (string_value(1, "URL", "https://big.example"), string_value(2, "DESC", big)))
+    assert create.code == ResponseCode.SUCCESS
+    rec = running.node(REC)
+    # Small: answered in one datagram.
+    small = await asyncio.to_thread(udp_resolve, rec.dial_host, rec.udp_port, DEMO)
+    assert small.code == ResponseCode.SUCCESS and not small.truncated and small.values
+    # Large, raw: the datagram is cut to a truncated answer without values, under the 512-byte limit.
+    data = await asyncio.to_thread(_raw_udp, rec.dial_host, rec.udp_port,
+                                   Request(77, OpCode.RESOLUTION, "88.118.8/BigRecord"))
+    raw = decode_message(data)
+    assert len(data) <= UDP_ANSWER_LIMIT
+    assert isinstance(raw, Response) and raw.truncated and raw.values == () and raw.request_id == 77
+    assert raw.code == ResponseCode.SUCCESS
+    # Large through the client: it sees the truncation and asks again over TCP.
+    full = await asyncio.to_thread(udp_resolve, rec.dial_host, rec.udp_port, "88.118.8/BigRecord")
+    assert full.code == ResponseCode.SUCCESS and not full.truncated
+    assert [v.data for v in full.values if v.type == "DESC"] == [big.encode()]
+
+
+# --------------------------------------------------------------------------------------------------
+# REST at the recursive node
+
+
+async def test_rest_resolution_with_trace(running: Running) -> None:
+    created = await call(running.client(ENT, "88.118.8"), "create", "88.118.8/RestOne",
+                         (string_value(1, "URL", "https://rest.example"),))
+    assert created.code == ResponseCode.SUCCESS
+    base = running.node(REC).http_url
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S)) as http:
+        async with http.get(f"{base}/api/handles/88.118.8/RestOne?trace") as r:
+            assert r.status == 200
+            cold = await r.json()
+        async with http.get(f"{base}/api/handles/88.118.8/RestOne?trace") as r:
+            warm = await r.json()
+        async with http.get(f"{base}/api/handles/88.118.8/NotThere") as r:
+            missing_status, missing = r.status, await r.json()
+        async with http.put(f"{base}/api/handles/88.118.8/RestOne", json=[]) as r:
+            write_status = r.status
+    assert cold["responseCode"] == 1 and cold["handle"] == "88.118.8/RestOne"
+    assert [v["data"]["value"] for v in cold["values"] if v["type"] == "URL"] == ["https://rest.example"]
+    assert [(h["node"], h["responseCode"], h["cached"]) for h in cold["trace"]] == [
+        (TOP, 303, False), (SEC, 303, False), (ENT, 1, False)]
+    assert all(h["elapsedUs"] > 0 for h in cold["trace"])
+    assert [h["cached"] for h in warm["trace"]] == [True]
+    assert missing_status == 404 and missing["responseCode"] == 100
+    assert write_status == 400
+
+
+# --------------------------------------------------------------------------------------------------
+# Registry replication between the top-level nodes
+
+
+async def _replication_lag(r: Running, prefix: str) -> float:
+    """Write 0.NA/<prefix> at the primary top-level node; seconds until the DR node answers with it."""
+    handle = f"0.NA/{prefix}"
+    values = (site_value(1, r.node(SEC).site()),)
+    resp = await call(r.client(TOP, "88"), "create", handle, values)
+    assert resp.code == ResponseCode.SUCCESS
+    t0 = time.monotonic()
+
+    def poll() -> float:
+        with r.client(DR) as c:
+            deadline = t0 + REPLICATION_DEADLINE_S
+            while time.monotonic() < deadline:
+                got = c.resolve(handle)
+                if got.code == ResponseCode.SUCCESS:
+                    assert [v.data for v in got.values if v.type == "HS_SITE"] == [values[0].data]
+                    return time.monotonic() - t0
+                assert got.code == ResponseCode.HANDLE_NOT_FOUND
+                time.sleep(0.002)
+        raise AssertionError(f"{handle} did not reach {DR} within {REPLICATION_DEADLINE_S} s")
+
+    return await asyncio.to_thread(poll)
+
+
+async def test_write_at_primary_top_replicates_to_dr(running: Running) -> None:
+    lag = await _replication_lag(running, "88.130")
+    print(f"\nreplication lag, latency off: {lag * 1000:.1f} ms")
+    assert lag < REPLICATION_DEADLINE_S
+    # The DR node now refers 88.130 to the secondary, as the primary does.
+    ref = await call(running.client(DR), "resolve", "88.130/anything")
+    assert ref.code == ResponseCode.PREFIX_REFERRAL and ref.handle == "0.NA/88.130"
+    # A deletion replicates too.
+    deleted = await call(running.client(TOP, "88"), "delete", "0.NA/88.130")
+    assert deleted.code == ResponseCode.SUCCESS
+
+    def gone() -> bool:
+        with running.client(DR) as c:
+            deadline = time.monotonic() + REPLICATION_DEADLINE_S
+            while time.monotonic() < deadline:
+                if c.resolve("0.NA/88.130").code == ResponseCode.HANDLE_NOT_FOUND:
+                    return True
+                time.sleep(0.002)
+        return False
+
+    assert await asyncio.to_thread(gone)
+
+
+async def test_write_at_dr_top_replicates_to_primary(running: Running) -> None:
+    """Multi-primary: a write taken by the DR node reaches the primary."""
+    values = (site_value(1, running.node(SEC).site()),)
+    assert (await call(running.client(DR, "88"), "create", "0.NA/88.131", values)).code == ResponseCode.SUCCESS
+
+    def arrived() -> bool:
+        with running.client(TOP) as c:
+            deadline = time.monotonic() + REPLICATION_DEADLINE_S
+            while time.monotonic() < deadline:
+                if c.resolve("0.NA/88.131").code == ResponseCode.SUCCESS:
+                    return True
+                time.sleep(0.002)
+        return False
+
+    assert await asyncio.to_thread(arrived)
+
+
+# --------------------------------------------------------------------------------------------------
+# Latency model on
+
+
+async def test_trace_delays_follow_the_latency_model(running_with_latency: Running) -> None:
+    r = running_with_latency
+    plan = r.cluster.plan
+    model = LatencyModel.for_topology(plan.topology)
+    rec_loc = r.node(REC).spec.location
+    expected_ms = {name: model.round_trip_ms(rec_loc, r.node(name).spec.location) for name in (TOP, SEC, ENT)}
+    assert expected_ms[TOP] == pytest.approx(30.2)  # inter-province: 30 ms round trip + 2 x 0.1 ms per hop
+
+    def flow() -> list[Response]:
+        with r.client(REC) as c:
+            # authoritative=True bypasses the cache: every run walks top -> secondary -> enterprise.
+            return [c.resolve(DEMO, trace=True, authoritative=True) for _ in range(5)]
+
+    runs = await asyncio.to_thread(flow)
+    for resp in runs:
+        assert resp.code == ResponseCode.SUCCESS
+        assert [h.node for h in resp.trace] == [TOP, SEC, ENT]
+    best_ms = {name: min(resp.trace[i].elapsed_us for resp in runs) / 1000 for i, name in enumerate((TOP, SEC, ENT))}
+    print("\nhop round trips (model -> best measured): "
+          + ", ".join(f"{n} {expected_ms[n]:.2f} -> {best_ms[n]:.2f} ms" for n in (TOP, SEC, ENT)))
+    jitter_ms = 2 * 3 * model.spec.jitter_ms  # two samples, each clipped at 3 sigma
+    for name in (TOP, SEC, ENT):
+        # Never faster than the model (the delay is paid in timers), and close to it: processing and
+        # scheduling on a busy loopback host add a few ms (best of five runs).
+        assert best_ms[name] >= expected_ms[name] - jitter_ms - 0.2, name
+        assert best_ms[name] <= expected_ms[name] + 20.0, name
+    assert best_ms[TOP] > best_ms[SEC] + 15
+
+
+async def _replicator_idle(r: Running, name: str) -> None:
+    """Wait (bounded) until the node's replicator has no push waiting for an answer."""
+    (rep,) = [rp for rp in r.cluster.worker.replicators if rp.node.name == name]
+    deadline = time.monotonic() + REPLICATION_DEADLINE_S
+    while any(rep.pending.values()):
+        assert time.monotonic() < deadline, "replicator never became idle"
+        await asyncio.sleep(0.005)
+
+
+async def test_replication_lag_with_latency_pays_the_link(running_with_latency: Running) -> None:
+    r = running_with_latency
+    model = LatencyModel.for_topology(r.cluster.plan.topology)
+    one_way_ms = model.base_one_way_ms(r.node(TOP).spec.location, r.node(DR).spec.location)
+    await _replicator_idle(r, TOP)  # bootstrap's pushes have been answered
+    idle_lag = await _replication_lag(r, "88.132")
+    # Right after: the previous push's answer is still on its way back, and pushes to a peer go one at a
+    # time, so this write waits for it (head-of-line) before paying its own one-way delay.
+    busy_lag = await _replication_lag(r, "88.133")
+    print(f"\nreplication lag, latency on (beijing -> nanjing one-way {one_way_ms:.1f} ms): idle "
+          f"{idle_lag * 1000:.1f} ms, right after another write {busy_lag * 1000:.1f} ms")
+    assert one_way_ms - 2.0 <= idle_lag * 1000 <= one_way_ms + 40.0
+    assert one_way_ms - 2.0 <= busy_lag * 1000 <= 3 * one_way_ms + 40.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Restarts, a late peer, and a failed start
+
+
+async def test_restart_on_another_base_port_updates_the_sites(tmp_path: Path) -> None:
+    first = await start_local_cluster(tmp_path, latency_on=False)
+    try:
+        report = await asyncio.to_thread(bootstrap, first.plan, first.master)
+        assert len(report.created) == 3
+    finally:
+        await first.worker.stop()
+    second = await start_local_cluster(tmp_path, latency_on=False)
+    try:
+        assert second.plan.base_port != first.plan.base_port
+        report = await asyncio.to_thread(bootstrap, second.plan, second.master)
+        # The delegations name the old ports: they are rewritten; the hosted one has no site and stays.
+        assert sorted(report.created) == ["0.NA/88.118", "0.NA/88.118.8"]
+        assert report.unchanged == ["0.NA/88.118.9"]
+        r = Running(second, report)
+        resp = await call(r.client(REC), "resolve", DEMO, trace=True)
+        assert resp.code == ResponseCode.SUCCESS
+        assert [h.address for h in resp.trace] == [f"127.0.0.1:{r.node(n).tcp_port}" for n in (TOP, SEC, ENT)]
+    finally:
+        await second.worker.stop()
+
+
+async def test_a_top_level_node_that_starts_late_still_gets_the_registry(tmp_path: Path) -> None:
+    """Pushes to a peer that is down are retried until it answers (writes are not lost)."""
+    cluster = await start_local_cluster(tmp_path, latency_on=False)
+    plan = cluster.plan
+    worker = cluster.worker
+    dr = plan.node(DR)
+    late: Worker | None = None
+    try:
+        # Take the DR node out of the running worker: stop its listeners before any write.
+        (hosted,) = [h for h in worker.hosted if isinstance(h, HostedAuthoritative) and h.node.name == DR]
+        await hosted.stop()
+        worker.hosted.remove(hosted)
+        report = await asyncio.to_thread(bootstrap, plan, cluster.master)
+        assert "0.NA/88.118" in report.created
+        late = Worker(plan, [DR], tmp_path, cluster.master, latency=LatencyModel.off())
+        await late.start()
+
+        def arrived() -> float:
+            t0 = time.monotonic()
+            with BlockingClient(dr.dial_host, dr.tcp_port, timeout_s=CLIENT_TIMEOUT_S) as c:
+                while time.monotonic() - t0 < 10.0:
+                    if c.resolve("0.NA/88.118").code == ResponseCode.SUCCESS:
+                        return time.monotonic() - t0
+                    time.sleep(0.01)
+            raise AssertionError("the registry never reached the late top-level node")
+
+        waited = await asyncio.to_thread(arrived)
+        print(f"\nlate DR node caught up {waited * 1000:.0f} ms after it started")
+    finally:
+        if late is not None:
+            await late.stop()
+        await worker.stop()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+async def test_a_failed_start_releases_every_port(tmp_path: Path) -> None:
+    import gc
+
+    from idresolve.cluster.worker import Worker
+    from idresolve.hosting import HostedAuthoritative
+
+    topology = load_topology(MINIMAL)
+    plan = make_plan(topology, base_port=free_base_port(12), workers=1)
+    top = plan.node(TOP)
+    worker = Worker(plan, [n.name for n in plan.nodes], tmp_path, cluster_secret(tmp_path),
+                    latency=LatencyModel.off())
+    leaked: list[HostedAuthoritative] = []
+    try:
+        with listening_socket(top.tcp_port):  # the first node's binary port is taken
+            with pytest.raises(OSError):
+                await worker.start()
+            await worker.stop()
+        leaked = [o for o in gc.get_objects() if isinstance(o, HostedAuthoritative) and o.node.name == TOP
+                  and o not in worker.hosted]
+        assert _port_free(top.http_port), "the HTTP listener of the node that failed to start is still open"
+    finally:
+        for h in leaked:  # clean up what the worker leaked, so nothing is left for later tests
+            await h.stop()
+
+
+async def test_registry_root_record_change_keeps_each_top_nodes_own_site(running: Running) -> None:
+    from idresolve.core.site import SiteInfo
+
+    add = await call(running.client(TOP, "88"), "add_values", "0.NA/88",
+                     (string_value(5, "DESC", "national prefix registry"),))
+    assert add.code == ResponseCode.SUCCESS
+    await _replicator_idle(running, TOP)  # whatever the primary pushes has been answered by now
+    info = await call(running.client(DR), "site_info")
+    sites = [dict(SiteInfo.from_bytes(v.data).attributes).get("name") for v in info.values if v.type == "HS_SITE"]
+    assert sites == [DR]
