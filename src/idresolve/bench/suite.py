@@ -1,0 +1,275 @@
+"""The benchmark scenarios: REST resolution against a bare aiohttp handler, batch registration against raw
+SQLite inserts, and the suite that runs both and keeps every figure.
+
+Each scenario returns a plain dict (the JSON report's shape) and takes a ``progress`` callable for stderr.
+Servers run as subprocesses on 127.0.0.1 port 0 in temporary directories; they are stopped in ``finally``
+blocks (``procs.ServerProcess`` is a context manager) whatever happens.
+
+Noise: the machine is shared, so measured runs alternate between the two sides (node, baseline, then
+baseline, node, ...) and the figures are medians over ``repeats`` runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..client.rest import BUSY_BACKOFF_S
+from ..core.errors import HandleError
+from ..nodes.auth import Identity
+from ..nodes.authoritative import MAX_BATCH, AuthoritativeNode
+from ..nodes.bootstrap import ADMIN_INDEX, prefix_record
+from ..store.sqlite import SqliteStore
+from . import httpload, report
+from .baselines import raw_sqlite_insert, read_rows
+from .config import TARGET_IDS_PER_S, TARGET_REST_RATIO, BatchConfig, RestConfig
+from .hist import histogram, summary
+from .procs import ServerFailed, ServerProcess, baseline_process, node_process
+from .workload import PREFIX, batch_requests, chunks, core_values, handles, resolve_requests
+
+HOST = "127.0.0.1"
+MAX_RATE_PER_S = 1_000_000  # the count bound of a run: no loopback HTTP server here gets near it
+MEDIAN_KEYS = ("rate_per_s", "mean_us", "p50_us", "p90_us", "p99_us", "p99_9_us", "max_us",
+               "server_cpu_us_per_req", "client_cpu_us_per_req")
+
+
+class BenchError(Exception):
+    """A benchmark could not produce trustworthy figures (a server failed, answers were wrong)."""
+
+
+# -- REST resolution --------------------------------------------------------------------------------------
+
+@dataclass
+class Registered:
+    elapsed_s: float
+    count: int
+    shed: int = 0  # 503 answers (code 3, load shed) that were sent again after a pause
+    paused_s: float = 0.0
+
+
+async def _register(port: int, requests: Sequence[bytes]) -> Registered:
+    """Send ``POST /api/batch`` requests one after another. A shed request (503, code 3: nothing was done)
+    is sent again after the pauses the REST client uses; the pauses count in the elapsed time."""
+    bodies = []
+    shed, paused = 0, 0.0
+    async with httpload.Client(HOST, port) as client:
+        t0 = time.perf_counter()
+        for raw in requests:
+            for pause in (*BUSY_BACKOFF_S, None):
+                status, body = await client.request(raw)
+                if status != 503 or pause is None:
+                    break
+                shed += 1
+                paused += pause
+                await asyncio.sleep(pause)
+            if status != 201:
+                raise BenchError(f"POST /api/batch answered {status}: {body[:300]!r}")
+            bodies.append(body)
+        elapsed = time.perf_counter() - t0
+    count = sum(int(orjson.loads(body).get("count", 0)) for body in bodies)  # parsed after the clock stopped
+    return Registered(elapsed, count, shed, paused)
+
+
+async def _fetch(port: int, raw: bytes) -> tuple[int, bytes]:
+    async with httpload.Client(HOST, port) as client:
+        return await client.request(raw)
+
+
+def _load(server: ServerProcess, requests: Sequence[bytes], connections: int,
+          duration_s: float) -> tuple[httpload.LoadResult, dict[str, float]]:
+    """One closed-loop run, and the CPU the server and this client spent on it (us per request): a figure
+    that other work on a shared machine disturbs far less than requests/s."""
+    server_cpu0, client0 = server.cpu_seconds(), os.times()
+    res = httpload.run(httpload.closed_loop(HOST, server.port, requests, connections=connections,
+                                            duration_s=duration_s,
+                                            max_requests=max(1, math.ceil(duration_s * MAX_RATE_PER_S))))
+    server_cpu1, client1 = server.cpu_seconds(), os.times()
+    cpu: dict[str, float] = {}
+    if res.requests:
+        if server_cpu0 is not None and server_cpu1 is not None:
+            cpu["server_cpu_us_per_req"] = round((server_cpu1 - server_cpu0) / res.requests * 1e6, 1)
+        used = (client1.user - client0.user) + (client1.system - client0.system)
+        cpu["client_cpu_us_per_req"] = round(used / res.requests * 1e6, 1)
+    return res, cpu
+
+
+def _run_figures(res: httpload.LoadResult, cpu: dict[str, float]) -> dict[str, Any]:
+    out: dict[str, Any] = {"requests": res.requests, "elapsed_s": round(res.elapsed_s, 4),
+                           "rate_per_s": round(res.rate_per_s, 1), "errors": res.errors,
+                           "shed_503": res.statuses.get(503, 0),
+                           "statuses_unexpected": {str(k): v for k, v in res.statuses.items()},
+                           "cut_off": res.cut_off, **cpu}
+    out.update(summary(histogram(res.latency_us)))
+    return out
+
+
+def _medians(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    m: dict[str, Any] = {k: round(report.median_of(runs, k), 1) for k in MEDIAN_KEYS}
+    m["errors"] = sum(int(r["errors"]) for r in runs)
+    m["shed_503"] = sum(int(r.get("shed_503", 0)) for r in runs)
+    m["runs"] = len(runs)
+    return m
+
+
+def run_rest(cfg: RestConfig, progress: report.ProgressFn) -> dict[str, Any]:
+    secret = secrets.token_urlsafe(24)
+    names = handles(cfg.handles, "r")
+    runs: dict[str, list[dict[str, Any]]] = {"node": [], "baseline": []}
+    with tempfile.TemporaryDirectory(prefix="idresolve-bench-") as tmp_text:
+        tmp = Path(tmp_text)
+        progress("rest: starting node (sqlite store)")
+        with node_process(tmp / "node", PREFIX, secret) as node:
+            progress(f"rest: node at {node.url}; registering {cfg.handles:,} identifiers")
+            reg = httpload.run(_register(node.port, batch_requests(names, MAX_BATCH, HOST, node.port, secret)))
+            if reg.count != len(names):
+                raise BenchError(f"registered {reg.count} identifiers, expected {len(names)}")
+            status, body = httpload.run(_fetch(node.port, resolve_requests(names[:1], HOST, node.port)[0]))
+            if status != 200 or orjson.loads(body).get("responseCode") != 1:
+                raise BenchError(f"resolving {names[0]} answered {status}: {body[:300]!r}")
+            body_file = tmp / "answer.json"
+            body_file.write_bytes(body)
+            progress(f"rest: answers are {len(body)} bytes; starting the bare aiohttp baseline")
+            with baseline_process(body_file) as base:
+                targets = {"node": (node, resolve_requests(names, HOST, node.port)),
+                           "baseline": (base, resolve_requests(names, HOST, base.port))}
+                b_status, b_body = httpload.run(_fetch(base.port, targets["baseline"][1][0]))
+                if b_status != 200 or b_body != body:
+                    raise BenchError("the baseline does not answer with the node's bytes")
+                for who, (server, reqs) in targets.items():
+                    progress(f"rest: warm-up {who} {cfg.warmup_s:g} s")
+                    if cfg.warmup_s > 0:
+                        _load(server, reqs, cfg.connections, cfg.warmup_s)
+                for rep in range(cfg.repeats):
+                    order = ("node", "baseline") if rep % 2 == 0 else ("baseline", "node")
+                    for who in order:
+                        server, reqs = targets[who]
+                        res, cpu = _load(server, reqs, cfg.connections, cfg.duration_s)
+                        _check_alive(server)
+                        figures = _run_figures(res, cpu)
+                        if set(res.statuses) - {503} or res.cut_off:
+                            raise BenchError(f"{who} run {rep + 1}: unexpected answers {res.statuses}, "
+                                             f"{res.cut_off} unanswered")
+                        runs[who].append(figures)
+                        progress(f"rest: run {rep + 1}/{cfg.repeats} {who}: {res.rate_per_s:,.0f} req/s, "
+                                 f"p50 {figures.get('p50_us')} us, p99 {figures.get('p99_us')} us, server CPU "
+                                 f"{figures.get('server_cpu_us_per_req', '?')} us/request")
+    node_m, base_m = _medians(runs["node"]), _medians(runs["baseline"])
+    return {
+        "config": asdict(cfg), "body_bytes": len(body), "loop": httpload.loop_name(),
+        "node": {"label": "node (sqlite store, answer cache)", "median": node_m, "runs": runs["node"]},
+        "baseline": {"label": "bare aiohttp, fixed body", "median": base_m, "runs": runs["baseline"]},
+        "ratio": report.ratio(node_m["rate_per_s"], base_m["rate_per_s"]),
+        "pair_ratios": [report.ratio(n["rate_per_s"], b["rate_per_s"])
+                        for n, b in zip(runs["node"], runs["baseline"], strict=True)],
+        "target_ratio": TARGET_REST_RATIO,
+        "cpu_ratio": report.ratio(base_m["server_cpu_us_per_req"], node_m["server_cpu_us_per_req"]),
+        "note": "closed loop (each connection sends its next request when the answer arrives), so latencies "
+                "omit the queueing an open-loop schedule would see; " + report.SHARED_MACHINE_NOTE.format(
+                    cpus=os.cpu_count() or 0),
+    }
+
+
+def _check_alive(server: ServerProcess) -> None:
+    if not server.alive():
+        raise BenchError(f"{server.name} died during the run")
+
+
+# -- batch registration -------------------------------------------------------------------------------------
+
+def _core_batch(path: Path, items: Sequence[tuple[str, Any]], batch_size: int, secret: str) -> float:
+    store = SqliteStore(path)
+    try:
+        node = AuthoritativeNode(store, [PREFIX], name="bench")
+        node.bootstrap_record(prefix_record(PREFIX, secret, now=time.time()))
+        caller = Identity(ADMIN_INDEX, f"0.NA/{PREFIX}")
+        t0 = time.perf_counter()
+        for part in chunks(items, batch_size):
+            node.batch_create(part, caller=caller, now=time.time())
+        return time.perf_counter() - t0
+    except HandleError as exc:
+        raise BenchError(f"batch_create refused the benchmark's batch: {exc.message}") from None
+    finally:
+        store.close()
+
+
+def _rest_batch(tmp: Path, names: Sequence[str], batch_size: int, secret: str) -> Registered:
+    with node_process(tmp / "node", PREFIX, secret) as node:
+        requests = batch_requests(names, batch_size, HOST, node.port, secret)  # encoded before the clock starts
+        reg = httpload.run(_register(node.port, requests))
+        _check_alive(node)
+    if reg.count != len(names):
+        raise BenchError(f"the node registered {reg.count} identifiers, expected {len(names)}")
+    return reg
+
+
+def run_batch(cfg: BatchConfig, progress: report.ProgressFn) -> dict[str, Any]:
+    secret = secrets.token_urlsafe(24)
+    names = handles(cfg.identifiers, "b")
+    items = [(h, core_values(h)) for h in names]
+    rows: list[Any] = []
+    per: dict[str, list[float]] = {"core": [], "rest": [], "raw_sqlite": []}
+    shed: list[int] = []
+    paused: list[float] = []
+    n = len(names)
+    for rep in range(cfg.repeats):
+        with tempfile.TemporaryDirectory(prefix="idresolve-bench-") as tmp_text:
+            tmp = Path(tmp_text)
+            order = ("core", "raw_sqlite", "rest") if rep % 2 == 0 else ("rest", "raw_sqlite", "core")
+            for path in order:
+                if path == "core":
+                    elapsed = _core_batch(tmp / "core.sqlite3", items, cfg.batch_size, secret)
+                    if not rows:  # the encoded rows the store wrote, replayed by the raw baseline
+                        rows = read_rows(tmp / "core.sqlite3", PREFIX)
+                        if len(rows) != n:
+                            raise BenchError(f"the store holds {len(rows)} rows, expected {n}")
+                elif path == "raw_sqlite":  # the first repeat runs core first, so rows exist by now
+                    elapsed = raw_sqlite_insert(tmp / "raw.sqlite3", list(chunks(rows, cfg.batch_size)))
+                else:
+                    reg = _rest_batch(tmp, names, cfg.batch_size, secret)
+                    elapsed = reg.elapsed_s
+                    shed.append(reg.shed)
+                    paused.append(reg.paused_s)
+                rate = n / elapsed if elapsed > 0 else 0.0
+                per[path].append(rate)
+                progress(f"batch: run {rep + 1}/{cfg.repeats} {path}: {rate:,.0f} identifiers/s "
+                         f"({elapsed:.2f} s for {n:,})" + (f"; {shed[-1]} batches shed with 503 and sent again "
+                                                           f"after {paused[-1]:.1f} s of pauses"
+                                                           if path == "rest" and shed[-1] else ""))
+    out: dict[str, Any] = {"config": asdict(cfg), "target_ids_per_s": TARGET_IDS_PER_S,
+                           "values_per_identifier": len(items[0][1]) if items else 0}
+    for path, rates in per.items():
+        out[path] = {"median_ids_per_s": round(report.median(rates), 1), "runs_ids_per_s": [round(r, 1) for r in rates]}
+    out["rest"]["shed_503_per_run"] = shed
+    out["rest"]["paused_s_per_run"] = [round(p, 2) for p in paused]
+    raw = out["raw_sqlite"]["median_ids_per_s"]
+    out["ratio_core_raw"] = report.ratio(out["core"]["median_ids_per_s"], raw)
+    out["ratio_rest_raw"] = report.ratio(out["rest"]["median_ids_per_s"], raw)
+    out["note"] = ("core = validation, authority, existence checks, encoding and one SQLite transaction per batch "
+                   "(SqliteStore, WAL, synchronous=NORMAL); end to end adds JSON over HTTP to a node subprocess "
+                   "(requests encoded before the clock starts, one connection, one batch in flight); raw = "
+                   "executemany of the rows the store wrote, same schema and pragmas")
+    return out
+
+
+# -- the suite ----------------------------------------------------------------------------------------------
+
+def run_suite(rest_cfg: RestConfig, batch_cfg: BatchConfig, progress: report.ProgressFn) -> dict[str, Any]:
+    env = report.environment(httpload.loop_name())
+    progress("suite: REST resolution")
+    rest = run_rest(rest_cfg, progress)
+    progress("suite: batch registration")
+    batch = run_batch(batch_cfg, progress)
+    return {"kind": "suite", "environment": report.close_environment(env), "rest": rest, "batch": batch}
+
+
+__all__ = ["BatchConfig", "BenchError", "RestConfig", "ServerFailed", "run_batch", "run_rest", "run_suite"]
