@@ -207,7 +207,7 @@ def install_admission(app: web.Application, admission: Admission, *, per_client:
     async def admit(request: web.Request, handler):  # type: ignore[no-untyped-def]
         if not request.path.startswith("/api/"):
             return await handler(request)  # health and metrics stay reachable under load
-        if not admission.admit(request.remote if per_client else None):
+        if not admission.admit(request.remote if per_client else None, admission.inflight > 0):
             return web.Response(body=_BUSY, status=503, content_type="application/json",
                                 headers={"Retry-After": "1"})
         admission.inflight += 1

@@ -10,6 +10,7 @@ Rules (DOMAIN.md section 1, REST-CONTRACT.md):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .errors import InvalidHandle
@@ -28,12 +29,11 @@ def fold(text: str) -> str:
     return text.translate(_ASCII_FOLD)
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # C0, DEL, C1, lone surrogates
+
+
 def _has_control(text: str) -> bool:
-    for ch in text:
-        o = ord(ch)
-        if o < 0x20 or 0x7F <= o < 0xA0 or 0xD800 <= o < 0xE000:  # C0, DEL, C1, lone surrogates
-            return True
-    return False
+    return _CONTROL.search(text) is not None
 
 
 def check_prefix(prefix: str) -> str:

@@ -3,10 +3,12 @@
 - ``LoopLag`` measures how late a periodic timer fires in this event loop. The signal is the *minimum*
   over the last few ticks: one long request (a 2,000-identifier batch) makes one tick late and must
   not shed anything, while a saturated loop fires every tick late. One per loop, shared by its nodes.
-- ``Admission.admit(client)`` answers False when the request should get code 3: the loop's lag is above
-  ``lag_threshold_s`` (then a growing fraction of requests is refused, deterministically, with no random
-  draw), or the client has used up its token bucket (``rate_per_client``; recursive nodes), or too many
-  requests are in flight on this node.
+- ``Admission.admit(client, backlog)`` answers False when the request should get code 3: the loop's lag is
+  above ``lag_threshold_s`` *and* requests are queueing (``backlog``: several requests arrived in one
+  read, or others are still in flight), in which case a growing fraction is refused, deterministically,
+  with no random draw; or the client has used up its token bucket (``rate_per_client``; recursive
+  nodes); or too many requests are in flight on this node. A single client sending big requests one
+  after another keeps the loop busy but queues nothing, so it is never refused.
 Refusing is cheap, so admitted requests keep a bounded latency, and everything recovers by itself when
 the load drops (the lag falls, buckets refill).
 """
@@ -95,8 +97,8 @@ class Admission:
                 return 0.0
         return self._lag.lag_s
 
-    def admit(self, client: str | None = None) -> bool:
-        lag = self._lag_s()
+    def admit(self, client: str | None = None, backlog: bool = True) -> bool:
+        lag = self._lag_s() if backlog or self.inflight > 0 else 0.0
         if lag > self.lag_threshold_s:
             self._shed_acc += min(0.95, (lag - self.lag_threshold_s) / self.lag_threshold_s)
             if self._shed_acc >= 1.0:

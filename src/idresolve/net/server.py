@@ -123,10 +123,11 @@ class BinaryServerProtocol(asyncio.Protocol):
             assert self.transport is not None
             self.transport.close()
             return
+        backlog = len(payloads) > 1  # requests queued behind each other in this read
         for payload in payloads:
-            self._dispatch(payload)
+            self._dispatch(payload, backlog)
 
-    def _dispatch(self, payload: bytes) -> None:
+    def _dispatch(self, payload: bytes, backlog: bool = False) -> None:
         try:
             msg = decode_message(payload)
         except DecodeError as exc:
@@ -136,7 +137,7 @@ class BinaryServerProtocol(asyncio.Protocol):
             self._send(error_response(msg.request_id, msg.opcode, ResponseCode.PROTOCOL_ERROR, "expected a request"))
             return
         adm = self.admission
-        if adm is not None and not adm.admit(self.peer):
+        if adm is not None and not adm.admit(self.peer, backlog or self.inflight > 0):
             self._send(error_response(msg.request_id, msg.opcode, ResponseCode.SERVER_TOO_BUSY, "server too busy"))
             return
         try:
@@ -203,7 +204,7 @@ class BinaryDatagramProtocol(asyncio.DatagramProtocol):
         if not isinstance(msg, Request):
             return  # never answer an answer over UDP (reflection loops)
         adm = getattr(self.service, "admission", None)
-        if adm is not None and not adm.admit(addr[0]):
+        if adm is not None and not adm.admit(addr[0], self.inflight > 0):
             self._send(error_response(msg.request_id, msg.opcode, ResponseCode.SERVER_TOO_BUSY), addr, 0, 0)
             return
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from ..core.admin import DEFAULT_PERMS_TEXT, AdminPerm, AdminRef, perms_from_text
 from ..core.codes import ResponseCode
@@ -34,7 +35,7 @@ from ..core.errors import (
 from ..core.handles import Handle, check_prefix, fold, is_under, parent_prefix, parse_handle, prefix_handle
 from ..core.records import Record
 from ..core.site import SiteInfo
-from ..core.values import HS_ADMIN, HS_SITE, HandleValue, check_values
+from ..core.values import DEFAULT_TTL_S, HS_ADMIN, HS_SITE, HandleValue, check_values
 from ..store.base import Store
 from .auth import Identity, authenticate, permitted
 
@@ -242,29 +243,28 @@ class AuthoritativeNode:
         self._changed(record.key)
 
     def _prepare_new(self, h: Handle, values: Sequence[HandleValue], caller: Identity | None,
-                     now: float, authority: dict[str, Record | None] | None = None) -> Record:
-        """Check authority to create ``h`` and build its record (stamped, with a default HS_ADMIN)."""
+                     now: float, allowed: set[str] | None = None) -> Record:
+        """Check authority to create ``h`` and build its record (stamped, with a default HS_ADMIN).
+
+        ``allowed`` (batches) remembers the prefixes whose authority was already granted to ``caller``."""
         if caller is None:
             raise AuthenticationNeeded("Authentication needed", handle=h.text)
-        cache_key = h.folded_prefix if not h.is_prefix_record else "0.na/" + fold(h.suffix)
-        if authority is not None and cache_key in authority:
-            admin_record = authority[cache_key]
-            perm = AdminPerm.ADD_DERIVED_PREFIX if h.is_prefix_record else AdminPerm.ADD_HANDLE
-        else:
+        cache_key = h.folded_prefix
+        if allowed is None or h.is_prefix_record or cache_key not in allowed:
             admin_record, perm = self._creation_authority(h)
-            if authority is not None and not h.is_prefix_record:
-                authority[cache_key] = admin_record
-        self._require(caller, admin_record, perm, h.text)
+            self._require(caller, admin_record, perm, h.text)
+            if allowed is not None and not h.is_prefix_record:
+                allowed.add(cache_key)
         values = check_values(values)
+        stamp = int(now)
+        out = [_stamped(v, stamp) for v in values]
         if not any(v.type == HS_ADMIN for v in values):
             index = DEFAULT_ADMIN_INDEX
             taken = {v.index for v in values}
             while index in taken:
                 index += 1
-            ref = AdminRef(caller.handle, caller.index, perms_from_text(DEFAULT_PERMS_TEXT))
-            values = (*values, HandleValue(index, HS_ADMIN, ref.to_bytes()))
-        stamp = int(now)
-        return Record(h.text, tuple(replace(v, timestamp=stamp) for v in values))
+            out.append(HandleValue(index, HS_ADMIN, _default_admin_data(caller), DEFAULT_TTL_S, stamp))
+        return Record(h.text, tuple(out))
 
     def put_record(self, text: str, values: Sequence[HandleValue], *, caller: Identity | None, now: float,
                    overwrite: bool = True) -> bool:
@@ -359,30 +359,39 @@ class AuthoritativeNode:
             raise PeerError(f"A batch holds at most {MAX_BATCH} identifiers; this one has {len(items)}")
         if caller is None:
             raise AuthenticationNeeded("Authentication needed")
-        authority: dict[str, Record | None] = {}
+        allowed: set[str] = set()
         records: list[Record] = []
         results: list[ItemResult] = []
         seen: set[str] = set()
         failed: HandleError | None = None
+        parsed: list[tuple[str, Sequence[HandleValue], Handle | HandleError]] = []
         for text, values in items:
             try:
-                h = self.parse(text)
+                parsed.append((text, values, self.parse(text)))
+            except HandleError as exc:
+                parsed.append((text, values, exc))
+        existing_keys = self.store.existing([p.key for _, _, p in parsed if isinstance(p, Handle)])
+        stamp = int(now)
+        for text, values, h in parsed:
+            try:
+                if isinstance(h, HandleError):
+                    raise h
                 if h.key in seen:
                     raise HandleAlreadyExists("Handle appears twice in this batch", handle=text)
                 seen.add(h.key)
                 if h.is_prefix_record:
                     raise InvalidHandle("Prefix records cannot be created in a batch", handle=text)
-                existing = self.store.get(h.key)
+                existing = self.store.get(h.key) if h.key in existing_keys else None
                 if existing is not None and not overwrite:
                     raise HandleAlreadyExists("Handle already exists", handle=text)
                 if existing is not None:
                     values = _keep_admins(existing, check_values(values))
                     new_idx = {v.index for v in values}
                     removed = [v for v in existing.values if v.index not in new_idx]
-                    self._check_changes(caller, existing, check_values(values), removed, text)
-                    records.append(Record(existing.handle, tuple(replace(v, timestamp=int(now)) for v in values)))
+                    self._check_changes(caller, existing, values, removed, text)
+                    records.append(Record(existing.handle, tuple(_stamped(v, stamp) for v in values)))
                 else:
-                    records.append(self._prepare_new(h, values, caller, now, authority))
+                    records.append(self._prepare_new(h, values, caller, now, allowed))
                 results.append(ItemResult(text, ResponseCode.SUCCESS))
             except HandleError as exc:
                 failed = failed or exc
@@ -422,6 +431,16 @@ class AuthoritativeNode:
         if key.startswith("0.na/"):
             self._note_prefix_record(None, deleted_key=key)
         self._changed(key)
+
+
+def _stamped(v: HandleValue, stamp: int) -> HandleValue:
+    return HandleValue(v.index, v.type, v.data, v.ttl_s, stamp, v.perms, v.refs)
+
+
+@lru_cache(maxsize=256)
+def _default_admin_data(caller: Identity) -> bytes:
+    """HS_ADMIN data naming ``caller`` with the usual default rights (built once per identity)."""
+    return AdminRef(caller.handle, caller.index, perms_from_text(DEFAULT_PERMS_TEXT)).to_bytes()
 
 
 def _keep_admins(existing: Record, values: Sequence[HandleValue]) -> tuple[HandleValue, ...]:

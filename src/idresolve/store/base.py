@@ -25,6 +25,9 @@ class Store(Protocol):
 
     def delete(self, key: str) -> bool: ...
 
+    def existing(self, keys: Sequence[str]) -> set[str]:
+        """Which of ``keys`` are stored (one query for a whole batch)."""
+
     def list_handles(self, folded_prefix: str, offset: int = 0, limit: int | None = None) -> list[str]:
         """Handles (as spelled at creation) whose prefix folds to ``folded_prefix``, sorted by key."""
 

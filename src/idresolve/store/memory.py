@@ -52,6 +52,9 @@ class MemoryStore:
                 bisect.insort(self._by_prefix.setdefault(_prefix_of(key), []), key)
             self._records[key] = blob
 
+    def existing(self, keys: Sequence[str]) -> set[str]:
+        return {k for k in keys if k in self._records}
+
     def delete(self, key: str) -> bool:
         if self._records.pop(key, None) is None:
             return False

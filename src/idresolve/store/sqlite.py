@@ -79,6 +79,14 @@ class SqliteStore:
             raise
         db.execute("COMMIT")
 
+    def existing(self, keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(keys), 500):  # well under SQLite's limit on bound parameters
+            chunk = list(keys[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self._db.execute(f"SELECT key FROM records WHERE key IN ({marks})", chunk))
+        return found
+
     def delete(self, key: str) -> bool:
         cur = self._db.execute("DELETE FROM records WHERE key = ?", (key,))
         return cur.rowcount > 0
