@@ -19,12 +19,13 @@ Names:
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from .core.codes import OpCode
@@ -54,32 +55,52 @@ class _Sampled(Collector):
             yield family
 
 
+class _Requests(Collector):
+    """Request counts and latency histograms kept in plain dicts and lists (no locks, no label lookups
+    per request) and turned into Prometheus families only when scraped."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, int], int] = {}
+        self.hists: dict[tuple[str, str], list[float]] = {}  # bucket counts..., then the sum
+
+    def collect(self) -> Iterable[Any]:
+        c = CounterMetricFamily("idresolve_requests", "Requests answered", labels=["surface", "op", "code"])
+        for (surface, op, code), n in sorted(self.counts.items()):
+            c.add_metric([surface, op, str(code)], n)
+        yield c
+        h = HistogramMetricFamily("idresolve_request_seconds", "Time spent answering a request",
+                                  labels=["surface", "op"])
+        for (surface, op), counts in sorted(self.hists.items()):
+            cumulative, buckets = 0.0, []
+            for bound, n in zip((*BUCKETS, float("inf")), counts[:-1], strict=True):
+                cumulative += n
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            h.add_metric([surface, op], buckets, counts[-1])
+        yield h
+
+
 class NodeMetrics:
     def __init__(self, node_name: str, role: str) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.requests = Counter("idresolve_requests", "Requests answered", ["surface", "op", "code"],
-                                registry=self.registry)
-        self.seconds = Histogram("idresolve_request_seconds", "Time spent answering a request",
-                                 ["surface", "op"], buckets=BUCKETS, registry=self.registry)
+        self._requests = _Requests()
+        self.registry.register(self._requests)
         self.node_name, self.role = node_name, role
-        self._counters: dict[tuple[str, str, int], Any] = {}
-        self._hists: dict[tuple[str, str], Any] = {}
 
     def sample(self, read: Callable[[], dict[str, Any]]) -> None:
         """Register values read at scrape time: ``{name: ("counter"|"gauge", help, value)}``."""
         self.registry.register(_Sampled(read))
 
     def observe(self, surface: str, op: str, code: int, seconds: float) -> None:
+        counts = self._requests.counts
         key = (surface, op, code)
-        child = self._counters.get(key)
-        if child is None:
-            child = self._counters[key] = self.requests.labels(surface, op, str(code))
-        child.inc()
+        counts[key] = counts.get(key, 0) + 1
+        hists = self._requests.hists
         hkey = (surface, op)
-        hist = self._hists.get(hkey)
-        if hist is None:
-            hist = self._hists[hkey] = self.seconds.labels(surface, op)
-        hist.observe(seconds)
+        h = hists.get(hkey)
+        if h is None:
+            h = hists[hkey] = [0.0] * (len(BUCKETS) + 2)
+        h[bisect_left(BUCKETS, seconds)] += 1
+        h[-1] += seconds
 
     def binary_observer(self) -> Callable[[int, int, float], None]:
         names: dict[int, str] = {}
@@ -98,13 +119,18 @@ class NodeMetrics:
     def install(self, app: web.Application) -> None:
         """Add ``GET /metrics`` and a middleware that counts REST requests (before the app starts)."""
 
+        ops: dict[tuple[str, object], str] = {}
+
         @web.middleware
         async def count(request: web.Request,
                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
             t0 = time.perf_counter()
             resp = await handler(request)
-            route = request.match_info.route.resource
-            op = f"{request.method} {route.canonical if route is not None else 'unknown'}"
+            resource = request.match_info.route.resource
+            key = (request.method, resource)
+            op = ops.get(key)
+            if op is None:
+                op = ops[key] = f"{request.method} {resource.canonical if resource is not None else 'unknown'}"
             self.observe("rest", op, resp.status, time.perf_counter() - t0)
             return resp
 

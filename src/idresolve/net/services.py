@@ -102,6 +102,8 @@ class RecursiveService:
             self._encoded.pop(req.handle, None)
         resolution = self.resolver.begin(req.handle, now, bypass_cache=bypass)
         if isinstance(resolution.step, Done):
+            if self.observe is not None:
+                self.observe(req.opcode, resolution.step.code, time.monotonic() - now)
             return self._finish(req, resolution.step, now, plain)
         return self._walk(req, resolution, plain)
 
