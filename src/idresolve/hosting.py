@@ -12,11 +12,10 @@ import logging
 import ssl
 from dataclasses import dataclass, field
 
-import orjson
 from aiohttp import web
 
 from .config import parse_hostport
-from .http.app import make_app
+from .http.app import EDGE, EdgeHooks, make_app
 from .http.recursive_app import make_recursive_app
 from .metrics import NodeMetrics, admission_metrics
 from .net.admission import Admission
@@ -196,27 +195,12 @@ class HostedRecursive:
         self.service.pool.close()
 
 
-_BUSY = orjson.dumps({"responseCode": 3, "message": "Server too busy"})
-
-
 def install_admission(app: web.Application, admission: Admission, *, per_client: bool) -> None:
-    """Refuse REST requests with 503 and code 3 when the node sheds load (inside the metrics middleware,
-    so refused requests are counted)."""
-
-    @web.middleware
-    async def admit(request: web.Request, handler):  # type: ignore[no-untyped-def]
-        if not request.path.startswith("/api/"):
-            return await handler(request)  # health and metrics stay reachable under load
-        if not admission.admit(request.remote if per_client else None, admission.inflight > 0):
-            return web.Response(body=_BUSY, status=503, content_type="application/json",
-                                headers={"Retry-After": "1"})
-        admission.inflight += 1
-        try:
-            return await handler(request)
-        finally:
-            admission.inflight -= 1
-
-    app.middlewares.insert(1, admit)
+    """Refuse REST requests with 503 and code 3 when the node sheds load (in the app's edge middleware,
+    so refused requests are counted by the metrics)."""
+    hooks = app.get(EDGE) or EdgeHooks()
+    hooks.admission, hooks.per_client = admission, per_client
+    app[EDGE] = hooks
 
 
 def link_metrics(pool: object) -> dict[str, tuple[str, str, float]]:

@@ -18,9 +18,8 @@ Names:
 
 from __future__ import annotations
 
-import time
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -117,27 +116,17 @@ class NodeMetrics:
         return generate_latest(self.registry)
 
     def install(self, app: web.Application) -> None:
-        """Add ``GET /metrics`` and a middleware that counts REST requests (before the app starts)."""
+        """Add ``GET /metrics`` and count REST requests through the app's edge middleware (before the app
+        starts)."""
+        from .http.app import EDGE, EdgeHooks
 
-        ops: dict[tuple[str, object], str] = {}
-
-        @web.middleware
-        async def count(request: web.Request,
-                        handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-            t0 = time.perf_counter()
-            resp = await handler(request)
-            resource = request.match_info.route.resource
-            key = (request.method, resource)
-            op = ops.get(key)
-            if op is None:
-                op = ops[key] = f"{request.method} {resource.canonical if resource is not None else 'unknown'}"
-            self.observe("rest", op, resp.status, time.perf_counter() - t0)
-            return resp
+        hooks = app.get(EDGE) or EdgeHooks()
+        hooks.observe = lambda op, status, seconds: self.observe("rest", op, status, seconds)
+        app[EDGE] = hooks
 
         async def metrics(_request: web.Request) -> web.Response:
             return web.Response(body=self.render(), headers={"Content-Type": CONTENT_TYPE})
 
-        app.middlewares.insert(0, count)
         app.router.add_get("/metrics", metrics)
 
 

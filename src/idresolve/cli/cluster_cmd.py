@@ -61,6 +61,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--cache-entries", type=int, help="recursive nodes: answers cached at most (default 100000)")
     p.add_argument("--negative-ttl", type=float, help="recursive nodes: cache 'not found' answers this many seconds "
                    "(default 0: not cached)")
+    p.add_argument("--shed-lag-ms", type=float, help="answer code 3 to a share of requests when a worker's event "
+                   "loop lags this many ms for 100 ms while requests queue (default 50, env IDRESOLVE_SHED_LAG_MS; "
+                   "0: never)")
     p.add_argument("--client-rate", type=float, help="recursive nodes: requests/s accepted per client address, "
                    "beyond which they answer code 3 (default 100000; 0 for no limit)")
     p.set_defaults(func=up)
@@ -96,7 +99,8 @@ def up(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     flags: list[str] = []
     for name, flag, low in (("hop_timeout", "--hop-timeout", 0.001), ("cache_entries", "--cache-entries", 1),
-                            ("negative_ttl", "--negative-ttl", 0), ("client_rate", "--client-rate", 0)):
+                            ("negative_ttl", "--negative-ttl", 0), ("client_rate", "--client-rate", 0),
+                            ("shed_lag_ms", "--shed-lag-ms", 0)):
         value = getattr(args, name)
         if value is not None:
             if value < low:

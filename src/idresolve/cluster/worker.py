@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class RecursiveSettings:
     cache_entries: int = 100_000
     negative_ttl_s: float = 0.0
     client_rate: float | None = DEFAULT_CLIENT_RATE
+    shed_lag_s: float = 0.05  # 0: never shed on event-loop lag
 
 
 def target_of(n: NodePlan) -> Target:
@@ -104,6 +106,8 @@ class Worker:
                                              negative_ttl_s=rs.negative_ttl_s)
                 service = RecursiveService(n.name, resolver, self._pool(n), hop_timeout_s=self.hop_timeout_s,
                                            client_rate=rs.client_rate)
+                if service.admission is not None:
+                    service.admission.lag_threshold_s = rs.shed_lag_s or float("inf")
                 hosted: HostedAuthoritative | HostedRecursive = HostedRecursive(service)
                 self.hosted.append(hosted)  # before start: stop() must release it even if start fails
                 addrs = await hosted.start(http=f"{host}:{n.http_port}", tcp=f"{host}:{n.tcp_port}",
@@ -122,7 +126,8 @@ class Worker:
                     auth = (identity_of(n.spec.prefix), secret_for(self.master, n.spec.prefix).encode())
                     replicator = Replicator(node, state, peers, self._pool(n), auth)
                     self.replicators.append(replicator)
-                hosted = HostedAuthoritative(node, extra_handlers=extra, role=n.role)
+                hosted = HostedAuthoritative(node, extra_handlers=extra, role=n.role,
+                                             shed_lag_s=self.recursive.shed_lag_s)
                 self.hosted.append(hosted)
                 if n.role == "top":
                     hosted.metrics.sample(lambda r=replicator: {
@@ -165,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hop-timeout", type=float, default=2.0, help="recursive: seconds to wait for each hop")
     p.add_argument("--cache-entries", type=int, default=100_000, help="recursive: answers cached at most")
     p.add_argument("--negative-ttl", type=float, default=0.0, help="recursive: cache 'not found' this long")
+    p.add_argument("--shed-lag-ms", type=float, default=float(os.environ.get("IDRESOLVE_SHED_LAG_MS", "50")),
+                   help="shed load when the event loop lags this many ms for 100 ms (0: never; "
+                   "env IDRESOLVE_SHED_LAG_MS)")
     p.add_argument("--client-rate", type=float, default=DEFAULT_CLIENT_RATE,
                    help="recursive: requests/s accepted per client address (0: unlimited)")
     args = p.parse_args(argv)
@@ -175,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     names = args.node or [n.name for n in plan.for_worker(args.index if args.index is not None else 0)]
     master = cluster_secret(args.data_dir)
     latency = LatencyModel.off() if args.latency == "off" else LatencyModel.for_topology(topology, args.scenario)
-    settings = RecursiveSettings(args.cache_entries, args.negative_ttl, args.client_rate or None)
+    settings = RecursiveSettings(args.cache_entries, args.negative_ttl, args.client_rate or None,
+                                 args.shed_lag_ms / 1000.0)
     worker = Worker(plan, names, args.data_dir, master, latency=latency, bind_host=args.bind,
                     hop_timeout_s=args.hop_timeout, recursive=settings)
 

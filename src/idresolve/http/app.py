@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -380,20 +381,32 @@ async def health(request: web.Request) -> web.Response:
     return _json({"status": "ok", "node": node.name, "prefixes": node.prefixes, "records": node.store.count()})
 
 
-# -- the one error mapping -------------------------------------------------------------------------------
+# -- the edge: the one error mapping, plus load shedding and request metrics when the host installs them --
 
-@web.middleware
-async def errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except AuthenticationFailed:
+@dataclass(slots=True)
+class EdgeHooks:
+    """What the host adds around every request: ``admit(client, backlog) -> bool`` and ``inflight`` (an
+    ``Admission``), whether to rate-limit per client address, and ``observe(op, status, seconds)``."""
+
+    admission: Any = None
+    per_client: bool = False
+    observe: Callable[[str, int, float], None] | None = None
+    ops: dict[tuple[str, object], str] = field(default_factory=dict)
+
+
+EDGE: web.AppKey[EdgeHooks] = web.AppKey("edge", EdgeHooks)
+_BUSY = orjson.dumps({"responseCode": 3, "message": "Server too busy"})
+
+
+def _error_response(request: web.Request, exc: BaseException) -> web.Response:
+    if isinstance(exc, AuthenticationFailed):
         return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="handle"'})
-    except HandleError as exc:
+    if isinstance(exc, HandleError):
         resp = _json(error_body(exc), exc.http_status)
         if exc.code == ResponseCode.AUTHENTICATION_NEEDED:
             resp.headers["WWW-Authenticate"] = 'Basic realm="handle"'
         return resp
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status == 404:
             return _json({"responseCode": 4, "message": "Not found"}, 404)
         if exc.status == 405:
@@ -401,14 +414,49 @@ async def errors(request: web.Request, handler: Callable[[web.Request], Awaitabl
         if exc.status == 413:
             return _json({"responseCode": 4, "message": "Request body too large"}, 413)
         return _json({"responseCode": 4, "message": exc.reason}, exc.status)
-    except Exception:
-        log.exception("internal error on %s %s", request.method, request.path)
-        return _json({"responseCode": 2, "message": "Internal server error"}, 500)
+    log.error("internal error on %s %s", request.method, request.path, exc_info=exc)
+    return _json({"responseCode": 2, "message": "Internal server error"}, 500)
+
+
+@web.middleware
+async def edge(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    hooks = request.app.get(EDGE)
+    adm = hooks.admission if hooks is not None else None
+    t0 = time.perf_counter()
+    resp: web.StreamResponse
+    if adm is not None and request.path.startswith("/api/"):  # health and metrics stay reachable
+        if not adm.admit(request.remote if hooks.per_client else None, adm.inflight > 0):
+            resp = web.Response(body=_BUSY, status=503, content_type=JSON, headers={"Retry-After": "1"})
+        else:
+            adm.inflight += 1
+            try:
+                resp = await handler(request)
+            except Exception as exc:
+                resp = _error_response(request, exc)
+            finally:
+                adm.inflight -= 1
+    else:
+        try:
+            resp = await handler(request)
+        except Exception as exc:
+            resp = _error_response(request, exc)
+    if hooks is not None and hooks.observe is not None:
+        resource = request.match_info.route.resource
+        key = (request.method, resource)
+        op = hooks.ops.get(key)
+        if op is None:
+            op = hooks.ops[key] = f"{request.method} {resource.canonical if resource is not None else 'unknown'}"
+        hooks.observe(op, resp.status, time.perf_counter() - t0)
+    return resp
+
+
+#: Kept for apps that import it by its old name.
+errors = edge
 
 
 def make_app(node: AuthoritativeNode, *, plain_http_writes: bool = True,
              extra_routes: Callable[[web.Application], None] | None = None) -> web.Application:
-    app = web.Application(middlewares=[errors], client_max_size=MAX_BATCH_BODY_BYTES)
+    app = web.Application(middlewares=[edge], client_max_size=MAX_BATCH_BODY_BYTES)
     app[NODE] = node
     app[SESSIONS] = SessionTable()
     app[PLAIN_WRITES] = plain_http_writes

@@ -14,7 +14,7 @@ from ..core.codes import ResponseCode, http_status
 from ..core.errors import InvalidHandle, PeerError
 from ..core.handles import fold
 from ..net.services import RecursiveService
-from .app import JSON, errors, handle_from_path
+from .app import JSON, edge, handle_from_path
 
 SERVICE: web.AppKey[RecursiveService] = web.AppKey("recursive", RecursiveService)
 
@@ -66,7 +66,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 def make_recursive_app(service: RecursiveService) -> web.Application:
-    app = web.Application(middlewares=[errors], client_max_size=256 * 1024)
+    app = web.Application(middlewares=[edge], client_max_size=256 * 1024)
     app[SERVICE] = service
     app.router.add_get("/api/handles/{handle:.*}", resolve)
     app.router.add_put("/api/handles/{handle:.*}", refuse_write)
