@@ -41,8 +41,14 @@ class _DropBadRequestTracebacks(logging.Filter):
         return True
 
 
-logging.getLogger("aiohttp.server").addFilter(_DropBadRequestTracebacks())
+_BAD_REQUEST_FILTER = _DropBadRequestTracebacks()
 HTTP_IDLE_TIMEOUT_S = 30.0
+
+
+def _quiet_bad_requests() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if _BAD_REQUEST_FILTER not in server_log.filters:
+        server_log.addFilter(_BAD_REQUEST_FILTER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +84,7 @@ class _Listeners:
                      udp: str | None, ssl_ctx: ssl.SSLContext | None, access_log: bool, limits: Limits) -> Addresses:
         http_addr = tcp_addr = udp_addr = None
         if http is not None:
+            _quiet_bad_requests()
             host, port = parse_hostport(http, 8000)
             # keepalive_timeout also closes connections that never complete a request (slowloris).
             self.runner = web.AppRunner(app, access_log=logging.getLogger("aiohttp.access") if access_log else None,
