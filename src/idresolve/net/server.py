@@ -140,11 +140,7 @@ class BinaryServerProtocol(asyncio.Protocol):
         if adm is not None and not adm.admit(self.peer, backlog or self.inflight > 0):
             self._send(error_response(msg.request_id, msg.opcode, ResponseCode.SERVER_TOO_BUSY, "server too busy"))
             return
-        try:
-            result = self.service.handle(msg)
-        except Exception:
-            log.exception("service %s failed on opcode %s", self.service.name, msg.opcode)
-            result = error_response(msg.request_id, msg.opcode, ResponseCode.ERROR, "internal error")
+        result = _call(self.service, msg)
         if isinstance(result, Response | bytes):
             self._send(result)
             return
@@ -180,6 +176,15 @@ class BinaryServerProtocol(asyncio.Protocol):
             self.transport.write(self.codec.frame(answer))
 
 
+def _call(service: Service, msg: Request) -> Answer | Awaitable[Answer]:
+    """The service's answer; a bug in the service costs one error answer, never the connection."""
+    try:
+        return service.handle(msg)
+    except Exception:
+        log.exception("service %s failed on opcode %s", service.name, msg.opcode)
+        return error_response(msg.request_id, msg.opcode, ResponseCode.ERROR, "internal error")
+
+
 def _discard(result: Awaitable[Answer]) -> None:
     close = getattr(result, "close", None)
     if close is not None:
@@ -207,11 +212,7 @@ class BinaryDatagramProtocol(asyncio.DatagramProtocol):
         if adm is not None and not adm.admit(addr[0], self.inflight > 0):
             self._send(error_response(msg.request_id, msg.opcode, ResponseCode.SERVER_TOO_BUSY), addr, 0, 0)
             return
-        try:
-            result = self.service.handle(msg)
-        except Exception:
-            log.exception("service %s failed on opcode %s", self.service.name, msg.opcode)
-            result = error_response(msg.request_id, msg.opcode, ResponseCode.ERROR, "internal error")
+        result = _call(self.service, msg)
         if isinstance(result, Response | bytes):
             self._send(result, addr, msg.request_id, msg.opcode)
             return
