@@ -64,6 +64,13 @@ class NodeConfig:
             return self.plain_http_writes
         return is_loopback(parse_hostport(self.http, 8000)[0])
 
+    def writes_over_binary(self) -> bool:
+        """Whether the binary listeners take credentials and writes: on loopback, or when plain-text writes
+        were explicitly allowed (a private network); the binary protocol has no TLS."""
+        if self.plain_http_writes is not None:
+            return self.plain_http_writes
+        return all(is_loopback(parse_hostport(a, 2641)[0]) for a in (self.tcp, self.udp) if a is not None)
+
 
 _BOOL_TRUE = {"1", "true", "yes", "on"}
 _BOOL_FALSE = {"0", "false", "no", "off"}

@@ -59,8 +59,27 @@ def ensure_prefix_records(node: AuthoritativeNode, prefixes: tuple[str, ...], se
 
 async def serve_node(cfg: NodeConfig, *, shutdown_trigger: Awaitable[object],
                      on_ready: Callable[[RunningNode], None] | None = None) -> None:
-    http_host, _ = parse_hostport(cfg.http, 8000)
-    if not is_loopback(http_host) and not cfg.admin_secret:
+    trigger = asyncio.ensure_future(shutdown_trigger)  # owned here: cancelled if we fail before waiting on it
+    try:
+        await _serve(cfg, trigger, on_ready)
+    finally:
+        if not trigger.done():
+            trigger.cancel()
+
+
+def beyond_loopback(cfg: NodeConfig) -> list[str]:
+    """The listen addresses of ``cfg`` that are not loopback."""
+    out = []
+    for addr, default in ((cfg.http, 8000), (cfg.tcp, 2641), (cfg.udp, 2641)):
+        if addr is not None and not is_loopback(parse_hostport(addr, default)[0]):
+            out.append(addr)
+    return out
+
+
+async def _serve(cfg: NodeConfig, shutdown_trigger: Awaitable[object],
+                 on_ready: Callable[[RunningNode], None] | None) -> None:
+    public = beyond_loopback(cfg)
+    if public and not cfg.admin_secret:
         raise ConfigError("listening beyond loopback needs a configured admin secret "
                           "(--admin-secret or IDRESOLVE_ADMIN_SECRET); there are no default passwords")
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
@@ -75,6 +94,7 @@ async def serve_node(cfg: NodeConfig, *, shutdown_trigger: Awaitable[object],
         except ValueError:
             raise ConfigError(f"shed_lag_ms must be a number of milliseconds, not {cfg.shed_lag_ms!r}") from None
         hosted = HostedAuthoritative(node, plain_http_writes=cfg.writes_over_plain_http(), shed_lag_s=shed_lag_s)
+        hosted.service.allow_writes = cfg.writes_over_binary()
         ssl_ctx = None
         if cfg.tls_cert is not None and cfg.tls_key is not None:
             ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -31,6 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--fsync", action="store_true", default=None, help="fsync every commit (survives power loss)")
     p.add_argument("--admin-secret", help="secret of the admin identities 300:0.NA/<prefix> "
                    "(env IDRESOLVE_ADMIN_SECRET; default: generated into DATA_DIR/admin-secret)")
+    p.add_argument("--plain-writes", dest="plain_http_writes", action="store_true", default=None,
+                   help="accept credentials and writes over plain HTTP and the binary protocol even on addresses "
+                   "beyond loopback (only on a private network you trust)")
     p.add_argument("--tls-cert", type=Path, help="TLS certificate (PEM) for HTTPS")
     p.add_argument("--tls-key", type=Path, help="TLS private key (PEM)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -44,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from ..host import run_until_signal, serve_node
 
     flags = {k: getattr(args, k) for k in ("name", "http", "tcp", "udp", "data_dir", "store", "fsync", "admin_secret",
-                                           "tls_cert", "tls_key", "log_level", "access_log", "shed_lag_ms")}
+                                           "tls_cert", "tls_key", "log_level", "access_log", "shed_lag_ms",
+                                           "plain_http_writes")}
     flags["prefixes"] = tuple(args.prefixes) if args.prefixes else None
     try:
         cfg = load_node_config(toml_path=args.config, flags=flags)

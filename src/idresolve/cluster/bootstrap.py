@@ -11,9 +11,11 @@
 Every step is idempotent: a record already holding the wanted values is left alone, so a restart
 changes nothing and keeps every record.
 
-Authority follows DOMAIN.md: creating ``0.NA/P.x`` needs ADD_DERIVED_PREFIX in ``0.NA/P``. The parent's
-admin keeps every right on the prefix records it allocates except ADD_HANDLE: a secondary node's admin
-cannot create identifiers under an enterprise's prefix; only that enterprise's admin can.
+Authority follows DOMAIN.md: creating ``0.NA/P.x`` needs ADD_DERIVED_PREFIX in ``0.NA/P``. On the prefix
+records it allocates, the parent's admin keeps only the right to revoke the allocation (DELETE_HANDLE):
+it can neither read nor change the child admin's key, nor create identifiers under the child's prefix.
+The child's own admin maintains the record (its HS_SITE, its key), so re-running the bootstrap reads and
+updates each record as its owner and creates it as the parent.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ..net.blocking import BlockingClient
 from .credentials import secret_for
 from .plan import ClusterPlan, NodePlan, identity_of
 
-PARENT_PERMS = ALL_PERMS & ~AdminPerm.ADD_HANDLE
+PARENT_PERMS = AdminPerm.DELETE_HANDLE
 OWNER_AT_PARENT_PERMS = (AdminPerm.ADD_VALUE | AdminPerm.MODIFY_VALUE | AdminPerm.REMOVE_VALUE | AdminPerm.READ_VALUE
                          | AdminPerm.ADD_HANDLE | AdminPerm.DELETE_HANDLE | AdminPerm.LIST_HANDLES)
 DEMO_PREFIX, DEMO_SUFFIX = "88.118.8", "JXDY2106023"
@@ -67,15 +69,33 @@ def _same(existing: tuple[HandleValue, ...], wanted: tuple[HandleValue, ...]) ->
     return {(v.index, v.type, v.data, v.perms) for v in existing} == {(v.index, v.type, v.data, v.perms) for v in wanted}
 
 
-def _ensure(client: BlockingClient, handle: str, values: tuple[HandleValue, ...], report: BootstrapReport) -> None:
-    current = client.resolve(handle)
+def _ensure(parent: BlockingClient, owner: BlockingClient, handle: str, values: tuple[HandleValue, ...],
+            report: BootstrapReport) -> None:
+    """Make ``handle`` hold ``values``: read and update it as its owner, create it as the parent; a record
+    the owner may not update (left by an older layout) is revoked by the parent and allocated again."""
+    current = owner.resolve(handle)
     if current.code == ResponseCode.SUCCESS and _same(current.values, values):
         report.unchanged.append(handle)
         return
-    resp = client.create(handle, values, overwrite=True)
+    resp = None
+    if current.code == ResponseCode.SUCCESS:
+        resp = owner.create(handle, values, overwrite=True)
+        if resp.code != ResponseCode.SUCCESS:
+            gone = parent.delete(handle)
+            if gone.code not in (ResponseCode.SUCCESS, ResponseCode.HANDLE_NOT_FOUND):
+                raise BootstrapError(f"re-allocating {handle} at {parent.host}:{parent.port} failed: "
+                                     f"code {gone.code} {gone.message}")
+            resp = None
+    if resp is None:
+        resp = parent.create(handle, values, overwrite=False)
     if resp.code != ResponseCode.SUCCESS:
-        raise BootstrapError(f"allocating {handle} at {client.host}:{client.port} failed: code {resp.code} {resp.message}")
+        raise BootstrapError(f"allocating {handle} at {parent.host}:{parent.port} failed: code {resp.code} {resp.message}")
     report.created.append(handle)
+
+
+def _client(n: NodePlan, prefix: str, master: str, timeout_s: float) -> BlockingClient:
+    return BlockingClient(n.dial_host, n.tcp_port, timeout_s=timeout_s,
+                          auth=(identity_of(prefix), secret_for(master, prefix).encode()))
 
 
 def bootstrap(plan: ClusterPlan, master: str, *, progress: Callable[[str], None] | None = None,
@@ -86,34 +106,34 @@ def bootstrap(plan: ClusterPlan, master: str, *, progress: Callable[[str], None]
     top = plan.primary_top()
     country = top.spec.prefix or "88"
     secondaries = {s.name: s for s in topo.nodes_by_role("secondary")}
-    with BlockingClient(top.dial_host, top.tcp_port, timeout_s=timeout_s,
-                        auth=(identity_of(country), secret_for(master, country).encode())) as c:
+    with _client(top, country, master, timeout_s) as c:
         for sec in secondaries.values():
             if not sec.connected or sec.prefix is None:
                 continue
             values = allocation_values(country, sec.prefix, master, plan.node(sec.name), owner_perms=OWNER_AT_PARENT_PERMS)
-            _ensure(c, prefix_handle(sec.prefix), values, report)
+            with _client(top, sec.prefix, master, timeout_s) as owner:
+                _ensure(c, owner, prefix_handle(sec.prefix), values, report)
     say(f"top-level registry: {len(report.created)} allocated, {len(report.unchanged)} already in place")
     for sec in secondaries.values():
         enterprises = topo.enterprises_of(sec.name)
         if not enterprises or sec.prefix is None:
             continue
         node = plan.node(sec.name)
-        with BlockingClient(node.dial_host, node.tcp_port, timeout_s=timeout_s,
-                            auth=(identity_of(sec.prefix), secret_for(master, sec.prefix).encode())) as c:
+        with _client(node, sec.prefix, master, timeout_s) as c:
             for ent in enterprises:
-                assert ent.prefix is not None
+                if ent.prefix is None:
+                    continue
                 site = None if ent.hosted else plan.node(ent.name)
                 values = allocation_values(sec.prefix, ent.prefix, master, site, owner_perms=ALL_PERMS)
-                _ensure(c, prefix_handle(ent.prefix), values, report)
+                with _client(node, ent.prefix, master, timeout_s) as owner:
+                    _ensure(c, owner, prefix_handle(ent.prefix), values, report)
     say(f"enterprise prefixes: {len(topo.nodes_by_role('enterprise'))} in place")
     demo_prefix = DEMO_PREFIX if any(n.prefix == DEMO_PREFIX for n in topo.nodes) else next(
         (e.prefix for e in topo.nodes_by_role("enterprise") if e.prefix), None)
     if demo_prefix is not None:
         holder = plan.holder_of(demo_prefix)
         demo = f"{demo_prefix}/{DEMO_SUFFIX}"
-        with BlockingClient(holder.dial_host, holder.tcp_port, timeout_s=timeout_s,
-                            auth=(identity_of(demo_prefix), secret_for(master, demo_prefix).encode())) as c:
+        with _client(holder, demo_prefix, master, timeout_s) as c:
             values = (string_value(1, "URL", f"https://example.com/products/{DEMO_SUFFIX}"),
                       string_value(2, "DESC", "Demo product: a tyre batch registered at start-up by idresolve"),
                       string_value(2000, "productName", "Radial tyre 205/55R16"),

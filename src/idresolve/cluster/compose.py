@@ -88,7 +88,10 @@ def compose_plan(topology: Topology, opts: ComposeOptions) -> ClusterPlan:
 def node_command(n: NodePlan, opts: ComposeOptions) -> list[str]:
     return ["python", "-m", "idresolve.cluster.worker", "--config", opts.container_config, "--data-dir", DATA_DIR,
             "--base-port", str(opts.base_port), "--workers", "1", "--node", n.name, "--host", n.name,
-            "--bind", "0.0.0.0", "--dial-hosts", "names", "--latency", opts.latency]
+            "--bind", "0.0.0.0", "--dial-hosts", "names", "--latency", opts.latency,
+            # The compose network is private (only recursive nodes publish ports, and they take no writes),
+            # so nodes take credentials and writes over it in plain text: bootstrap and replication need it.
+            "--plain-writes"]
 
 
 def bootstrap_command(opts: ComposeOptions) -> list[str]:

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import is_loopback
 from ..core.handles import fold, prefix_handle
 from ..core.latency import LatencyModel
 from ..core.records import Record
@@ -77,12 +78,13 @@ def ensure_own_prefix_record(node: AuthoritativeNode, n: NodePlan, secret: str, 
 class Worker:
     def __init__(self, plan: ClusterPlan, names: list[str], data_dir: Path, master: str, *,
                  latency: LatencyModel, bind_host: str | None = None, hop_timeout_s: float = 2.0,
-                 recursive: RecursiveSettings | None = None) -> None:
+                 recursive: RecursiveSettings | None = None, plain_writes: bool = True) -> None:
         self.plan, self.data_dir, self.master, self.latency = plan, data_dir, master, latency
         self.names = names
         self.bind_host = bind_host
         self.hop_timeout_s = hop_timeout_s
         self.recursive = recursive or RecursiveSettings()
+        self.plain_writes = plain_writes
         self.hosted: list[HostedAuthoritative | HostedRecursive] = []
         self.replicators: list[Replicator] = []
         where = {(n.dial_host, n.tcp_port): n.spec.location for n in plan.nodes}
@@ -127,7 +129,9 @@ class Worker:
                     replicator = Replicator(node, state, peers, self._pool(n), auth)
                     self.replicators.append(replicator)
                 hosted = HostedAuthoritative(node, extra_handlers=extra, role=n.role,
-                                             shed_lag_s=self.recursive.shed_lag_s)
+                                             shed_lag_s=self.recursive.shed_lag_s,
+                                             plain_http_writes=self.plain_writes)
+                hosted.service.allow_writes = self.plain_writes
                 self.hosted.append(hosted)
                 if n.role == "top":
                     hosted.metrics.sample(lambda r=replicator: {
@@ -165,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dial-hosts", choices=["same", "names"], default="same",
                    help="'names': nodes reach each other by node name (containers)")
     p.add_argument("--latency", choices=["on", "off"], default="on")
+    p.add_argument("--plain-writes", action="store_true",
+                   help="take credentials and writes in plain text even when --bind is beyond loopback "
+                   "(a private network such as the compose network)")
     p.add_argument("--scenario")
     p.add_argument("--log-level", default="WARNING")
     p.add_argument("--hop-timeout", type=float, default=2.0, help="recursive: seconds to wait for each hop")
@@ -186,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = RecursiveSettings(args.cache_entries, args.negative_ttl, args.client_rate or None,
                                  args.shed_lag_ms / 1000.0)
     worker = Worker(plan, names, args.data_dir, master, latency=latency, bind_host=args.bind,
-                    hop_timeout_s=args.hop_timeout, recursive=settings)
+                    hop_timeout_s=args.hop_timeout, recursive=settings,
+                    plain_writes=args.plain_writes or is_loopback(args.bind or args.host))
 
     async def run(stop: asyncio.Event) -> None:
         try:

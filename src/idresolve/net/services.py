@@ -22,6 +22,8 @@ from .admission import Admission
 from .client import ClientPool
 
 ENCODED_ANSWERS = 100_000
+WRITE_OPCODES = frozenset({OpCode.CREATE_HANDLE, OpCode.DELETE_HANDLE, OpCode.ADD_VALUE, OpCode.REMOVE_VALUE,
+                           OpCode.MODIFY_VALUE, OpCode.BATCH_CREATE, OpCode.REGISTRY_SYNC})
 #: Requests per second a recursive node accepts from one client address (token bucket; burst 20 %).
 DEFAULT_CLIENT_RATE = 100_000.0
 Observer = Callable[[int, int, float], None]  # (opcode, response code, seconds spent)
@@ -36,6 +38,8 @@ class AuthoritativeService:
         self.extra = extra or {}
         self.observe = observe
         self.admission: Admission | None = Admission()
+        #: False on a listener beyond loopback without TLS: credentials would cross the network in clear.
+        self.allow_writes = True
         self._encoded: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
         node.on_change(self._invalidate)
 
@@ -60,6 +64,10 @@ class AuthoritativeService:
                 self._encoded[key] = (req.handle, tail)
                 if len(self._encoded) > ENCODED_ANSWERS:
                     self._encoded.popitem(last=False)
+        elif not self.allow_writes and (req.opcode in WRITE_OPCODES or req.auth is not None):
+            resp = error_response(req.request_id, req.opcode, ResponseCode.INVALID_ADMIN,
+                                  "credentials and writes are refused on this listener: it is beyond loopback "
+                                  "and the binary protocol has no TLS (use the node's HTTPS interface)", req.handle)
         else:
             resp = answer(self.node, req, time.time(), self.extra)
         if self.observe is not None:
