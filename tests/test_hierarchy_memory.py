@@ -519,7 +519,7 @@ def test_sync_applies_newer_versions(hier: Hierarchy) -> None:
     assert _sync(hier, "0.NA/88.200", newer, 10_001, auth=_auth("88")).message == "applied"
     stored = dr.store.get("0.na/88.200")
     assert stored is not None and stored.values == newer
-    assert hier.sync_states[DR].versions["0.na/88.200"] == 10_001
+    assert hier.sync_states[DR].stored(dr, "0.na/88.200") == (10_001, False)
 
 
 def test_sync_ignores_stale_versions(hier: Hierarchy) -> None:

@@ -41,12 +41,16 @@ class Replicator:
         """Start pushing; first offer every registry record held here to every peer (anti-entropy), so a
         write acknowledged just before a crash reaches the peers when this node is back. Peers keep only
         versions newer than their own, so the offer costs one small exchange per record."""
+        offers: dict[str, int] = {}
         for handle in self.node.store.list_handles("0.na"):
             key = fold(handle)
             record = self.node.store.get(key)
-            if record is None or key == self.own_key:
-                continue
-            version = self.state.versions.get(key) or record_version(record)
+            if record is not None and key != self.own_key:
+                offers[key] = record_version(record)
+        for key, version, _deleted in self.state.all_versions(self.node):
+            if key != self.own_key:
+                offers[key] = version  # the exact version, or a tombstone's
+        for key, version in offers.items():
             for peer in self.peers:
                 self.pending[peer.address].setdefault(key, version)
         for peer in self.peers:
@@ -63,8 +67,8 @@ class Replicator:
     def _changed(self, key: str) -> None:
         if self.state.applying or not key.startswith("0.na/") or key == self.own_key:
             return
-        version = int(time.time() * 1000)
-        self.state.versions[key] = version
+        version = max(int(time.time() * 1000), self.state.version_of(self.node, key) + 1)
+        self.state.save(self.node, key, version, self.node.store.get(key) is None)
         for peer in self.peers:
             self.pending[peer.address][key] = version
             self._wake[peer.address].set()

@@ -6,16 +6,19 @@ version (milliseconds since the epoch at the write, at the taking node); a peer 
 newer than what it holds (last writer wins per record; equal versions keep the holder's). Peers converge
 within one link delay plus processing once the push arrives (``idresolve bench`` measures the lag); a
 peer that is down is retried with the latest pending version of each record until it answers, so writes
-are not lost while the taking node stays up; and when a top-level node starts it offers every registry
-record it holds to every peer, so a write it acknowledged just before a crash still spreads once it is
-back. Deletions made while a peer is unreachable reach it only through the retry queue (there are no
-tombstones): a deletion is lost for a peer if the taking node dies before that peer answers.
+are not lost while the taking node stays up. Versions and deletions (tombstones) are kept durably in
+each node's store, and a top-level node that starts offers every registry record and tombstone it holds
+to every peer, so a change or deletion it acknowledged just before a crash still spreads once it is back,
+and a peer's older copy never undoes it. (A crash between a write's commit and its version's commit, a
+few microseconds, leaves that write with the version of its whole second.)
 
 This module is the pure part: the REGISTRY_SYNC handler that peers run. The sender lives in
 ``net.replicator``.
 """
 
 from __future__ import annotations
+
+import msgpack
 
 from ..core.admin import AdminPerm
 from ..core.codes import OpCode, ResponseCode
@@ -37,16 +40,46 @@ def record_version(record: Record | None) -> int:
     return max(v.timestamp for v in record.values) * 1000
 
 
+VERSION_META = "ver:"
+
+
 class SyncState:
-    """Versions of records received by sync, so equal-second writes still order by milliseconds."""
+    """Registry versions: the version (ms) of every prefix record's last change, and tombstones for
+    deletions, kept durably in the node's store (``meta`` entries ``ver:<key>`` -> ``[version, deleted]``),
+    so a restarted node still knows which copy is newer and that a record was deleted."""
 
     def __init__(self) -> None:
-        self.versions: dict[str, int] = {}
         self.applying = False  # set while a peer's write is applied, so it is not pushed back out
 
+    @staticmethod
+    def stored(node: AuthoritativeNode, key: str) -> tuple[int, bool] | None:
+        raw = node.store.get_meta(VERSION_META + key)
+        if raw is None:
+            return None
+        try:
+            version, deleted = msgpack.unpackb(raw)
+            return int(version), bool(deleted)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return None
+
     def version_of(self, node: AuthoritativeNode, key: str) -> int:
-        known = self.versions.get(key)
-        return known if known is not None else record_version(node.store.get(key))
+        known = self.stored(node, key)
+        return known[0] if known is not None else record_version(node.store.get(key))
+
+    @staticmethod
+    def save(node: AuthoritativeNode, key: str, version: int, deleted: bool) -> None:
+        node.store.put_meta(VERSION_META + key, msgpack.packb([version, deleted]))
+
+    @staticmethod
+    def all_versions(node: AuthoritativeNode) -> list[tuple[str, int, bool]]:
+        out = []
+        for meta_key, raw in node.store.list_meta(VERSION_META):
+            try:
+                version, deleted = msgpack.unpackb(raw)
+            except (ValueError, TypeError, msgpack.UnpackException):
+                continue
+            out.append((meta_key[len(VERSION_META):], int(version), bool(deleted)))
+        return out
 
 
 def make_sync_handler(state: SyncState, country_prefix: str):  # type: ignore[no-untyped-def]
@@ -65,11 +98,12 @@ def make_sync_handler(state: SyncState, country_prefix: str):  # type: ignore[no
             return Response(req.request_id, req.opcode, ResponseCode.SUCCESS, req.handle, message="stale")
         state.applying = True
         try:
-            if req.flags & FLAG_SYNC_DELETE:
+            deleted = bool(req.flags & FLAG_SYNC_DELETE)
+            if deleted:
                 node.bootstrap_delete(h.key)
             else:
                 node.bootstrap_record(Record(req.handle, req.values))
-            state.versions[h.key] = req.version
+            state.save(node, h.key, req.version, deleted)
         finally:
             state.applying = False
         return Response(req.request_id, req.opcode, ResponseCode.SUCCESS, req.handle, message="applied")

@@ -33,6 +33,15 @@ class Store(Protocol):
 
     def count(self, folded_prefix: str | None = None) -> int: ...
 
+    def get_meta(self, key: str) -> bytes | None:
+        """A small value of the node's own state (not a record), e.g. a replication version."""
+
+    def put_meta(self, key: str, value: bytes) -> None:
+        """Store node state durably (committed when it returns)."""
+
+    def list_meta(self, prefix: str) -> list[tuple[str, bytes]]:
+        """Every node-state entry whose key starts with ``prefix``."""
+
     def close(self) -> None: ...
 
 

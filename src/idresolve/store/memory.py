@@ -17,6 +17,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, bytes] = {}
         self._by_prefix: dict[str, list[str]] = {}
+        self._meta: dict[str, bytes] = {}
 
     def get(self, key: str) -> Record | None:
         blob = self._records.get(key)
@@ -73,6 +74,15 @@ class MemoryStore:
         if folded_prefix is None:
             return len(self._records)
         return len(self._by_prefix.get(folded_prefix, []))
+
+    def get_meta(self, key: str) -> bytes | None:
+        return self._meta.get(key)
+
+    def put_meta(self, key: str, value: bytes) -> None:
+        self._meta[key] = value
+
+    def list_meta(self, prefix: str) -> list[tuple[str, bytes]]:
+        return sorted((k, v) for k, v in self._meta.items() if k.startswith(prefix))
 
     def close(self) -> None:
         pass

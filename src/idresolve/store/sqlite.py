@@ -23,6 +23,10 @@ CREATE TABLE IF NOT EXISTS records (
     data   BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_prefix ON records (prefix, key);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -102,6 +106,18 @@ class SqliteStore:
         if folded_prefix is None:
             return int(self._db.execute("SELECT count(*) FROM records").fetchone()[0])
         return int(self._db.execute("SELECT count(*) FROM records WHERE prefix = ?", (folded_prefix,)).fetchone()[0])
+
+    def get_meta(self, key: str) -> bytes | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def put_meta(self, key: str, value: bytes) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def list_meta(self, prefix: str) -> list[tuple[str, bytes]]:
+        rows = self._db.execute("SELECT key, value FROM meta WHERE key >= ? AND key < ? ORDER BY key",
+                                (prefix, prefix + "\U0010ffff")).fetchall()
+        return [(k, bytes(v)) for k, v in rows]
 
     def close(self) -> None:
         """Checkpoint the WAL and close. Closing twice is harmless."""
