@@ -13,9 +13,11 @@ import ssl
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from .config import parse_hostport
-from .http.app import EDGE, EdgeHooks, make_app
+from .http.app import BODY_TIMEOUT, EDGE, EdgeHooks, make_app
 from .http.recursive_app import make_recursive_app
 from .metrics import NodeMetrics, admission_metrics
 from .net.admission import Admission
@@ -35,8 +37,7 @@ class _DropBadRequestTracebacks(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and type(exc).__name__ in ("BadHttpMessage", "LineTooLong", "BadStatusLine",
-                                                      "InvalidHeader", "TransferEncodingError", "ContentLengthError"):
+        if isinstance(exc, HttpProcessingError | RequestPayloadError | ConnectionResetError):
             return logging.getLogger("aiohttp.server").isEnabledFor(logging.DEBUG)
         return True
 
@@ -85,6 +86,7 @@ class _Listeners:
         http_addr = tcp_addr = udp_addr = None
         if http is not None:
             _quiet_bad_requests()
+            app[BODY_TIMEOUT] = HTTP_IDLE_TIMEOUT_S  # a request body must arrive within the idle timeout
             host, port = parse_hostport(http, 8000)
             # keepalive_timeout also closes connections that never complete a request (slowloris).
             self.runner = web.AppRunner(app, access_log=logging.getLogger("aiohttp.access") if access_log else None,

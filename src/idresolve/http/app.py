@@ -10,6 +10,7 @@ that did not arrive over TLS is refused with 403, as the reference server does.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -21,6 +22,7 @@ from urllib.parse import unquote_to_bytes
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from ..core.admin import parse_index
 from ..core.codes import ResponseCode
@@ -32,7 +34,8 @@ from .auth import SessionTable, parse_basic, session_id_from_header
 
 log = logging.getLogger("idresolve.http")
 
-MAX_BODY_BYTES = 256 * 1024  # one handle's PUT (DOMAIN.md: whole message <= 256 KiB)
+MAX_BODY_BYTES = 256 * 1024
+BODY_TIMEOUT_S = 30.0  # one handle's PUT (DOMAIN.md: whole message <= 256 KiB)
 MAX_BATCH_BODY_BYTES = 64 * 1024 * 1024
 ANSWER_CACHE_ENTRIES = 100_000
 JSON = "application/json"
@@ -124,6 +127,7 @@ class AnswerCache:
 
 
 ANSWERS: web.AppKey[AnswerCache] = web.AppKey("answers", AnswerCache)
+BODY_TIMEOUT: web.AppKey[float] = web.AppKey("body_timeout_s", float)
 
 
 # -- request helpers -------------------------------------------------------------------------------------
@@ -174,11 +178,20 @@ async def _json_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> Any:
     # StreamReader.read(n) returns what has arrived so far, not n bytes: read until EOF, bounded.
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.read(limit + 1 - size):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise PeerError(f"Request body larger than {limit} bytes")
+    try:
+        timeout_s = request.app.get(BODY_TIMEOUT, BODY_TIMEOUT_S)
+        async with asyncio.timeout(timeout_s):  # a body dribbled byte by byte must not hold a handler
+            while chunk := await request.content.read(limit + 1 - size):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    raise PeerError(f"Request body larger than {limit} bytes")
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.close()  # the rest of the body is not wanted, nor the connection
+        raise PeerError(f"Request body not received within {timeout_s:g} s") from None
+    except (web.HTTPException, RequestPayloadError) as exc:  # e.g. a body that does not match its encoding
+        raise PeerError(f"Request body could not be read: {type(exc).__name__}") from None
     body = b"".join(chunks)
     try:
         return orjson.loads(body)
@@ -293,8 +306,8 @@ async def list_handles(request: web.Request) -> web.Response:
         size_n = int(page_size) if page_size is not None else None
     except ValueError:
         raise PeerError("page and pageSize must be integers") from None
-    if (page_n is not None and page_n < 0) or (size_n is not None and size_n < 0):
-        raise PeerError("page and pageSize must not be negative")
+    if any(n is not None and not 0 <= n <= 2**31 - 1 for n in (page_n, size_n)):
+        raise PeerError("page and pageSize must be between 0 and 2147483647")
     total, handles = node.list_handles(prefix, caller=caller, page=page_n, page_size=size_n)
     shown = prefix[5:] if prefix[:5].lower() == "0.na/" else prefix
     body: dict[str, Any] = {"responseCode": 1, "prefix": shown, "totalCount": str(total)}
@@ -414,6 +427,8 @@ def _error_response(request: web.Request, exc: BaseException) -> web.Response:
         if exc.status == 413:
             return _json({"responseCode": 4, "message": "Request body too large"}, 413)
         return _json({"responseCode": 4, "message": exc.reason}, exc.status)
+    if isinstance(exc, ConnectionResetError):  # the client left mid-request: nothing to answer, nothing wrong
+        return web.Response(status=400)
     log.error("internal error on %s %s", request.method, request.path, exc_info=exc)
     return _json({"responseCode": 2, "message": "Internal server error"}, 500)
 

@@ -39,9 +39,13 @@ class Identity:
 
 def parse_identity(username: str) -> Identity:
     """``300%3A88.100%2FADMIN`` or ``300:88.100/ADMIN`` -> Identity. Raises ``AuthenticationFailed``."""
-    text = unquote(username, errors="strict") if "%" in username else username
+    try:
+        text = unquote(username, errors="strict") if "%" in username else username
+    except UnicodeDecodeError:
+        raise AuthenticationFailed("malformed identity") from None
     index_text, sep, handle = text.partition(":")
-    if not sep or not index_text.isdigit() or not handle or "/" not in handle or len(index_text) > 10:
+    if (not sep or not index_text.isascii() or not index_text.isdigit() or not handle or "/" not in handle
+            or len(index_text) > 10):
         raise AuthenticationFailed("malformed identity")
     index = int(index_text)
     if index <= 0 or index > 2**31 - 1:

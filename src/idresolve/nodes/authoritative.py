@@ -41,6 +41,7 @@ from .auth import Identity, authenticate, permitted
 
 MAX_BATCH = 2_000
 MAX_LIST = 10_000
+MAX_PAGE = 2**31 - 1
 DEFAULT_ADMIN_INDEX = 100
 
 
@@ -222,12 +223,16 @@ class AuthoritativeNode:
         if not self.serves_prefix(prefix):
             raise NotResponsible("That prefix doesn't live here", handle=prefix)
         self._require(caller, self.store.get(fold(prefix_handle(prefix))), AdminPerm.LIST_HANDLES, prefix)
+        if (page is not None and not 0 <= page <= MAX_PAGE) or (page_size is not None and not 0 <= page_size <= MAX_PAGE):
+            raise PeerError(f"page and pageSize must be between 0 and {MAX_PAGE}", handle=prefix)
         folded = fold(prefix)
         total = self.store.count(folded)
         if page_size == 0:
             return total, []
-        size = MAX_LIST if page_size is None or page_size < 0 else min(page_size, MAX_LIST)
+        size = MAX_LIST if page_size is None else min(page_size, MAX_LIST)
         offset = (page or 0) * size
+        if offset >= total:
+            return total, []
         return total, self.store.list_handles(folded, offset, size)
 
     def list_prefixes(self, *, caller: Identity | None) -> list[str]:
@@ -344,6 +349,9 @@ class AuthoritativeNode:
             allowed = permitted(self.store, parent_record, caller, AdminPerm.DELETE_DERIVED_PREFIX)
         if not allowed:
             raise NotAuthorized(f"{caller} may not delete {text}", handle=text)
+        if h.is_prefix_record and self.store.count(fold(h.suffix)) > 0:
+            # Revoking a prefix that still has identifiers would hand them to whoever gets it next.
+            raise NotAuthorized(f"{text} still has identifiers under it: delete them first", handle=text)
         self.store.delete(h.key)
         if h.is_prefix_record:
             self._note_prefix_record(None, deleted_key=h.key)
