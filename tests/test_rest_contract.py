@@ -846,6 +846,9 @@ async def test_derived_prefix_becomes_served(node: Http) -> None:
         assert (r.status, r.body["responseCode"]) == (201, 1)
         assert "0.NA/88.100.9" in node.ok("GET", "/api/prefixes", auth="admin").body["prefixes"]
         assert node.values("88.100.9/x")[1]["data"]["value"] == "https://example.com/new"  # now cached
+        r = node("DELETE", "/api/handles/0.NA/88.100.9", auth="admin")  # it still has an identifier
+        assert (r.status, r.body["responseCode"]) == (403, 400)
+        node.ok("DELETE", "/api/handles/88.100.9/x", auth="admin")
         node.ok("DELETE", "/api/handles/0.NA/88.100.9", auth="admin")
         r = node("GET", "/api/handles/88.100.9/x")
         assert (r.status, r.body["responseCode"]) == (400, 301)
