@@ -120,7 +120,7 @@ def test_bench_batch_short_run(tmp_path: Path) -> None:
 def test_bench_suite_writes_report_to_default_place(tmp_path: Path) -> None:
     res = bench("suite", "--duration", "0.5", "--repeats", "1", "--connections", "2", "--warmup", "0",
                 "--handles", "20", "--identifiers", "200", "--batch-size", "100", "--batch-repeats", "1",
-                cwd=tmp_path)
+                "--skip-run", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     reports = list((tmp_path / "bench-results").glob("*.json"))
     assert len(reports) == 1

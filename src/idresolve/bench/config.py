@@ -4,6 +4,7 @@ server stack (aiohttp and the rest are imported when a benchmark actually runs).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 # The node's MAX_BATCH (nodes.authoritative), not imported here to keep the CLI's start-up light;
 # tests/test_bench.py checks that the two agree.
@@ -26,3 +27,74 @@ class BatchConfig:
     identifiers: int = 100_000
     batch_size: int = MAX_BATCH
     repeats: int = 3
+
+
+# -- bench run (documented in bench.scenarios) ---------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    cold: bool
+    latency: str | None  # the latency model the cluster must run with; None: any (own clusters: --latency)
+    fixed_rate: bool = False  # runs open loop at one rate whatever the mode
+    kill: bool = False
+    model: bool = False
+    description: str = ""
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario("cached", False, None, description="identifiers already in the recursive node's cache"),
+    Scenario("cold", True, None, description="the whole chain every time (authoritative flag / ?auth=true)"),
+    Scenario("latency-on", True, "on", fixed_rate=True, model=True,
+             description="cold resolutions at a fixed rate, latency model on: measured vs the model"),
+    Scenario("latency-off", True, "off", fixed_rate=True, model=True,
+             description="cold resolutions at the same fixed rate, latency model off"),
+    Scenario("kill-top", True, None, fixed_rate=True, kill=True,
+             description="cold resolutions at a fixed rate; the first top-level node is SIGKILLed halfway"),
+)}
+MODES = ("closed", "rate", "sweep")
+PROTOCOLS = ("binary", "rest")
+SWEEP_FRACTIONS = (0.1, 0.25, 0.5, 0.7, 0.85, 1.0, 1.15)
+DEFAULT_FIXED_RATE = {"latency-on": 200.0, "latency-off": 200.0, "kill-top": 500.0}
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    scenarios: tuple[str, ...] = ("cached",)
+    protocols: tuple[str, ...] = ("binary",)
+    modes: tuple[str, ...] = ("closed",)
+    rate: float | None = None  # mode "rate"; also the fixed rate of latency-*/kill-top when given
+    plan: tuple[tuple[str, str, str], ...] = ()  # explicit (scenario, protocol, mode) items (the suite)
+    duration_s: float = 5.0
+    repeats: int = 1
+    connections: int = 8
+    depth: int = 16  # closed loop: requests in flight per connection
+    timeout_s: float = 5.0
+    warmup_s: float = 1.0
+    identifiers: int = 2_000
+    topology: str = "minimal"  # own cluster: minimal, shandong or a TOML path
+    data_dir: Path | None = None  # an existing cluster instead
+    latency: str = "off"  # own cluster, for scenarios without a requirement
+    node: str | None = None  # the recursive node to drive (default: the first)
+    kill_node: str = "top-beijing"
+    baselines: bool = True
+    sweep_fractions: tuple[float, ...] = SWEEP_FRACTIONS
+    step_s: float = 2.0
+    trace_sample: int = 200
+    tick_s: float = 0.001
+    seed: bool = True
+
+    def fixed_rate(self, scenario: str) -> float:
+        return self.rate if self.rate else DEFAULT_FIXED_RATE.get(scenario, 1000.0)
+
+    def items(self) -> list[tuple[str, str, str]]:
+        """(scenario, protocol, mode) in order. Fixed-rate scenarios run once per protocol (kill-top once)."""
+        if self.plan:
+            return list(self.plan)
+        out = []
+        for name in self.scenarios:
+            spec = SCENARIOS[name]
+            protocols = self.protocols[:1] if spec.kill else self.protocols
+            modes = ("rate",) if spec.fixed_rate else self.modes
+            out.extend((name, p, m) for p in protocols for m in modes)
+        return out

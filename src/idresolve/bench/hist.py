@@ -31,3 +31,22 @@ def summary(h: HdrHistogram) -> dict[str, Any]:
     encoded = h.encode()
     out["hdr"] = encoded.decode("ascii") if isinstance(encoded, bytes) else str(encoded)
     return out
+
+
+def distribution(h: HdrHistogram, ticks_per_half: int = 4) -> list[list[float]]:
+    """The HDR percentile distribution: ``[percentile, microseconds]`` at percentiles that halve the
+    distance to 100 ``ticks_per_half`` times per halving (0, 15.9, 29.3, ... 50, ... 99.9 ...), up to the
+    resolution the count allows, then 100 (the maximum)."""
+    total = h.get_total_count()
+    if total == 0:
+        return []
+    out: list[list[float]] = []
+    i = 0
+    while True:
+        p = 100.0 * (1.0 - 0.5 ** (i / ticks_per_half))
+        if 1.0 / (1.0 - p / 100.0) > total or i > 40 * ticks_per_half:
+            break
+        out.append([round(p, 4), h.get_value_at_percentile(p)])
+        i += 1
+    out.append([100.0, h.get_max_value()])
+    return out

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-READY_RE = re.compile(r" at (http://127\.0\.0\.1:(\d+))\s*$")
+READY_RE = re.compile(r" at ((?:http|tcp)://127\.0\.0\.1:(\d+))\s*$")
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 
@@ -104,14 +104,11 @@ class ServerProcess:
 
     def cpu_seconds(self) -> float | None:
         """User + system CPU seconds the server has used so far (Linux /proc), None where unknown."""
-        if self.proc is None:
-            return None
-        try:
-            with open(f"/proc/{self.proc.pid}/stat", encoding="ascii") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
-            return None
+        return None if self.proc is None else cpu_seconds(self.proc.pid)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -142,6 +139,56 @@ class ServerProcess:
         return code
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds process ``pid`` has used so far (Linux /proc), None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident set size (VmRSS) of process ``pid``, None where unknown."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def children(ppid: int) -> list[int]:
+    """Processes whose parent is ``ppid`` (a scan of /proc; empty where /proc is missing)."""
+    out = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[1]) == ppid:
+                out.append(int(name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return sorted(out)
+
+
 def node_process(data_dir: Path, prefix: str, secret: str, *, store: str = "sqlite",
                  name: str = "bench") -> ServerProcess:
     """An authoritative node serving ``prefix`` on 127.0.0.1, port 0; the secret travels in the environment.
@@ -153,6 +200,12 @@ def node_process(data_dir: Path, prefix: str, secret: str, *, store: str = "sqli
     argv = idresolve_argv("node", "--name", name, "--prefix", prefix, "--http", "127.0.0.1:0",
                           "--data-dir", str(data_dir), "--store", store, "--log-level", "WARNING")
     return ServerProcess(f"node ({store})", argv, env=env)
+
+
+def echo_process(answer_file: Path) -> ServerProcess:
+    """The bare asyncio msgpack echo server of ``echo`` answering every frame with ``answer_file``."""
+    argv = [sys.executable, "-m", "idresolve.bench.echo", "--answer-file", str(answer_file), "--tcp", "127.0.0.1:0"]
+    return ServerProcess("bare msgpack-echo baseline", argv)
 
 
 def baseline_process(body_file: Path) -> ServerProcess:

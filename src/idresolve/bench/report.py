@@ -74,6 +74,7 @@ def environment(loop: str) -> dict[str, Any]:
     return {
         "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "python": {"version": platform.python_version(), "implementation": platform.python_implementation(),
+                   "build": " ".join(platform.python_build()), "compiler": platform.python_compiler(),
                    "executable": sys.executable},
         "platform": platform.platform(),
         "cpu_model": cpu_model(),

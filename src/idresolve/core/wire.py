@@ -154,6 +154,11 @@ class Codec:
         payload = self.encode(msg)
         return _LEN.pack(len(payload)) + payload
 
+    def frame_request(self, req: Request, request_id: int) -> bytes:
+        """``frame(replace(req, request_id=request_id))``, without building another Request."""
+        payload = self._packer.pack([KIND_REQUEST, request_id, req.opcode, req.flags, req.handle, req.body()])
+        return _LEN.pack(len(payload)) + payload
+
     def response_tail(self, opcode: int, code: int, handle: str, body: dict[str, Any]) -> bytes:
         """Everything of an encoded response after its request id, so a cached answer can be re-sent to
         another request id cheaply with ``frame_with_tail``."""
@@ -185,10 +190,67 @@ def _int(raw: Any, what: str) -> int:
     return raw
 
 
-def decode_message(payload: bytes) -> Message:
+_UINT_WIDTH = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8, 0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8}
+
+
+def _request_id_at2(payload: bytes) -> tuple[int, int] | None:
+    """The integer at ``payload[2]`` (where a message's request id starts) and the offset after it, or None
+    when it is not a msgpack integer."""
+    if len(payload) < 3:
+        return None
+    c = payload[2]
+    if c < 0x80:
+        return c, 3
+    if c >= 0xE0:
+        return c - 0x100, 3
+    width = _UINT_WIDTH.get(c)
+    if width is None or len(payload) < 3 + width:
+        return None
+    return int.from_bytes(payload[3:3 + width], "big", signed=c >= 0xD0), 3 + width
+
+
+class ResponseMemo:
+    """Decoded responses by their bytes after the request id, so an answer seen before (the same referral,
+    again and again, to a recursive node) is not decoded and validated again. Bounded (oldest dropped)
+    and only for small messages; the result is exactly what decoding would give. A client owns one and
+    passes it to ``decode_message``."""
+
+    MAX_ENTRIES = 4096
+    MAX_BYTES = 4096
+
+    def __init__(self) -> None:
+        self.entries: dict[bytes, tuple[Any, ...]] = {}
+
+    def get(self, key: bytes) -> tuple[Any, ...] | None:
+        return self.entries.get(key)
+
+    def put(self, key: bytes, fields: tuple[Any, ...]) -> None:
+        entries = self.entries
+        if len(entries) >= self.MAX_ENTRIES:
+            del entries[next(iter(entries))]
+        entries[key] = fields
+
+
+def decode_message(payload: bytes, memo: ResponseMemo | None = None) -> Message:
     """Decode one msgpack payload into a Request or Response. Raises ``DecodeError`` only."""
     if len(payload) > MAX_FRAME_BYTES:
         raise FrameTooLarge(f"message of {len(payload)} bytes exceeds {MAX_FRAME_BYTES}")
+    key = None
+    if memo is not None and payload[:2] == b"\x96\x01" and len(payload) <= ResponseMemo.MAX_BYTES:
+        head = _request_id_at2(payload)
+        if head is not None and -(2**63) <= head[0] < 2**64:
+            key = payload[head[1]:]
+            hit = memo.get(key)
+            if hit is not None:
+                return Response(head[0], *hit)
+    msg = _decode_message(payload)
+    if memo is not None and key is not None and isinstance(msg, Response):
+        memo.put(key, (msg.opcode, msg.code, msg.handle, msg.values, msg.message, msg.node, msg.trace, msg.results,
+                       msg.handles, msg.total, msg.truncated))
+    return msg
+
+
+def _decode_message(payload: bytes) -> Message:
     try:
         raw = msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=True,
                               max_array_len=MAX_ITEMS * 2, max_map_len=64, max_str_len=MAX_FRAME_BYTES,
@@ -204,6 +266,8 @@ def decode_message(payload: bytes) -> Message:
         raise DecodeError("message body must be a map")
     try:
         if kind == KIND_REQUEST:
+            if not body:  # the common resolution request: every field takes its default
+                return Request(request_id, opcode, handle, fourth)
             return _decode_request(request_id, opcode, fourth, handle, body)
         if kind == KIND_RESPONSE:
             return _decode_response(request_id, opcode, fourth, handle, body)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
-from dataclasses import replace
 
 from ..core.errors import DecodeError
-from ..core.wire import Codec, FrameDecoder, Request, Response, decode_message
+from ..core.wire import Codec, FrameDecoder, Request, Response, ResponseMemo, decode_message
 
 # (host, port) -> (one-way delay out in seconds or None if lost, one-way delay back or None if lost)
 DelayFn = Callable[[str, int], tuple[float | None, float | None]]
@@ -36,7 +35,7 @@ class _ClientProtocol(asyncio.Protocol):
             return
         for payload in payloads:
             try:
-                msg = decode_message(payload)
+                msg = decode_message(payload, self.conn.memo)
             except DecodeError:
                 continue  # an undecodable answer: its request will time out
             if isinstance(msg, Response):
@@ -49,14 +48,19 @@ class _ClientProtocol(asyncio.Protocol):
 class Connection:
     """One TCP connection with pipelined requests matched to answers by request id."""
 
-    def __init__(self, host: str, port: int, codec: Codec, delay: DelayFn | None) -> None:
+    def __init__(self, host: str, port: int, codec: Codec, delay: DelayFn | None,
+                 memo: ResponseMemo | None = None) -> None:
         self.host, self.port, self.codec, self.delay = host, port, codec, delay
+        self.memo = memo
         self.address = f"{host}:{port}"
         self.transport: asyncio.Transport | None = None
         # request id -> (future, delay in seconds to apply to the answer on its way back)
         self.pending: dict[int, tuple[asyncio.Future[Response], float]] = {}
         self._ids = itertools.count(1)
         self.closed = False
+        # Requests written in one event-loop pass leave in one write (one send() for many hops).
+        self._out: list[bytes] = []
+        self._flush_soon = False
 
     async def connect(self, timeout_s: float) -> None:
         loop = asyncio.get_running_loop()
@@ -76,6 +80,7 @@ class Connection:
 
     def fail(self, exc: Exception) -> None:
         self.closed = True
+        self._out.clear()
         pending, self.pending = self.pending, {}
         for fut, _ in pending.values():
             if not fut.done():
@@ -89,7 +94,7 @@ class Connection:
         rid = next(self._ids) & 0xFFFFFFFF
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Response] = loop.create_future()
-        frame = self.codec.frame(replace(req, request_id=rid))
+        frame = self.codec.frame_request(req, rid)
         out, back = (0.0, 0.0) if self.delay is None else self.delay(self.host, self.port)
         self.pending[rid] = (fut, back or 0.0)
         timer = loop.call_later(timeout_s, _time_out, fut, self.pending, rid)
@@ -99,7 +104,10 @@ class Connection:
             elif out > 0:
                 loop.call_later(out, self._write, frame)
             else:
-                self.transport.write(frame)
+                self._out.append(frame)
+                if not self._flush_soon:
+                    self._flush_soon = True
+                    loop.call_soon(self._flush)
             return await fut
         finally:
             timer.cancel()
@@ -108,6 +116,12 @@ class Connection:
     def _write(self, frame: bytes) -> None:
         if not self.closed and self.transport is not None:
             self.transport.write(frame)
+
+    def _flush(self) -> None:
+        self._flush_soon = False
+        out, self._out = self._out, []
+        if out and not self.closed and self.transport is not None:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def close(self) -> None:
         self.fail(ConnectionError("closed"))
@@ -130,6 +144,7 @@ class ClientPool:
 
     def __init__(self, *, delay: DelayFn | None = None, connect_timeout_s: float = 5.0) -> None:
         self.codec = Codec()
+        self.memo = ResponseMemo()  # answers repeat (referrals): decode each distinct one once
         self.delay = delay
         self.connect_timeout_s = connect_timeout_s
         self._conns: dict[tuple[str, int], Connection] = {}
@@ -147,7 +162,7 @@ class ClientPool:
         fut: asyncio.Future[Connection] = loop.create_future()
         self._connecting[key] = fut
         try:
-            conn = Connection(host, port, self.codec, self.delay)
+            conn = Connection(host, port, self.codec, self.delay, self.memo)
             await conn.connect(self.connect_timeout_s)
             self._conns[key] = conn
             fut.set_result(conn)

@@ -72,6 +72,11 @@ class BinaryServerProtocol(asyncio.Protocol):
         self._closed = False
         self.admission: Admission | None = getattr(service, "admission", None)
         self.peer: str | None = None
+        # Answers wait here until the end of the read that produced them, or of the event-loop pass in which
+        # they completed, and leave in one write: one send() per batch instead of one per answer.
+        self._out: list[bytes] = []
+        self._in_read = False
+        self._flush_soon = False
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -87,6 +92,7 @@ class BinaryServerProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        self._out.clear()
         self.conns.count -= 1
         self.conns.open.discard(self)
         if self._idle is not None:
@@ -100,6 +106,7 @@ class BinaryServerProtocol(asyncio.Protocol):
         if self._closed or self.transport is None:
             return
         if not self._activity and self.inflight == 0:
+            self.flush()
             self.transport.close()  # idle, half-open or slowloris: free the slot
             return
         self._activity = False
@@ -120,12 +127,18 @@ class BinaryServerProtocol(asyncio.Protocol):
             payloads = self.decoder.feed(data)
         except DecodeError as exc:
             self._send(error_response(0, 0, ResponseCode.PROTOCOL_ERROR, exc.message))
+            self.flush()
             assert self.transport is not None
             self.transport.close()
             return
         backlog = len(payloads) > 1  # requests queued behind each other in this read
-        for payload in payloads:
-            self._dispatch(payload, backlog)
+        self._in_read = True
+        try:
+            for payload in payloads:
+                self._dispatch(payload, backlog)
+        finally:
+            self._in_read = False
+            self.flush()
 
     def _dispatch(self, payload: bytes, backlog: bool = False) -> None:
         try:
@@ -171,9 +184,23 @@ class BinaryServerProtocol(asyncio.Protocol):
         if self._closed or self.transport is None:
             return
         if isinstance(answer, bytes):
-            self.transport.write(len(answer).to_bytes(4, "big") + answer)
+            self._out.append(len(answer).to_bytes(4, "big") + answer)
         else:
-            self.transport.write(self.codec.frame(answer))
+            self._out.append(self.codec.frame(answer))
+        if not self._in_read and not self._flush_soon:
+            self._flush_soon = True  # an upstream answer completed: others may complete in this same pass
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write the answers waiting in ``_out``, in order, in one write."""
+        self._flush_soon = False
+        out = self._out
+        if not out:
+            return
+        self._out = []
+        if self._closed or self.transport is None:
+            return
+        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
 
 def _call(service: Service, msg: Request) -> Answer | Awaitable[Answer]:
@@ -269,6 +296,7 @@ class TcpServer:
             await asyncio.sleep(0.01)
         for proto in list(self.conns.open):
             if proto.transport is not None:
+                proto.flush()
                 proto.transport.close()  # buffered answers are written before the socket closes
         await self.server.wait_closed()
 

@@ -22,6 +22,7 @@ from .admission import Admission
 from .client import ClientPool
 
 ENCODED_ANSWERS = 100_000
+CACHED_CODES = frozenset({ResponseCode.SUCCESS, ResponseCode.PREFIX_REFERRAL})
 WRITE_OPCODES = frozenset({OpCode.CREATE_HANDLE, OpCode.DELETE_HANDLE, OpCode.ADD_VALUE, OpCode.REMOVE_VALUE,
                            OpCode.MODIFY_VALUE, OpCode.BATCH_CREATE, OpCode.REGISTRY_SYNC})
 #: Requests per second a recursive node accepts from one client address (token bucket; burst 20 %).
@@ -40,7 +41,8 @@ class AuthoritativeService:
         self.admission: Admission | None = Admission()
         #: False on a listener beyond loopback without TLS: credentials would cross the network in clear.
         self.allow_writes = True
-        self._encoded: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        # fold(handle) -> (handle as spelled, encoded answer after its request id, response code)
+        self._encoded: OrderedDict[str, tuple[str, bytes, int]] = OrderedDict()
         node.on_change(self._invalidate)
 
     def _invalidate(self, key: str) -> None:
@@ -56,12 +58,14 @@ class AuthoritativeService:
             hit = self._encoded.get(key)
             if hit is not None and hit[0] == req.handle:
                 if self.observe is not None:
-                    self.observe(req.opcode, ResponseCode.SUCCESS, time.perf_counter() - t0)
+                    self.observe(req.opcode, hit[2], time.perf_counter() - t0)
                 return self.codec.payload_with_tail(req.request_id, hit[1])
             resp = answer(self.node, req, time.time(), self.extra)
-            if resp.code == ResponseCode.SUCCESS:
+            # Answers and referrals (303, what top-level and secondary nodes give recursive nodes) are kept
+            # encoded: a referral depends only on prefix records, and any change to one clears the cache.
+            if resp.code in CACHED_CODES:
                 tail = self.codec.response_tail(resp.opcode, resp.code, resp.handle, resp.body())
-                self._encoded[key] = (req.handle, tail)
+                self._encoded[key] = (req.handle, tail, resp.code)
                 if len(self._encoded) > ENCODED_ANSWERS:
                     self._encoded.popitem(last=False)
         elif not self.allow_writes and (req.opcode in WRITE_OPCODES or req.auth is not None):

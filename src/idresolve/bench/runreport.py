@@ -1,0 +1,388 @@
+"""The figures of a ``bench run`` report: a flat table (for the CSV and ``bench compare``), the printed
+summary, and the targets the issues set, each with its baseline ratio and a pass/fail line.
+
+Figure names are ``scenario.protocol.server.mode.metric`` (``cached.binary.node.closed.rate_per_s``); each
+figure carries its unit, which direction is better, and its spread over repeats (``(max - min) / median``)
+when there were several: ``compare`` uses the spread to tell a change from noise.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from .report import fmt_rate, fmt_us, table
+
+Figure = dict[str, Any]
+
+UNITS = {"rate_per_s": ("1/s", "higher"), "server_answers_per_cpu_s": ("1/cpu-s", "higher"),
+         "saturation_per_s": ("1/s", "higher"), "server_us_per_answer": ("us", "lower"),
+         "cluster_us_per_answer": ("us", "lower"), "client_us_per_request": ("us", "lower"),
+         "errors": ("count", "lower"), "timeouts": ("count", "lower"), "recovery_s": ("s", "lower"),
+         "ready_s": ("s", "lower"), "rss_mb": ("MB", "lower"), "model_ratio": ("x", "closer to 1")}
+MB = 1024 * 1024
+
+
+def unit_of(metric: str) -> tuple[str, str]:
+    if metric in UNITS:
+        return UNITS[metric]
+    if metric.endswith("_us"):
+        return "us", "lower"
+    return "", "higher"
+
+
+def _add(out: dict[str, Figure], name: str, value: Any, spread: float | None = None, runs: int | None = None) -> None:
+    if value is None:
+        return
+    metric = name.rsplit(".", 1)[-1]
+    unit, better = unit_of(metric)
+    fig: Figure = {"value": value, "unit": unit, "better": better}
+    if spread is not None:
+        fig["spread"] = spread
+    if runs is not None:
+        fig["runs"] = runs
+    out[name] = fig
+
+
+def figures(rep: Mapping[str, Any]) -> dict[str, Figure]:
+    out: dict[str, Figure] = {}
+    for i, c in enumerate(rep.get("clusters", [])):
+        tag = f"cluster.{c['topology']}.latency-{c['latency']}" + (f".{i}" if i else "")
+        if c.get("own"):
+            _add(out, f"{tag}.ready_s", c.get("ready_s"))
+            rss = max((x or {}).get("total_bytes", 0) for x in (c.get("rss_ready"), c.get("rss_after")))
+            _add(out, f"{tag}.rss_mb", round(rss / MB, 1) if rss else None)
+    for r in rep.get("results", []):
+        if "error" in r:
+            continue
+        base = f"{r['scenario']}.{r['protocol']}"
+        mode = r.get("mode", "closed")
+        for who, m in r.get("median", {}).items():
+            for k, v in m.items():
+                if k in ("runs", "spread", "crosscheck", "late", "lost") or v is None:
+                    continue
+                if k in ("errors", "timeouts") and not v:
+                    continue
+                _add(out, f"{base}.{who}.{mode}.{k}", v, (m.get("spread") or {}).get(k), m.get("runs"))
+        for k, v in r.get("ratios", {}).items():
+            out[f"{base}.ratio.{mode}.{k}"] = {"value": v, "unit": "x", "better": unit_of(k)[1]}
+        sw = r.get("sweep")
+        if sw:
+            for who in ("node", "baseline"):
+                if who not in sw:
+                    continue
+                _add(out, f"{base}.{who}.sweep.saturation_per_s", sw[who]["saturation_per_s"])
+                hm = sw[who].get("half_median") or sw[who].get("half", {}).get("flat", {})
+                for k, v in hm.items():
+                    if k not in ("runs", "spread", "crosscheck", "late", "lost", "errors", "timeouts"):
+                        _add(out, f"{base}.{who}.half-saturation.{k}", v, (hm.get("spread") or {}).get(k), hm.get("runs"))
+            if "ratios" in sw:
+                out[f"{base}.ratio.sweep.saturation"] = {"value": sw["ratios"]["saturation"], "unit": "x", "better": "higher"}
+        tr = r.get("trace", {})
+        for role, f in tr.get("roles", {}).items():
+            _add(out, f"{base}.trace.{role.replace(' ', '_')}.mean_us", f.get("mean_us"))
+        md = r.get("model")
+        if md and "ratio" in md:
+            out[f"{base}.model.model_ratio"] = {"value": md["ratio"], "unit": "x", "better": "closer to 1"}
+            _add(out, f"{base}.model.measured_mean_us", md["measured_mean_us"])
+            _add(out, f"{base}.model.expected_mean_us", md["expected_mean_us"])
+        k = r.get("kill", {}).get("analysis")
+        if k and k.get("killed"):
+            for side in ("before", "after", "steady_after"):
+                for key in ("rate_per_s", "p50_us", "p99_us"):
+                    _add(out, f"{base}.kill.{side}.{key}", (k.get(side) or {}).get(key))
+            _add(out, f"{base}.kill.errors", k.get("errors_after"))
+            _add(out, f"{base}.kill.timeouts", k.get("timeouts_after"))
+            _add(out, f"{base}.kill.recovery_s", k.get("recovery_s"))
+    return out
+
+
+def csv_text(rep: Mapping[str, Any]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["figure", "value", "unit", "better", "runs", "spread"])
+    for name, f in rep.get("figures", {}).items():
+        w.writerow([name, f["value"], f["unit"], f["better"], f.get("runs", ""), f.get("spread", "")])
+    for r in rep.get("results", []):  # the sweep curves, point by point
+        for who, sw in (r.get("sweep") or {}).items():
+            if who == "ratios":
+                continue
+            for s in sw.get("steps", []):
+                name = f"{r['scenario']}.{r['protocol']}.{who}.sweep@{s['fraction']:g}"
+                w.writerow([f"{name}.offered_per_s", s.get("offered_per_s"), "1/s", "", "", ""])
+                for k in ("rate_per_s", "p50_us", "p99_us", "p99_9_us"):
+                    v = s.get("flat", {}).get(k)
+                    if v is not None:
+                        w.writerow([f"{name}.{k}", v, *unit_of(k), "", ""])
+    for t in rep.get("targets", []):
+        w.writerow([f"target.{t['id']}", t.get("value"), t.get("unit"), t.get("op"), "",
+                    "" if t.get("met") is None else ("met" if t["met"] else "missed")])
+    return buf.getvalue()
+
+
+# -- targets ----------------------------------------------------------------------------------------------
+
+def _find(rep: Mapping[str, Any], scenario: str, protocol: str = "binary", latency: str | None = None,
+          modes: tuple[str, ...] = ("closed", "sweep", "rate")) -> Mapping[str, Any] | None:
+    """The first result of ``scenario`` over ``protocol`` (and latency), preferring modes in that order."""
+    found = [r for r in rep.get("results", []) if r.get("scenario") == scenario and r.get("protocol") == protocol
+             and "error" not in r and (latency is None or r.get("latency") == latency) and r.get("mode") in modes]
+    found.sort(key=lambda r: modes.index(r["mode"]))
+    return found[0] if found else None
+
+
+def _node_base(r: Mapping[str, Any], key: str) -> tuple[Any, Any, str]:
+    """(node figure, baseline figure, how measured) from the best run kind available."""
+    if r.get("mode") == "closed" and "median" in r:
+        m = r["median"]
+        return m["node"].get(key), (m.get("baseline") or {}).get(key), f"closed loop, median of {m['node']['runs']}"
+    if r.get("sweep"):
+        sw = r["sweep"]
+        node = sw["node"]["probe"]["flat"].get(key)
+        base = sw.get("baseline", {}).get("probe", {}).get("flat", {}).get(key)
+        return node, base, "closed-loop probe of the sweep"
+    if "median" in r:
+        m = r["median"]
+        return m["node"].get(key), (m.get("baseline") or {}).get(key), f"open loop, median of {m['node']['runs']}"
+    return None, None, ""
+
+
+def _target(tid: str, issue: str, text: str, value: Any, unit: str, op: str, limit: float, *,
+            baseline: Any = None, baseline_text: str = "", how: str = "", note: str = "",
+            applicable: bool = True) -> dict[str, Any]:
+    met = None
+    if value is not None and applicable:
+        met = value >= limit if op == ">=" else value <= limit
+    t = {"id": tid, "issue": issue, "text": text, "value": value, "unit": unit, "op": op, "limit": limit,
+         "met": met, "how": how, "note": note}
+    if baseline is not None and value is not None:
+        t["baseline"] = baseline
+        t["baseline_ratio"] = round(value / baseline, 3) if baseline else None
+        t["baseline_text"] = baseline_text
+    return t
+
+
+def targets(rep: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    cached = _find(rep, "cached", latency="off")
+    node = base = None
+    how = "not measured: run --scenario cached (latency off) over binary"
+    if cached:
+        node, base, how = _node_base(cached, "server_answers_per_cpu_s")
+        rate_n, rate_b, _ = _node_base(cached, "rate_per_s")
+        how += (f"; {rate_n:,.0f} answers/s wall clock" if rate_n else "") + (f", echo {rate_b:,.0f}/s" if rate_b else "")
+    for tid, issue in (("T1", "load benchmarking"), ("H1", "hierarchy")):
+        out.append(_target(tid, issue, "cached binary resolution through the recursive node (latency off), answers "
+                           "per CPU-second of its own process (one core)", node, "answers/cpu-s", ">=", 40_000,
+                           baseline=base, baseline_text="bare asyncio msgpack echo, answers per CPU-second", how=how))
+    p99 = bp99 = None
+    how = "not measured: run --scenario cached --sweep (latency off)"
+    swept = _find(rep, "cached", latency="off", modes=("sweep",))
+    if swept:
+        sw = swept["sweep"]
+        hm = sw["node"].get("half_median") or sw["node"]["half"]["flat"]
+        p99 = hm.get("p99_us")
+        bp99 = (sw.get("baseline", {}).get("half_median") or sw.get("baseline", {}).get("half", {}).get("flat", {})).get("p99_us")
+        lag = sw["node"]["half"].get("send_lag", {})
+        how = (f"open loop at {sw['node']['half'].get('offered_per_s', 0):,.0f}/s = half of the saturation "
+               f"{sw['node']['saturation_per_s']:,.0f}/s, median of {hm.get('runs', 1)}; the generator's own lateness "
+               f"(p99 {lag.get('p99_us')} us in the median run) is in it")
+    out.append(_target("T2", "load benchmarking", "latency model off: open-loop p99 at half the saturation rate "
+                       "(cached, binary)", p99, "us", "<=", 2_000, baseline=bp99,
+                       baseline_text="echo at the same rate, p99", how=how))
+    lat_on = _find(rep, "latency-on")
+    ratio = None
+    how, applicable, note = "not measured: run --scenario latency-on (Shandong)", True, ""
+    if lat_on and "ratio" in lat_on.get("model", {}):
+        md = lat_on["model"]
+        ratio = md["ratio"]
+        how = (f"measured mean {md['measured_mean_us'] / 1000:.2f} ms vs expected {md['expected_mean_us'] / 1000:.2f} ms "
+               f"over the identifiers' paths (first top-level node {md.get('first_top')})")
+        roles = lat_on.get("trace", {}).get("roles", {})
+        excess = [f"{role} {(f['mean_us'] - f['model_us']) / 1000:+.2f} ms" for role, f in roles.items()
+                  if f.get("model_us")]
+        if excess:
+            how += "; per hop, measured minus model: " + ", ".join(excess)
+            own = roles.get("recursive + client", {}).get("mean_us")
+            if own is not None:
+                how += f"; client leg and recursive node's own time {own / 1000:.2f} ms (not in the model)"
+        lat_off = _find(rep, "latency-off")
+        off = (lat_off or {}).get("model", {}).get("measured_mean_us")
+        if off is not None and md["expected_mean_us"]:
+            added = (md["measured_mean_us"] - off) / md["expected_mean_us"]
+            how += (f"; what the model adds (latency-on minus latency-off mean, {off / 1000:.2f} ms) / expected = "
+                    f"{added:.3f}")
+        applicable = lat_on.get("cluster") == "shandong"
+        if not applicable:
+            note = f"measured on {lat_on.get('cluster')}; the target names the Shandong topology"
+    t3 = _target("T3", "load benchmarking", "Shandong latency model on: mean cold resolution latency / the model's "
+                 "expected sum of round trips (within 5 %)", ratio, "x", "<=", 1.05, how=how, note=note,
+                 applicable=applicable)
+    if ratio is not None and applicable:
+        t3["met"] = abs(ratio - 1.0) <= 0.05
+    t3["op"] = "within 5 % of"
+    t3["limit"] = 1.0
+    out.append(t3)
+    cold = _find(rep, "cold", latency="off", modes=("closed", "sweep"))
+    rate = brate = None
+    how = "not measured: run --scenario cold --closed (latency off) over binary"
+    if cold:
+        rate, brate, how = _node_base(cold, "rate_per_s")
+        if cold.get("sweep"):
+            rate = cold["sweep"]["node"]["saturation_per_s"]
+            brate = cold["sweep"].get("baseline", {}).get("saturation_per_s")
+            how = "saturation of the sweep"
+        cpu, _, _ = _node_base(cold, "cluster_us_per_answer")
+        if cpu:
+            how += f"; all cluster processes together {cpu:,.0f} us CPU per answer ({1e6 / cpu:,.0f} answers per CPU-second)"
+    out.append(_target("H2", "hierarchy", "latency model off: cold resolution through the whole chain (top, secondary, "
+                       "enterprise), answers/s", rate, "answers/s", ">=", 5_000, baseline=brate,
+                       baseline_text="bare asyncio msgpack echo, answers/s", how=how))
+    sd = [c for c in rep.get("clusters", []) if c.get("own") and c.get("topology") == "shandong"]
+    ready = rss = None
+    if sd:
+        ready = max(c["ready_s"] for c in sd)
+        rss = max(max((x or {}).get("total_bytes", 0) for x in (c.get("rss_ready"), c.get("rss_after"))) for c in sd) / MB
+    out.append(_target("H3", "hierarchy", "the whole Shandong cluster ready (`idresolve up` until its 'ready in' line)",
+                       ready, "s", "<=", 5.0, how=f"worst of {len(sd)} start(s)" if sd else
+                       "not measured: the bench must start the Shandong cluster itself (--topology shandong)"))
+    out.append(_target("H4", "hierarchy", "the whole Shandong cluster, VmRSS of `up` and every worker together",
+                       None if rss is None else round(rss, 1), "MB", "<=", 600, how="largest of at start and after the runs"
+                       if sd else "not measured: the bench must start the Shandong cluster itself"))
+    return out
+
+
+def targets_text(ts: list[dict[str, Any]]) -> str:
+    lines = ["targets (pass/fail lines, not test assertions):"]
+    for t in ts:
+        mark = {True: "PASS", False: "FAIL", None: "----"}[t["met"]]
+        v = t["value"]
+        if v is None:
+            val = "not measured"
+        elif t["unit"] == "x":
+            val = f"{v:.3f}x"
+        else:
+            val = f"{v:,.1f} {t['unit']}" if isinstance(v, float) and v < 100 else f"{v:,.0f} {t['unit']}"
+        lim = f"{t['op']} {t['limit']:,g}"
+        line = f"  [{mark}] {t['id']} ({t['issue']}): {t['text']}: {val} (target {lim})"
+        if t.get("baseline_ratio") is not None:
+            line += f"; {t['baseline_text']} {t['baseline']:,.0f}, ratio {t['baseline_ratio']:.3f}"
+        if t.get("how"):
+            line += f"\n         {t['how']}"
+        if t.get("note"):
+            line += f"\n         note: {t['note']}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+# -- the printed summary -----------------------------------------------------------------------------------
+
+def _row(label: str, f: Mapping[str, Any], r: Mapping[str, Any] | None = None, check: str = "") -> list[str]:
+    r = r or {}
+    return [label, fmt_rate(f.get("rate_per_s", 0)), fmt_us(f.get("p50_us")), fmt_us(f.get("p90_us")),
+            fmt_us(f.get("p99_us")), fmt_us(f.get("p99_9_us")), fmt_us(f.get("max_us")),
+            "-" if f.get("server_us_per_answer") is None else f"{f['server_us_per_answer']:.1f}",
+            "-" if f.get("server_answers_per_cpu_s") is None else fmt_rate(f["server_answers_per_cpu_s"]),
+            str(r.get("errors", 0)), str(r.get("timeouts", 0)), check]
+
+
+HEAD = ["server", "answers/s", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us", "CPU us/answer", "answers/CPU-s",
+        "errors", "timeouts", "server counters"]
+
+
+def result_text(r: Mapping[str, Any]) -> str:
+    title = f"{r['scenario']} / {r['protocol']}"
+    if "error" in r:
+        return f"{title}: FAILED: {r['error']}"
+    head = (f"{title}: {r.get('description', '')}; {r['cluster']} cluster, latency {r['latency']}, {r['node']}"
+            f"{' in its own process' if r.get('node_own_process') else ''}, {r['identifiers']:,} identifiers, "
+            f"mode {r['mode']}")
+    lines = [head]
+    if "median" in r:
+        rows = [_row(r["labels"].get(who, who), m, m, m.get("crosscheck", "")) for who, m in r["median"].items()]
+        lines.append(table(rows, HEAD))
+        if r.get("ratios"):
+            q = r["ratios"]
+            lines.append("ratio node/baseline: " + ", ".join(f"{k} {v:.2f}x" for k, v in q.items()))
+    sw = r.get("sweep")
+    if sw:
+        for who in ("node", "baseline"):
+            if who not in sw:
+                continue
+            rows = [[f"{s['fraction']:.0%}", fmt_rate(s.get("offered_per_s") or 0), fmt_rate(s.get("rate_per_s", 0)),
+                     fmt_us(s["flat"].get("p50_us")), fmt_us(s["flat"].get("p99_us")), fmt_us(s["flat"].get("p99_9_us")),
+                     str(s.get("errors", 0)), str(s.get("timeouts", 0)), "yes" if _sus(s) else "no"]
+                    for s in sw[who]["steps"]]
+            lines.append(f"sweep {who}: probe {sw[who]['probe']['rate_per_s']:,.0f}/s closed loop; saturation "
+                         f"{sw[who]['saturation_per_s']:,.0f}/s")
+            lines.append(table(rows, ["step", "offered/s", "answers/s", "p50 us", "p99 us", "p99.9 us", "errors",
+                                      "timeouts", "kept up"]))
+        rows = [_row(f"{who} at half the node's saturation", sw[who].get("half_median") or sw[who]["half"]["flat"],
+                     sw[who].get("half_median") or sw[who]["half"],
+                     (sw[who].get("half_median") or {}).get("crosscheck")
+                     or sw[who]["half"].get("crosscheck", {}).get("verdict", "")) for who in ("node", "baseline") if who in sw]
+        lines.append(table(rows, HEAD))
+        if "ratios" in sw:
+            lines.append(f"ratio node/baseline: saturation {sw['ratios']['saturation']:.2f}x; at the same rate: "
+                         + ", ".join(f"{k} {v:.2f}x" for k, v in sw["ratios"]["half"].items()))
+    tr = r.get("trace")
+    if tr and tr.get("roles"):
+        rows = [[role, f"{f['per_resolution']:.2f}", f"{f['mean_us']:,.0f}", fmt_us(f.get("p50_us")),
+                 fmt_us(f.get("p99_us")), "-" if f.get("model_us") is None else f"{f['model_us']:,.0f}"]
+                for role, f in tr["roles"].items()]
+        lines.append(f"where the time goes ({tr['samples']} traced cold resolutions; hop times as the recursive node "
+                     "measured them)")
+        lines.append(table(rows, ["hop", "per resolution", "mean us", "p50 us", "p99 us", "model us"]))
+    md = r.get("model")
+    if md and "ratio" in md:
+        lines.append(f"latency model: measured mean {md['measured_mean_us']:,.0f} us (from the actual send; "
+                     f"{md.get('scheduled_mean_us', 0):,.0f} us from the scheduled one), expected "
+                     f"{md['expected_mean_us']:,.0f} us (ratio {md['ratio']:.3f}; within 5 %: "
+                     f"{'yes' if md['within'] else 'no'})")
+    k = r.get("kill")
+    if k:
+        a = k["analysis"]
+        lines.append(f"{k['event']} at {k['fired_s']} s of {k['duration_s']:g} s at {k['rate_per_s']:,.0f}/s"
+                     + (f" (failed: {k['error']})" if k.get("error") else ""))
+        if a.get("killed"):
+            rows = [[side, fmt_rate(a[side]["rate_per_s"]), fmt_us(a[side]["p50_us"]), fmt_us(a[side]["p99_us"]),
+                     fmt_us(a[side]["max_us"]), str(a[side]["errors"]), str(a[side]["timeouts"])]
+                    for side in ("before", "after", "steady_after") if side in a]
+            lines.append(table(rows, ["window", "answers/s", "p50 us", "p99 us", "max us", "errors", "timeouts"]))
+            lines.append(f"recovered (no more errors or timeouts) {a.get('recovery_s', 'never')} s after the kill; "
+                         f"first top-level node asked after it: {k.get('trace_after', {}).get('first_top')}")
+        x = k["run"].get("crosscheck", {})
+        if x:
+            lines.append(f"server counters: {x.get('verdict')}; top-level nodes answered {k['run'].get('server_by_node')}")
+    return "\n".join(lines)
+
+
+def _sus(step: Mapping[str, Any]) -> bool:
+    from .scenarios import sustained
+
+    return sustained(step)
+
+
+def run_text(rep: Mapping[str, Any]) -> str:
+    parts = []
+    env = rep["environment"]
+    parts.append(f"idresolve bench run, {env['timestamp']}: Python {env['python']['version']} "
+                 f"({env['python']['implementation']}, {env['event_loop']}), {env['cpu_model']}, {env['cpu_count']} CPUs")
+    for c in rep.get("clusters", []):
+        rss = max((x or {}).get("total_bytes", 0) for x in (c.get("rss_ready"), c.get("rss_after"))) / MB
+        parts.append(f"cluster {c['topology']} (config {c['config_hash'][:12]}), latency {c['latency']}: "
+                     + (f"ready in {c['ready_s']:.2f} s, " if c.get("ready_s") is not None else "")
+                     + f"{c['processes']} processes, {rss:,.0f} MB RSS at most")
+    for r in rep.get("results", []):
+        parts.append("")
+        parts.append(result_text(r))
+    parts.append("")
+    parts.append(targets_text(rep.get("targets", [])))
+    parts.append("note: " + env["note"])
+    return "\n".join(parts)
+
+
+def iter_figures(rep: Mapping[str, Any]) -> Iterator[tuple[str, Figure]]:
+    yield from rep.get("figures", {}).items()
