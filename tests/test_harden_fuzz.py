@@ -1006,11 +1006,6 @@ async def test_binary_partial_frame_then_silence_is_closed(slow: Slow) -> None:
         await conn.close()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: net/server.py BinaryServerProtocol counts any received byte as "
-                   "activity, so a client dribbling a frame that never completes (one byte per idle period) is "
-                   "never closed: a slowloris holds one of max_connections slots for ever with almost no traffic. "
-                   "Fix: set _activity only when a complete frame arrives or an answer is sent, or close a "
-                   "connection whose partial frame (decoder.buffered > 0) is older than idle_timeout_s")
 async def test_binary_slowloris_partial_frame_is_closed(slow: Slow) -> None:
     conn = await RawBinary.open(slow.tcp_port)
     frame = codec.frame(Request(1, OpCode.RESOLUTION, "88.100/R1" + "x" * 60))
@@ -1047,12 +1042,6 @@ def _max_write_buffer(slow: Slow) -> int:
     return max((p.transport.get_write_buffer_size() for p in slow.conns.open if p.transport is not None), default=0)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: net/server.py BinaryServerProtocol.data_received answers every frame "
-                   "of a read even after pause_writing: a peer that pipelines thousands of small resolutions of a "
-                   "large record and never reads grows the server's write buffer without bound (~60 KB of answer "
-                   "per 30-byte request; one 256 KB read is ~10,000 requests, gigabytes of memory), no credentials "
-                   "needed. Fix: stop dispatching while writing is paused and keep the undispatched payloads (at "
-                   "most one read) until resume_writing")
 async def test_binary_peer_that_does_not_read_cannot_grow_the_write_buffer(slow: Slow) -> None:
     conn = await _pipelined_without_reading(slow, 400)
     try:
@@ -1067,10 +1056,6 @@ async def test_binary_peer_that_does_not_read_cannot_grow_the_write_buffer(slow:
         await conn.close()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: net/server.py _check_idle closes an idle connection with "
-                   "transport.close(), which waits to flush the write buffer; a peer that never reads keeps it "
-                   "unflushed, so connection_lost never runs and the connection keeps its slot (and buffer) for "
-                   "ever. Fix: transport.abort() when the write buffer is not empty at the idle check")
 async def test_binary_peer_that_never_reads_is_dropped_after_the_idle_timeout(slow: Slow) -> None:
     conn = await _pipelined_without_reading(slow, 300)
     try:

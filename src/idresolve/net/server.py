@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol as TypingProtocol
@@ -34,6 +35,7 @@ from ..core.wire import (
 from .admission import Admission
 
 log = logging.getLogger("idresolve.net")
+OUT_CHUNK_BYTES = 64 * 1024  # answers are written at least this often within one read
 
 Answer = Response | bytes
 
@@ -75,8 +77,13 @@ class BinaryServerProtocol(asyncio.Protocol):
         # Answers wait here until the end of the read that produced them, or of the event-loop pass in which
         # they completed, and leave in one write: one send() per batch instead of one per answer.
         self._out: list[bytes] = []
+        self._out_bytes = 0
         self._in_read = False
         self._flush_soon = False
+        # Requests of a read not yet answered because the peer stopped reading its answers (bounded by one
+        # read: reading is paused at the same time).
+        self._waiting: deque[bytes] = deque()
+        self._paused = False
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -93,6 +100,7 @@ class BinaryServerProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._out.clear()
+        self._waiting.clear()
         self.conns.count -= 1
         self.conns.open.discard(self)
         if self._idle is not None:
@@ -107,35 +115,50 @@ class BinaryServerProtocol(asyncio.Protocol):
             return
         if not self._activity and self.inflight == 0:
             self.flush()
-            self.transport.close()  # idle, half-open or slowloris: free the slot
+            if self.transport.get_write_buffer_size():
+                self.transport.abort()  # a peer that does not read would hold a graceful close forever
+            else:
+                self.transport.close()  # idle, half-open or slowloris: free the slot
             return
         self._activity = False
         self._arm_idle()
 
     def pause_writing(self) -> None:
+        self._paused = True
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self._paused = False
         if self.transport is not None and not self._closed:
             self.transport.resume_reading()
+            self._drain()
 
     # -- requests ------------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        self._activity = True
         try:
             payloads = self.decoder.feed(data)
         except DecodeError as exc:
             self._send(error_response(0, 0, ResponseCode.PROTOCOL_ERROR, exc.message))
             self.flush()
-            assert self.transport is not None
-            self.transport.close()
+            if self.transport is not None:
+                self.transport.close()
             return
-        backlog = len(payloads) > 1  # requests queued behind each other in this read
+        if payloads:
+            self._activity = True  # only whole requests count: a frame dribbled byte by byte does not
+            self._waiting.extend(payloads)
+            self._drain()
+
+    def _drain(self) -> None:
+        """Answer waiting requests while the peer reads its answers; stop when it does not."""
+        waiting = self._waiting
+        backlog = len(waiting) > 1  # requests queued behind each other
         self._in_read = True
         try:
-            for payload in payloads:
-                self._dispatch(payload, backlog)
+            while waiting and not self._paused and not self._closed:
+                self._dispatch(waiting.popleft(), backlog)
+                if self._out_bytes >= OUT_CHUNK_BYTES:
+                    self.flush()  # may pause writing: the rest waits for resume_writing
         finally:
             self._in_read = False
             self.flush()
@@ -183,10 +206,9 @@ class BinaryServerProtocol(asyncio.Protocol):
     def _send(self, answer: Answer) -> None:
         if self._closed or self.transport is None:
             return
-        if isinstance(answer, bytes):
-            self._out.append(len(answer).to_bytes(4, "big") + answer)
-        else:
-            self._out.append(self.codec.frame(answer))
+        frame = len(answer).to_bytes(4, "big") + answer if isinstance(answer, bytes) else self.codec.frame(answer)
+        self._out.append(frame)
+        self._out_bytes += len(frame)
         if not self._in_read and not self._flush_soon:
             self._flush_soon = True  # an upstream answer completed: others may complete in this same pass
             asyncio.get_running_loop().call_soon(self.flush)
@@ -198,6 +220,7 @@ class BinaryServerProtocol(asyncio.Protocol):
         if not out:
             return
         self._out = []
+        self._out_bytes = 0
         if self._closed or self.transport is None:
             return
         self.transport.write(out[0] if len(out) == 1 else b"".join(out))
