@@ -17,7 +17,7 @@ import logging
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
@@ -80,34 +80,45 @@ async def serve_bare(body: bytes, host: str, port: int, stop: asyncio.Event) -> 
         await runner.cleanup()
 
 
-def main(argv: list[str] | None = None) -> int:
+def baseline_main(argv: list[str] | None, *, prog: str, description: str, file_flag: str, file_help: str,
+                  addr_flag: str, serve: Callable[[bytes, str, int, asyncio.Event], Awaitable[None]]) -> int:
+    """The command line of a baseline server: a file of fixed answer bytes, a loopback address, a clean
+    stop on SIGTERM; errors are one line on stderr and exit 2."""
     from ..config import ConfigError, parse_hostport
     from ..host import run_until_signal
 
-    p = argparse.ArgumentParser(prog="python -m idresolve.bench.baselines",
-                                description="A bare aiohttp server answering GET /api/handles/* with fixed bytes.")
-    p.add_argument("--body-file", type=Path, required=True, help="the JSON bytes every answer carries")
-    p.add_argument("--http", default="127.0.0.1:0", help="listen address (loopback only; default 127.0.0.1:0)")
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument(file_flag, type=Path, required=True, help=file_help)
+    p.add_argument(addr_flag, default="127.0.0.1:0", help="listen address (loopback only; default 127.0.0.1:0)")
     args = p.parse_args(argv)
+    path: Path = getattr(args, file_flag.lstrip("-").replace("-", "_"))
+    addr: str = getattr(args, addr_flag.lstrip("-"))
     try:
-        host, port = parse_hostport(args.http, 0)
-        body = args.body_file.read_bytes()
+        host, port = parse_hostport(addr, 0)
+        data = path.read_bytes()
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"error: cannot read {args.body_file}: {exc.strerror}", file=sys.stderr)
+        print(f"error: cannot read {path}: {exc.strerror}", file=sys.stderr)
         return 2
     if not host.startswith("127."):
         print("error: the baseline server listens on 127.0.0.1 only", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING)
     try:
-        run_until_signal(lambda stop: serve_bare(body, host, port, stop))
+        run_until_signal(lambda stop: serve(data, host, port, stop))
     except OSError as exc:
-        print(f"error: cannot listen on {args.http}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"error: cannot listen on {addr}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return baseline_main(argv, prog="python -m idresolve.bench.baselines",
+                         description="A bare aiohttp server answering GET /api/handles/* with fixed bytes.",
+                         file_flag="--body-file", file_help="the JSON bytes every answer carries", addr_flag="--http",
+                         serve=serve_bare)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,8 @@ Run it in a process of its own: ``python -m idresolve.bench.echo --answer-file F
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
-from pathlib import Path
 
 import msgpack
 
@@ -66,32 +64,12 @@ async def serve_echo(tail: bytes, host: str, port: int, stop: asyncio.Event) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..config import ConfigError, parse_hostport
-    from ..host import run_until_signal
+    from .baselines import baseline_main
 
-    p = argparse.ArgumentParser(prog="python -m idresolve.bench.echo",
-                                description="A bare asyncio msgpack server answering every frame with fixed bytes.")
-    p.add_argument("--answer-file", type=Path, required=True, help="the encoded answer after its request id")
-    p.add_argument("--tcp", default="127.0.0.1:0", help="listen address (loopback only; default 127.0.0.1:0)")
-    args = p.parse_args(argv)
-    try:
-        host, port = parse_hostport(args.tcp, 0)
-        tail = args.answer_file.read_bytes()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: cannot read {args.answer_file}: {exc.strerror}", file=sys.stderr)
-        return 2
-    if not host.startswith("127."):
-        print("error: the baseline server listens on 127.0.0.1 only", file=sys.stderr)
-        return 2
-    try:
-        run_until_signal(lambda stop: serve_echo(tail, host, port, stop))
-    except OSError as exc:
-        print(f"error: cannot listen on {args.tcp}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    return 0
+    return baseline_main(argv, prog="python -m idresolve.bench.echo",
+                         description="A bare asyncio msgpack server answering every frame with fixed bytes.",
+                         file_flag="--answer-file", file_help="the encoded answer after its request id",
+                         addr_flag="--tcp", serve=serve_echo)
 
 
 if __name__ == "__main__":

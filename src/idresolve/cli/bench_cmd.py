@@ -262,38 +262,34 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     print(f"report written to {written}")
 
 
-def cmd_rest(args: argparse.Namespace) -> int:
+def _one(args: argparse.Namespace, kind: str) -> int:
+    """``bench rest`` and ``bench batch``: run one scenario, print it, write its report if asked."""
     from ..bench import report
     from ..bench.httpload import loop_name
-    from ..bench.suite import run_rest
+    from ..bench.suite import run_batch, run_rest
 
     progress = report.Progress(not args.quiet)
     env = report.environment(loop_name())
-    res = _guarded(lambda: run_rest(_rest_cfg(args), progress))
-    print(report.rest_text(res))
+    if kind == "rest":
+        res = _guarded(lambda: run_rest(_rest_cfg(args), progress))
+        print(report.rest_text(res))
+    else:
+        res = _guarded(lambda: run_batch(_batch_cfg(args), progress))
+        print(report.batch_text(res))
     report.close_environment(env)
     if report.busy_note(env):
         print(report.busy_note(env))
     if args.out is not None:
-        _write(args.out, {"kind": "rest", "environment": env, "rest": res})
+        _write(args.out, {"kind": kind, "environment": env, kind: res})
     return 0
+
+
+def cmd_rest(args: argparse.Namespace) -> int:
+    return _one(args, "rest")
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from ..bench import report
-    from ..bench.httpload import loop_name
-    from ..bench.suite import run_batch
-
-    progress = report.Progress(not args.quiet)
-    env = report.environment(loop_name())
-    res = _guarded(lambda: run_batch(_batch_cfg(args), progress))
-    print(report.batch_text(res))
-    report.close_environment(env)
-    if report.busy_note(env):
-        print(report.busy_note(env))
-    if args.out is not None:
-        _write(args.out, {"kind": "batch", "environment": env, "batch": res})
-    return 0
+    return _one(args, "batch")
 
 
 def _run_cfg(args: argparse.Namespace) -> RunConfig:
