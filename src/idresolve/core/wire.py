@@ -209,6 +209,26 @@ def _request_id_at2(payload: bytes) -> tuple[int, int] | None:
     return int.from_bytes(payload[3:3 + width], "big", signed=c >= 0xD0), 3 + width
 
 
+def peek_request(payload: bytes) -> tuple[int, int] | None:
+    """(request id, opcode) of an encoded request without decoding it, or None when the payload does not
+    start like one. Used to refuse a request cheaply (load shedding)."""
+    if payload[:2] != b"\x96\x00":
+        return None
+    head = _request_id_at2(payload)
+    if head is None or not 0 <= head[0] < 2**32:
+        return None
+    rest = payload[head[1]:]
+    if not rest:
+        return None
+    c = rest[0]
+    if c < 0x80:
+        return head[0], c
+    width = {0xCC: 1, 0xCD: 2}.get(c)
+    if width is None or len(rest) < 1 + width:
+        return None
+    return head[0], int.from_bytes(rest[1:1 + width], "big")
+
+
 class ResponseMemo:
     """Decoded responses by their bytes after the request id, so an answer seen before (the same referral,
     again and again, to a recursive node) is not decoded and validated again. Bounded (oldest dropped)

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol as TypingProtocol
 
-from ..core.codes import ResponseCode
+from ..core.codes import OpCode, ResponseCode
 from ..core.errors import DecodeError
 from ..core.wire import (
     UDP_ANSWER_LIMIT,
@@ -31,11 +32,14 @@ from ..core.wire import (
     Response,
     decode_message,
     error_response,
+    peek_request,
 )
 from .admission import Admission
 
 log = logging.getLogger("idresolve.net")
 OUT_CHUNK_BYTES = 64 * 1024  # answers are written at least this often within one read
+_BUSY_TAILS: dict[int, bytes] = {}  # encoded "server too busy" answers of the known opcodes (a constant table)
+_KNOWN_OPCODES = frozenset(int(op) for op in OpCode)
 
 Answer = Response | bytes
 
@@ -150,18 +154,50 @@ class BinaryServerProtocol(asyncio.Protocol):
             self._drain()
 
     def _drain(self) -> None:
-        """Answer waiting requests while the peer reads its answers; stop when it does not."""
+        """Answer waiting requests while the peer reads its answers; stop when it does not.
+
+        With load shedding on, a batch that has taken longer than the shedding threshold is overload by
+        itself: the rest of it is answered at once with code 3 (found from the frame's first bytes,
+        without decoding), so the queue behind it drains and admitted requests wait at most about the
+        threshold."""
         waiting = self._waiting
         backlog = len(waiting) > 1  # requests queued behind each other
+        adm = self.admission
+        budget_s = adm.lag_threshold_s if adm is not None and backlog else None
+        t0 = time.perf_counter()
         self._in_read = True
         try:
             while waiting and not self._paused and not self._closed:
+                if budget_s is not None and time.perf_counter() - t0 > budget_s:
+                    self._shed(waiting)
+                    break
                 self._dispatch(waiting.popleft(), backlog)
                 if self._out_bytes >= OUT_CHUNK_BYTES:
                     self.flush()  # may pause writing: the rest waits for resume_writing
         finally:
             self._in_read = False
             self.flush()
+
+    def _shed(self, waiting: deque[bytes]) -> None:
+        """Answer every waiting request with SERVER_TOO_BUSY, cheaply."""
+        adm = self.admission
+        while waiting and not self._paused and not self._closed:
+            payload = waiting.popleft()
+            head = peek_request(payload)
+            if head is None:
+                self._dispatch(payload)  # not a plain request: the decoder gives it its proper answer
+                continue
+            rid, opcode = head
+            tail = _BUSY_TAILS.get(opcode)
+            if tail is None:
+                tail = self.codec.response_tail(opcode, ResponseCode.SERVER_TOO_BUSY, "", {"m": "server too busy"})
+                if opcode in _KNOWN_OPCODES:
+                    _BUSY_TAILS[opcode] = tail
+            self._send(self.codec.payload_with_tail(rid, tail))
+            if adm is not None:
+                adm.stats.shed_overload += 1
+            if self._out_bytes >= OUT_CHUNK_BYTES:
+                self.flush()
 
     def _dispatch(self, payload: bytes, backlog: bool = False) -> None:
         try:
