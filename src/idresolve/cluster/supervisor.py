@@ -127,7 +127,9 @@ class Supervisor:
         groups = self._groups()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         for names in groups:
-            self.procs.append(subprocess.Popen(self.worker_argv(names), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            # stdin is a pipe nobody writes: when this process dies, however, it closes and the workers stop.
+            self.procs.append(subprocess.Popen(self.worker_argv(names) + ["--stop-with-stdin"], stdin=subprocess.PIPE,
+                                               stdout=subprocess.PIPE,
                                                stderr=None, text=True, env=env, start_new_session=True))
         deadline = time.monotonic() + READY_TIMEOUT_S
         for proc, names in zip(self.procs, groups, strict=True):

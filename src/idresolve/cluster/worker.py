@@ -155,6 +155,24 @@ class Worker:
                 log.error("stopping %s failed: %r", getattr(h, "node", h), res)
 
 
+def _stop_on_stdin_eof(stop: asyncio.Event) -> None:
+    """Set ``stop`` when standard input reaches end of file (the supervisor is gone)."""
+    loop = asyncio.get_running_loop()
+    fd = sys.stdin.fileno()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            log.warning("the supervisor is gone: stopping")
+            stop.set()
+
+    loop.add_reader(fd, readable)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m idresolve.cluster.worker",
                                 description="Host some nodes of a cluster in one event loop (run by `idresolve up`).")
@@ -169,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dial-hosts", choices=["same", "names"], default="same",
                    help="'names': nodes reach each other by node name (containers)")
     p.add_argument("--latency", choices=["on", "off"], default="on")
+    p.add_argument("--stop-with-stdin", action="store_true",
+                   help="stop when standard input closes (the supervisor holds it open: if the supervisor dies, "
+                   "its workers do not outlive it)")
     p.add_argument("--plain-writes", action="store_true",
                    help="take credentials and writes in plain text even when --bind is beyond loopback "
                    "(a private network such as the compose network)")
@@ -197,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
                     plain_writes=args.plain_writes or is_loopback(args.bind or args.host))
 
     async def run(stop: asyncio.Event) -> None:
+        if args.stop_with_stdin:
+            _stop_on_stdin_eof(stop)
         try:
             ready = await worker.start()
             print(json.dumps({"event": "ready", "worker": args.index, "nodes": ready}), flush=True)
