@@ -28,9 +28,3 @@ def load_or_create_secret(data_dir: Path, given: str | None) -> tuple[str, Path 
         os.fsync(fh.fileno())
     return secret, path, True
 
-
-def read_secret_file(path: Path) -> str:
-    text = path.read_text(encoding="utf-8").strip()
-    if not text:
-        raise ValueError(f"secret file {path} is empty")
-    return text

@@ -26,7 +26,14 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from ..core.admin import parse_index
 from ..core.codes import ResponseCode
-from ..core.errors import AuthenticationFailed, HandleError, InvalidHandle, NotAuthorized, PeerError
+from ..core.errors import (
+    AuthenticationFailed,
+    AuthenticationNeeded,
+    HandleError,
+    InvalidHandle,
+    NotAuthorized,
+    PeerError,
+)
 from ..core.values import values_from_json
 from ..nodes.auth import Identity
 from ..nodes.authoritative import MAX_BATCH, AuthoritativeNode, BatchRefused
@@ -273,8 +280,6 @@ async def put_handle(request: web.Request) -> web.Response:
 
 
 def raise_auth_needed(text: str | None) -> None:
-    from ..core.errors import AuthenticationNeeded
-
     raise AuthenticationNeeded("Authentication needed", handle=text)
 
 
@@ -463,10 +468,6 @@ async def edge(request: web.Request, handler: Callable[[web.Request], Awaitable[
             op = hooks.ops[key] = f"{request.method} {resource.canonical if resource is not None else 'unknown'}"
         hooks.observe(op, resp.status, time.perf_counter() - t0)
     return resp
-
-
-#: Kept for apps that import it by its old name.
-errors = edge
 
 
 def make_app(node: AuthoritativeNode, *, plain_http_writes: bool = True,
