@@ -221,4 +221,7 @@ def link_metrics(pool: object) -> dict[str, tuple[str, str, float]]:
         "idresolve_link_delays": ("counter", "One-way delays applied by the latency model", stats.delays),
         "idresolve_link_delay_seconds": ("counter", "Seconds of delay applied by the latency model", stats.delay_s_total),
         "idresolve_link_lost": ("counter", "Requests dropped by the latency model", stats.lost),
+        "idresolve_link_timer_late_seconds": (
+            "gauge", "Mean over the delay timers of (actual - intended) firing time: what is left of their bias",
+            pool.timers.mean_late_s if hasattr(pool, "timers") else 0.0),
     }

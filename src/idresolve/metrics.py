@@ -12,7 +12,8 @@ Names:
 - ``idresolve_cache_hits_total``, ``idresolve_cache_misses_total``, ``idresolve_cache_entries``: recursive.
 - ``idresolve_upstream_requests_total``: recursive node's requests to other nodes.
 - ``idresolve_link_delays_total``, ``idresolve_link_delay_seconds_total``, ``idresolve_link_lost_total``:
-  delays the latency model applied to this node's outgoing traffic.
+  delays the latency model applied to this node's outgoing traffic; ``idresolve_link_timer_late_seconds``
+  (gauge): how late their timers fired on average, against the intended instant (``net/delays.py``).
 - ``idresolve_replication_pushed_total``: registry records pushed to peers (top-level nodes).
 """
 

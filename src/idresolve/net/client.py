@@ -3,7 +3,8 @@
 ``ClientPool.request(host, port, request, timeout_s)`` sends a request (its ``request_id`` is replaced by
 the connection's own) and returns the ``Response``, or raises ``asyncio.TimeoutError`` / ``ConnectionError``.
 A ``LinkModel`` (``links.py``) may delay each direction of each request, or drop it: the delay is paid in
-the transport, by timers, so every hop of a resolution pays it and node logic never sleeps.
+the transport, by timers (``delays.DelayTimers``, trimmed to last what was asked on average), so every hop
+of a resolution pays it and node logic never sleeps.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 
 from ..core.errors import DecodeError
 from ..core.wire import Codec, FrameDecoder, Request, Response, ResponseMemo, decode_message
+from .delays import DelayTimers
 
 # (host, port) -> (one-way delay out in seconds or None if lost, one-way delay back or None if lost)
 DelayFn = Callable[[str, int], tuple[float | None, float | None]]
@@ -49,9 +51,10 @@ class Connection:
     """One TCP connection with pipelined requests matched to answers by request id."""
 
     def __init__(self, host: str, port: int, codec: Codec, delay: DelayFn | None,
-                 memo: ResponseMemo | None = None) -> None:
+                 memo: ResponseMemo | None = None, timers: DelayTimers | None = None) -> None:
         self.host, self.port, self.codec, self.delay = host, port, codec, delay
         self.memo = memo
+        self.timers = timers if timers is not None else DelayTimers()
         self.address = f"{host}:{port}"
         self.transport: asyncio.Transport | None = None
         # request id -> (future, delay in seconds to apply to the answer on its way back)
@@ -74,7 +77,7 @@ class Connection:
         if fut.done():
             return
         if back:
-            asyncio.get_running_loop().call_later(back, _set_result, fut, msg)
+            self.timers.call_later(back, _set_result, fut, msg)
         else:
             fut.set_result(msg)
 
@@ -102,7 +105,7 @@ class Connection:
             if out is None or back is None:
                 pass  # lost on the link: the timer will fire
             elif out > 0:
-                loop.call_later(out, self._write, frame)
+                self.timers.call_later(out, self._write, frame)
             else:
                 self._out.append(frame)
                 if not self._flush_soon:
@@ -145,6 +148,7 @@ class ClientPool:
     def __init__(self, *, delay: DelayFn | None = None, connect_timeout_s: float = 5.0) -> None:
         self.codec = Codec()
         self.memo = ResponseMemo()  # answers repeat (referrals): decode each distinct one once
+        self.timers = DelayTimers()  # link delays, learned per pool (one per node)
         self.delay = delay
         self.connect_timeout_s = connect_timeout_s
         self._conns: dict[tuple[str, int], Connection] = {}
@@ -162,7 +166,7 @@ class ClientPool:
         fut: asyncio.Future[Connection] = loop.create_future()
         self._connecting[key] = fut
         try:
-            conn = Connection(host, port, self.codec, self.delay, self.memo)
+            conn = Connection(host, port, self.codec, self.delay, self.memo, self.timers)
             await conn.connect(self.connect_timeout_s)
             self._conns[key] = conn
             fut.set_result(conn)
