@@ -28,7 +28,7 @@ from idresolve.bench.compare import compare
 from idresolve.bench.echo import EchoProtocol
 from idresolve.bench.loadgen import ClosedDriver, Recorder, open_loop
 from idresolve.bench.procs import idresolve_argv
-from idresolve.bench.scenarios import PathModel, kill_analysis, saturation, sustained
+from idresolve.bench.scenarios import PathModel, drifting, kill_analysis, latency_drift, saturation, sustained
 from idresolve.bench.scrape import counts, crosscheck, delta, parse
 from idresolve.cli.main import main
 from idresolve.core.codes import OpCode
@@ -117,6 +117,25 @@ async def test_open_loop_sends_on_schedule_and_counts_every_answer() -> None:
     assert res["send_lag"]["p50_us"] >= 0
     assert sum(r["sent"] for r in res["timeline"]) == 200
     assert res["distribution"][-1][0] == 100.0
+    assert all(c.after_read is None for c in conns)  # the driver's pump is detached after the run
+
+
+async def test_the_pump_sends_only_what_is_due() -> None:
+    """Answers call the driver's pump; a pump between two due times sends nothing, so the count and
+    the schedule stay exact however often answers arrive."""
+    server, port = await _echo_server()
+    try:
+        rec = Recorder([1], timeout_s=2.0, slice_s=0.1)
+        wl = BinaryWorkload(["88.1/x"])
+        conns = [await connect_binary("127.0.0.1", port, rec, wl)]
+        await open_loop(conns, rec, rate=2000, duration_s=0.3, work_len=1, timeout_s=2.0)
+        conns[0].close()
+        await conns[0].closed
+    finally:
+        server.close()
+        await server.wait_closed()
+    res = rec.result()
+    assert res["sent"] == res["ok"] == 600
 
 
 async def test_closed_loop_keeps_depth_in_flight_and_stops_at_the_count() -> None:
@@ -232,6 +251,22 @@ def test_saturation_is_the_highest_rate_kept_up() -> None:
     assert [sustained(s) for s in steps] == [True, True, False, False]
     assert saturation(steps) == 200
     assert saturation([{"offered_per_s": 100, "rate_per_s": 50, "sent": 1}]) == 50
+
+
+def test_a_step_whose_latency_keeps_rising_did_not_keep_up() -> None:
+    def row(p50: int | None) -> dict[str, int | None]:
+        return {"p50_us": p50}
+
+    rising = latency_drift([row(200), row(900), row(3000), row(9000), row(20000), row(41000)])
+    assert rising == {"first_p50_us": 900, "last_p50_us": 41000} and drifting(rising)
+    steady = latency_drift([row(200), row(260), row(None), row(180), row(240), row(300)])
+    assert steady is not None and not drifting(steady)
+    settling = latency_drift([row(7000), row(900), row(600), row(500), row(550), row(580)])
+    assert not drifting(settling)  # a start-up burst that drains is not a backlog
+    assert not drifting(latency_drift([row(60), row(70), row(900)]))  # under 1 ms of rise: noise
+    assert latency_drift([row(100), row(None)]) is None
+    step = {"offered_per_s": 300, "rate_per_s": 297, "sent": 450}
+    assert sustained(step) and not sustained({**step, "drift": rising})
 
 
 def test_kill_analysis_splits_before_and_after() -> None:

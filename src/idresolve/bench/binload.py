@@ -92,6 +92,7 @@ class BinaryLoadConnection(asyncio.Protocol):
         self.error: str | None = None
         self._rid = 0
         self._out: list[bytes] = []
+        self.after_read: Callable[[], None] | None = None  # the open-loop driver's pump
 
     @property
     def alive(self) -> bool:
@@ -152,6 +153,8 @@ class BinaryLoadConnection(asyncio.Protocol):
             record(code, sched, now)
             if self.on_answer is not None:
                 self.on_answer(self)
+        if self.after_read is not None:
+            self.after_read()
 
     def expire(self, now_ns: int, timeout_ns: int) -> int:
         """Drop requests older than ``timeout_ns`` (oldest first: the dict is in send order)."""

@@ -32,6 +32,8 @@ EXPIRE_EVERY_NS = 50_000_000
 
 
 class LoadConn(Protocol):
+    after_read: Callable[[], None] | None  # set by the open-loop driver: called after each read of answers
+
     @property
     def alive(self) -> bool: ...
 
@@ -182,6 +184,7 @@ class RestLoadConnection:
         self.rec, self.requests, self.on_answer = rec, requests, on_answer
         self.conn: httpload.HttpConnection | None = None
         self._out: list[bytes] = []
+        self.after_read: Callable[[], None] | None = None
 
     async def open(self, host: str, port: int) -> RestLoadConnection:
         self.conn = await httpload.connect(host, port, self._answered)
@@ -191,6 +194,8 @@ class RestLoadConnection:
         self.rec.record(status, sched_ns, time.perf_counter_ns())
         if self.on_answer is not None:
             self.on_answer(self)
+        if self.after_read is not None:
+            self.after_read()
 
     @property
     def alive(self) -> bool:
@@ -279,49 +284,89 @@ async def open_loop(conns: Sequence[LoadConn], rec: Recorder, *, rate: float, du
                     events: Sequence[Event] = (), tick_s: float = 0.001, least_loaded: bool = False) -> None:
     """Send ``rate x duration_s`` requests on schedule. ``least_loaded``: each request goes to the connection
     with the fewest in flight instead of the next in turn (HTTP/1.1: a server answers a connection's
-    pipelined requests one after another, so a slow answer holds up the ones behind it)."""
+    pipelined requests one after another, so a slow answer holds up the ones behind it).
+
+    Requests due go out whenever the generator gets control: on its own timer (every ``tick_s`` at least;
+    the event loop's timers have millisecond resolution) and also right after each read of answers, which
+    under load come far more often than that. So the send lag stays well under a tick without a busy loop,
+    and a stalled server, which sends nothing, still gets its requests on the timer."""
     if rate <= 0 or duration_s <= 0 or not conns or work_len < 1:
         raise ValueError("open_loop needs rate > 0, duration > 0, connections and a workload")
-    clock = time.perf_counter_ns
-    interval = 1e9 / rate
-    total = max(1, round(rate * duration_s))
-    n = len(conns)
+    sched = _Schedule(conns, rec, rate=rate, duration_s=duration_s, work_len=work_len, offset=offset,
+                      least_loaded=least_loaded)
     timeout_ns = int(timeout_s * 1e9)
     pending_events = sorted(events, key=lambda e: e.at_s)
-    t0 = clock()
-    rec.start(t0)
+    clock = time.perf_counter_ns
+    t0 = sched.start()
     next_expire = t0 + EXPIRE_EVERY_NS
-    sent = 0
     sleep = asyncio.sleep
-    while sent < total:
-        now = clock()
-        due = min(total, int((now - t0) / interval) + 1)
-        if sent < due:
-            while sent < due:
-                sched = t0 + int(sent * interval)
-                conn = min(conns, key=_load) if least_loaded else conns[sent % n]
-                if conn.alive:
-                    conn.queue((offset + sent) % work_len, sched)
-                    rec.sent_one(sched, now)
-                else:
-                    rec.not_sent += 1
-                sent += 1
-            for c in conns:
-                c.flush()
-        if pending_events and now - t0 >= pending_events[0].at_s * 1e9:
-            _fire(pending_events.pop(0), now, t0)
-        if now >= next_expire:
-            next_expire = now + EXPIRE_EVERY_NS
-            rec.maybe_progress(now)
-            for c in conns:
-                c.expire(now, timeout_ns)
-            if not any(c.alive for c in conns):
-                rec.aborted = f"{_first_error(conns)} at {(now - t0) / 1e9:.1f} s; the run stopped there"
-                rec.not_sent += total - sent
-                break
-        wait = (t0 + sent * interval - clock()) / 1e9
-        await sleep(max(wait, tick_s) if wait > 0 else 0)
+    for c in conns:
+        c.after_read = sched.pump
+    try:
+        while sched.sent < sched.total:
+            sched.pump()
+            now = clock()
+            if pending_events and now - t0 >= pending_events[0].at_s * 1e9:
+                _fire(pending_events.pop(0), now, t0)
+            if now >= next_expire:
+                next_expire = now + EXPIRE_EVERY_NS
+                rec.maybe_progress(now)
+                for c in conns:
+                    c.expire(now, timeout_ns)
+                if not any(c.alive for c in conns):
+                    rec.aborted = f"{_first_error(conns)} at {(now - t0) / 1e9:.1f} s; the run stopped there"
+                    rec.not_sent += sched.total - sched.sent
+                    break
+            wait = sched.next_due_s()
+            await sleep(max(wait, tick_s) if wait > 0 else 0)
+    finally:
+        for c in conns:
+            c.after_read = None
     await _drain(conns, rec, timeout_ns, timeout_s if grace_s is None else grace_s)
+
+
+class _Schedule:
+    """Request ``k`` is due at ``t0 + k / rate``; ``pump`` sends every request due by now, one write per
+    connection."""
+
+    def __init__(self, conns: Sequence[LoadConn], rec: Recorder, *, rate: float, duration_s: float,
+                 work_len: int, offset: int, least_loaded: bool) -> None:
+        self.conns, self.rec = conns, rec
+        self.interval = 1e9 / rate
+        self.total = max(1, round(rate * duration_s))
+        self.work_len, self.offset, self.least_loaded = work_len, offset, least_loaded
+        self.sent = 0
+        self.t0 = 0
+
+    def start(self) -> int:
+        self.t0 = time.perf_counter_ns()
+        self.rec.start(self.t0)
+        return self.t0
+
+    def pump(self) -> None:
+        now = time.perf_counter_ns()
+        sent, total = self.sent, self.total
+        due = min(total, int((now - self.t0) / self.interval) + 1)
+        if sent >= due:
+            return
+        conns, rec, n = self.conns, self.rec, len(self.conns)
+        t0, interval, work_len, offset = self.t0, self.interval, self.work_len, self.offset
+        while sent < due:
+            sched = t0 + int(sent * interval)
+            conn = min(conns, key=_load) if self.least_loaded else conns[sent % n]
+            if conn.alive:
+                conn.queue((offset + sent) % work_len, sched)
+                rec.sent_one(sched, now)
+            else:
+                rec.not_sent += 1
+            sent += 1
+        self.sent = sent
+        for c in conns:
+            c.flush()
+
+    def next_due_s(self) -> float:
+        """Seconds until the next request is due (0 or less: due now)."""
+        return (self.t0 + self.sent * self.interval - time.perf_counter_ns()) / 1e9
 
 
 class ClosedDriver:

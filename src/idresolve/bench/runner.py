@@ -35,12 +35,15 @@ from .loadgen import ClosedDriver, Event, Recorder, RestLoadConnection, open_loo
 from .procs import ServerFailed, ServerProcess, baseline_process, cpu_seconds, echo_process
 from .scenarios import (
     SCENARIOS,
+    SWEEP_SLICE_S,
     PathModel,
     RunConfig,
     aggregate_trace,
     check_topology_node,
     cluster_groups,
+    drifting,
     kill_analysis,
+    latency_drift,
     model_check,
     saturation,
     sustained,
@@ -334,6 +337,15 @@ def _strip(res: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in res.items() if not k.startswith("_")}
 
 
+def _not_kept_up(step: dict[str, Any]) -> str:
+    if sustained(step):
+        return ""
+    d = step.get("drift")
+    if d is not None and drifting(d):
+        return f"; not kept up: median latency rose from {d['first_p50_us']:,} to {d['last_p50_us']:,} us"
+    return "; not kept up"
+
+
 def _compact(res: dict[str, Any]) -> dict[str, Any]:
     keep = ("offered_per_s", "rate_per_s", "sent", "ok", "errors", "timeouts", "lost", "elapsed_s", "flat",
             "crosscheck", "send_lag", "aborted")
@@ -409,12 +421,13 @@ def _sweep_runs(sc: Scenario, targets: dict[str, Target]) -> dict[str, Any]:
         while fractions:
             f = fractions.pop(0)
             r = max(1.0, f * x)
-            res = sc.run_once(t, "rate", rate=r, duration_s=cfg.step_s, keep=False)
+            res = sc.run_once(t, "rate", rate=r, duration_s=cfg.step_s, keep=False, slice_s=SWEEP_SLICE_S)
             res["fraction"] = f
             step = _compact(res)
             step["fraction"] = f
+            step["drift"] = latency_drift(res["_rec"].timeline())
             steps.append(step)
-            sc.say(f"sweep {who} {f:.0%}: " + sc.line(who, res))
+            sc.say(f"sweep {who} {f:.0%}: " + sc.line(who, res) + _not_kept_up(step))
             if f >= 1.0 and not sustained(step):
                 break
             if not fractions and sustained(step) and len(steps) < MAX_SWEEP_STEPS:
@@ -453,10 +466,10 @@ def _kill_run(sc: Scenario, node: Target) -> dict[str, Any]:
     slice_s = 0.25
     res = sc.run_once(node, "rate", rate=rate, duration_s=duration, events=[event], slice_s=slice_s, scrape_all=True)
     rec: Recorder = res["_rec"]
-    out = {"victim": victim, "pid": pid, "event": event.name, "fired_s": event.fired_s, "error": event.error,
+    out: dict[str, Any] = {"victim": victim, "pid": pid, "event": event.name, "fired_s": event.fired_s, "error": event.error,
            "rate_per_s": rate, "duration_s": duration, "slice_s": slice_s,
            "analysis": kill_analysis(rec.slices, slice_s, event.fired_s), "run": _strip(res)}
-    a = out["analysis"]
+    a: dict[str, Any] = out["analysis"]
     sc.say(f"killed {victim} at {event.fired_s} s: before {a.get('before', {}).get('rate_per_s')}/s p99 "
            f"{a.get('before', {}).get('p99_us')} us; after {a.get('after', {}).get('rate_per_s')}/s p99 "
            f"{a.get('after', {}).get('p99_us')} us, {a.get('errors_after')} errors, {a.get('timeouts_after')} timeouts, "

@@ -30,8 +30,9 @@ from ..core.topology import Topology, TopologyError
 from .config import DEFAULT_FIXED_RATE, MODES, PROTOCOLS, SCENARIOS, SWEEP_FRACTIONS, RunConfig, Scenario
 from .hist import histogram, summary
 
-__all__ = ["DEFAULT_FIXED_RATE", "MODES", "PROTOCOLS", "SCENARIOS", "SWEEP_FRACTIONS", "PathModel", "RunConfig",
-           "Scenario", "aggregate_trace", "cluster_groups", "kill_analysis", "model_check", "saturation", "sustained"]
+__all__ = ["DEFAULT_FIXED_RATE", "MODES", "PROTOCOLS", "SCENARIOS", "SWEEP_FRACTIONS", "SWEEP_SLICE_S", "PathModel", "RunConfig",
+           "Scenario", "aggregate_trace", "cluster_groups", "drifting", "kill_analysis", "latency_drift", "model_check",
+           "saturation", "sustained"]
 
 
 # -- groups of scenarios per cluster ----------------------------------------------------------------------
@@ -169,14 +170,41 @@ def _counts(values: Iterable[int]) -> dict[int, int]:
 
 # -- sweeps -------------------------------------------------------------------------------------------------
 
+SWEEP_SLICE_S = 0.25  # a sweep step's timeline resolution: enough slices to see a backlog build up
+DRIFT_FACTOR = 2.0  # a step whose median latency at the end is over twice ...
+DRIFT_SLACK_US = 1000  # ... and 1 ms above what it was at the start did not keep up
+
+
+def latency_drift(timeline: Sequence[Mapping[str, Any]]) -> dict[str, int] | None:
+    """Median latency over the first and the last third of a run's timeline (the slowest slice p50 in
+    each third), or None when the run has fewer than three slices with answers."""
+    rows = [r for r in timeline if r.get("p50_us") is not None]
+    if len(rows) < 3:
+        return None
+    k = max(1, len(rows) // 3)
+    return {"first_p50_us": max(int(r["p50_us"]) for r in rows[:k]),
+            "last_p50_us": max(int(r["p50_us"]) for r in rows[-k:])}
+
+
+def drifting(drift: Mapping[str, int] | None) -> bool:
+    """Latency rose through the run: requests were queueing faster than they were answered."""
+    if not drift:
+        return False
+    first, last = drift["first_p50_us"], drift["last_p50_us"]
+    return last > DRIFT_FACTOR * first and last > first + DRIFT_SLACK_US
+
+
 def sustained(step: Mapping[str, Any]) -> bool:
     """An open-loop step kept up with its offered rate: >= 95 % answered successfully at that rate, no
-    timeouts or lost requests, at most 1 % errors (load shedding means saturation too)."""
+    timeouts or lost requests, at most 1 % errors (load shedding means saturation too), and no backlog
+    building up (``drifting``): above its capacity a pipelined server still answers nearly everything
+    within a short step, only later and later, which is not keeping up."""
     offered = float(step.get("offered_per_s") or 0.0)
     sent = max(1, int(step.get("sent", 0)))
     return (offered > 0 and float(step.get("rate_per_s", 0.0)) >= 0.95 * offered
             and int(step.get("timeouts", 0)) + int(step.get("lost", 0)) == 0
-            and int(step.get("errors", 0)) <= 0.01 * sent and not step.get("aborted"))
+            and int(step.get("errors", 0)) <= 0.01 * sent and not step.get("aborted")
+            and not drifting(step.get("drift")))
 
 
 def saturation(steps: Sequence[Mapping[str, Any]]) -> float:
