@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from clusterutil import MINIMAL, LocalCluster, free_base_port, listening_socket, start_local_cluster
@@ -201,6 +202,25 @@ async def test_rest_resolution_with_trace(running: Running) -> None:
     assert [h["cached"] for h in warm["trace"]] == [True]
     assert missing_status == 404 and missing["responseCode"] == 100
     assert write_status == 400
+
+
+async def test_rest_plain_resolutions_reuse_the_body_and_keep_the_clients_spelling(running: Running) -> None:
+    created = await call(running.client(ENT, "88.118.8"), "create", "88.118.8/BodyOne",
+                         (string_value(1, "URL", "https://body.example"),))
+    assert created.code == ResponseCode.SUCCESS
+    base = running.node(REC).http_url
+    bodies = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S)) as http:
+        for path in ("88.118.8/BodyOne", "88.118.8/BodyOne", "88.118.8/bodyone", "88.118.8/BodyOne?pretty"):
+            async with http.get(f"{base}/api/handles/{path}") as r:
+                assert r.status == 200
+                bodies.append(await r.read())
+    first, again, other_case, pretty = bodies
+    assert again == first  # a cached answer: the same bytes
+    assert orjson.loads(first)["handle"] == "88.118.8/BodyOne"
+    assert orjson.loads(other_case)["handle"] == "88.118.8/bodyone"  # the client's own spelling
+    assert orjson.loads(other_case)["values"] == orjson.loads(first)["values"]
+    assert b"\n" in pretty and orjson.loads(pretty) == orjson.loads(first)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -752,3 +752,18 @@ def test_authoritative_encoded_answers_follow_prefix_deallocation(hier: Hierarch
     direct = answer(hier.nodes[SEC], Request(3, OpCode.RESOLUTION, "88.118.9/Hosted1"), T0)
     assert direct.code == ResponseCode.SUCCESS
     assert _service_code(svc, "88.118.9/Hosted1", 4)[1] == direct.code
+
+
+def test_recursive_rest_body_cache_serves_only_the_same_answer() -> None:
+    from idresolve.core.values import string_value
+    from idresolve.http.recursive_app import BodyCache
+
+    cache = BodyCache(max_entries=2)
+    v1 = (string_value(1, "URL", "https://a.example"),)
+    v2 = (string_value(1, "URL", "https://a.example"),)  # equal, but a fresh answer (a new walk)
+    cache.put("/api/handles/88.1/a", v1, b"body-1")
+    assert cache.get("/api/handles/88.1/a", v1) == b"body-1"
+    assert cache.get("/api/handles/88.1/a", v2) is None
+    cache.put("/api/handles/88.1/b", v1, b"b")
+    cache.put("/api/handles/88.1/c", v1, b"c")  # over the bound: the oldest goes
+    assert cache.get("/api/handles/88.1/a", v1) is None and cache.get("/api/handles/88.1/c", v1) == b"c"

@@ -13,6 +13,7 @@ node that times out is skipped for ``root_down_s`` and the next one is asked.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from ..core.cache import TtlCache
 from ..core.codes import ResponseCode
@@ -40,20 +41,28 @@ class Target:
 
 
 def targets_from_site(values: tuple[HandleValue, ...]) -> list[Target]:
-    out = []
+    """The TCP endpoints of every HS_SITE among ``values``, in order (sites that do not parse are skipped)."""
+    out: list[Target] = []
     for v in values:
-        if v.type != HS_SITE:
-            continue
-        try:
-            site = SiteInfo.from_bytes(v.data)
-        except HandleError:
-            continue
-        attrs = dict(site.attributes)
-        for server in site.servers:
-            ep = server.endpoint("TCP")
-            if ep is not None:
-                out.append(Target(attrs.get("name", f"{ep[0]}:{ep[1]}"), ep[0], ep[1], attrs.get("location", "")))
+        if v.type == HS_SITE:
+            out.extend(_site_targets(v.data))
     return out
+
+
+@lru_cache(maxsize=4096)
+def _site_targets(data: bytes) -> tuple[Target, ...]:
+    """One HS_SITE's targets, parsed once per distinct value: every cold walk meets the same few sites."""
+    try:
+        site = SiteInfo.from_bytes(data)
+    except HandleError:
+        return ()
+    attrs = dict(site.attributes)
+    out = []
+    for server in site.servers:
+        ep = server.endpoint("TCP")
+        if ep is not None:
+            out.append(Target(attrs.get("name", f"{ep[0]}:{ep[1]}"), ep[0], ep[1], attrs.get("location", "")))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
