@@ -14,6 +14,7 @@ import random
 import socket
 import struct
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,10 @@ from hypothesis import strategies as st
 from idresolve.core.codes import OpCode
 from idresolve.core.values import admin_value, string_value
 from idresolve.core.wire import FLAG_OVERWRITE, FLAG_TRACE, Codec, Request, Response, decode_message
+from idresolve.nodes.auth import parse_identity
+from idresolve.nodes.authoritative import AuthoritativeNode
+from idresolve.nodes.bootstrap import prefix_record
+from idresolve.store.memory import MemoryStore
 
 LOOPBACK = "127.0.0.1"
 IO_TIMEOUT_S = 5.0
@@ -382,3 +387,43 @@ def contains_any(blob: bytes | str, needles: list[str]) -> str | None:
         if n and n in text:
             return n
     return None
+
+
+# -- the fuzzed authoritative node ------------------------------------------------------------------
+
+SECRET = "harden-fuzz-secret"
+ADMIN = "300:0.NA/88.100"
+ADMIN2 = "300:0.NA/88.200"
+NOW = 1_700_000_000.0
+SEEDED = {f"88.100/R{i}": (string_value(1, "URL", f"https://r{i}.example"), string_value(2, "DESC", f"record {i}"))
+          for i in range(1, 6)}
+
+
+def fresh_node() -> AuthoritativeNode:
+    """An in-memory authoritative node for prefixes 88.100 and 88.200, with SEEDED under 88.100."""
+    node = AuthoritativeNode(MemoryStore(), ["88.100", "88.200"], name="fuzz")
+    node.bootstrap_record(prefix_record("88.100", SECRET))
+    node.bootstrap_record(prefix_record("88.200", SECRET + "-2"))
+    caller = node.authenticate(parse_identity(ADMIN), SECRET.encode())
+    for h, vals in SEEDED.items():
+        node.put_record(h, vals, caller=caller, now=NOW)
+    return node
+
+
+async def good_request_on_a_fresh_connection(port: int) -> Response:
+    """A fresh connection still gets its answer: the node kept serving."""
+    conn = await RawBinary.open(port)
+    try:
+        return await conn.request(Request(777, OpCode.RESOLUTION, "88.100/R1"))
+    finally:
+        await conn.close()
+
+
+async def all_connections_gone(server: Any, timeout_s: float = 5.0) -> bool:
+    """True once ``server`` (a binary listener) holds no connection; False after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.conns.count == 0:
+            return True
+        await asyncio.sleep(0.01)  # the server notices closes asynchronously: bounded poll
+    return server.conns.count == 0
