@@ -36,6 +36,7 @@ DEMO = f"{DEMO_PREFIX}/{DEMO_SUFFIX}"
 REC, TOP, DR, SEC, ENT = "rec-jinan", "top-beijing", "top-nanjing", "sec-tyre-qingdao", "ent-tyre-qingdao-8"
 CLIENT_TIMEOUT_S = 10.0
 REPLICATION_DEADLINE_S = 5.0
+TIMER_RESOLUTION_MS = 1.0  # the event loop's timers (uvloop: whole milliseconds)
 
 
 @dataclass
@@ -316,9 +317,10 @@ async def test_trace_delays_follow_the_latency_model(running_with_latency: Runni
           + ", ".join(f"{n} {expected_ms[n]:.2f} -> {best_ms[n]:.2f} ms" for n in (TOP, SEC, ENT)))
     jitter_ms = 2 * 3 * model.spec.jitter_ms  # two samples, each clipped at 3 sigma
     for name in (TOP, SEC, ENT):
-        # Never faster than the model (the delay is paid in timers), and close to it: processing and
-        # scheduling on a busy loopback host add a few ms (best of five runs).
-        assert best_ms[name] >= expected_ms[name] - jitter_ms - 0.2, name
+        # Not faster than the model beyond the timers' resolution (delays are paid in event-loop timers
+        # of whole milliseconds, trimmed so that they are exact on average: net/delays.py), and close to
+        # it: processing and scheduling on a busy loopback host add a few ms (best of five runs).
+        assert best_ms[name] >= expected_ms[name] - jitter_ms - TIMER_RESOLUTION_MS, name
         assert best_ms[name] <= expected_ms[name] + 20.0, name
     assert best_ms[TOP] > best_ms[SEC] + 15
 

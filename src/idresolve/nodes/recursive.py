@@ -34,10 +34,10 @@ class Target:
     host: str
     port: int
     location: str = ""
+    address: str = field(init=False, compare=False, repr=False)  # "host:port", made once
 
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "address", f"{self.host}:{self.port}")
 
 
 def targets_from_site(values: tuple[HandleValue, ...]) -> list[Target]:
@@ -111,6 +111,11 @@ class RecursiveResolver:
         return Resolution(self, handle, now, bypass_cache)
 
     def healthy_roots(self, now: float, tried: set[str]) -> list[Target]:
+        if not tried and not self.root_down_until:
+            return self.roots  # the usual case: every root fresh and up
+        down = self.root_down_until
+        for address in [a for a, until in down.items() if until <= now]:
+            del down[address]  # back up: forget it, so the usual case applies again
         fresh = [r for r in self.roots if r.address not in tried]
         up = [r for r in fresh if self.root_down_until.get(r.address, 0.0) <= now]
         return up or fresh  # when every root looks down, try them anyway
