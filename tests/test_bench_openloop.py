@@ -603,3 +603,18 @@ def test_existing_cluster_then_it_goes_down_mid_run(tmp_path: Path) -> None:
                 "--no-baselines", "--out", str(tmp_path / "gone.json"))
     assert res.returncode == 1
     assert "cannot connect" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_select_waits_only_on_descriptors_it_can_take() -> None:
+    from idresolve.bench.loadgen import SELECT_FD_LIMIT, _fds
+
+    class Conn:
+        def __init__(self, fd: int) -> None:
+            self.fd = fd
+
+        def fileno(self) -> int:
+            return self.fd
+
+    assert _fds([Conn(5), Conn(7)]) == [5, 7]
+    assert _fds([Conn(5), Conn(-1), Conn(7)]) == [5, 7]  # a closed one is left out
+    assert _fds([Conn(5), Conn(SELECT_FD_LIMIT)]) == []  # beyond select(): the loop's timers instead

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from ..core.codes import OpCode
 from ..core.errors import DecodeError
 from ..core.wire import Codec, FrameDecoder, Request, Response, decode_message
+from .httpload import transport_fd
 
 if TYPE_CHECKING:
     from .loadgen import Recorder
@@ -101,6 +102,10 @@ class BinaryLoadConnection(asyncio.Protocol):
     @property
     def in_flight(self) -> int:
         return len(self.pending)
+
+    def fileno(self) -> int:
+        """The socket's descriptor, -1 when closed (the open-loop driver waits on it)."""
+        return transport_fd(self.transport)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]

@@ -81,7 +81,7 @@ class RunConfig:
     sweep_fractions: tuple[float, ...] = SWEEP_FRACTIONS
     step_s: float = 2.0
     trace_sample: int = 200
-    tick_s: float = 0.001
+    tick_s: float = 50e-6  # loadgen.DEFAULT_TICK_S
     seed: bool = True
 
     def fixed_rate(self, scenario: str) -> float:

@@ -30,6 +30,15 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 T = TypeVar("T")
 
 
+
+def transport_fd(transport: asyncio.BaseTransport | None) -> int:
+    """The descriptor of a transport's socket, -1 when there is none (closed)."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    try:
+        return int(sock.fileno()) if sock is not None else -1
+    except (OSError, ValueError):
+        return -1
+
 class LoadError(Exception):
     """The server answered something the client cannot frame, or could not be reached."""
 

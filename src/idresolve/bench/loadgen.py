@@ -19,6 +19,7 @@ runs where something happens mid-run (a node killed).
 from __future__ import annotations
 
 import asyncio
+import select
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -29,6 +30,10 @@ from . import httpload
 from .hist import distribution, histogram, summary
 
 EXPIRE_EVERY_NS = 50_000_000
+PRECISE_WAIT_S = 0.0025  # waits up to this long are timed by select(); longer ones by the loop's ms timer
+COARSE_MARGIN_S = 0.0015  # ... up to this much before the due time (at least its 1 ms resolution left to it)
+DEFAULT_TICK_S = 50e-6  # the shortest wait: the kernel's default timer slack
+MAX_HOLD_NS = 1_000_000  # the driver gives the event loop its turn at least this often
 
 
 class LoadConn(Protocol):
@@ -41,6 +46,8 @@ class LoadConn(Protocol):
     def in_flight(self) -> int: ...
 
     def send(self, i: int, sched_ns: int) -> None: ...
+
+    def fileno(self) -> int: ...
 
     def queue(self, i: int, sched_ns: int) -> None: ...
 
@@ -205,6 +212,10 @@ class RestLoadConnection:
     def in_flight(self) -> int:
         return len(self.conn.in_flight) if self.conn is not None else 0
 
+    def fileno(self) -> int:
+        """The socket's descriptor, -1 when closed."""
+        return httpload.transport_fd(self.conn.transport if self.conn is not None else None)
+
     @property
     def error(self) -> str | None:
         err = self.conn.error if self.conn is not None else None
@@ -281,15 +292,18 @@ class Event:
 
 async def open_loop(conns: Sequence[LoadConn], rec: Recorder, *, rate: float, duration_s: float, work_len: int,
                     offset: int = 0, timeout_s: float = 5.0, grace_s: float | None = None,
-                    events: Sequence[Event] = (), tick_s: float = 0.001, least_loaded: bool = False) -> None:
+                    events: Sequence[Event] = (), tick_s: float = DEFAULT_TICK_S, least_loaded: bool = False) -> None:
     """Send ``rate x duration_s`` requests on schedule. ``least_loaded``: each request goes to the connection
     with the fewest in flight instead of the next in turn (HTTP/1.1: a server answers a connection's
     pipelined requests one after another, so a slow answer holds up the ones behind it).
 
-    Requests due go out whenever the generator gets control: on its own timer (every ``tick_s`` at least;
-    the event loop's timers have millisecond resolution) and also right after each read of answers, which
-    under load come far more often than that. So the send lag stays well under a tick without a busy loop,
-    and a stalled server, which sends nothing, still gets its requests on the timer."""
+    Requests due go out whenever the generator gets control: right after each read of answers, which
+    under load come often, and on time otherwise. The event loop's timers have millisecond resolution, so
+    the last ``PRECISE_WAIT_S`` of a wait for the next due request is a ``select()`` on the connections'
+    sockets (microsecond timeout; an answer arriving ends it early and is read at once), for ``tick_s`` at
+    least. So the send lag stays near the kernel's timer slack at every rate without a busy loop, and a
+    stalled server, which sends nothing, still gets its requests on time. ``tick_s = 0`` never waits (a
+    busy loop)."""
     if rate <= 0 or duration_s <= 0 or not conns or work_len < 1:
         raise ValueError("open_loop needs rate > 0, duration > 0, connections and a workload")
     sched = _Schedule(conns, rec, rate=rate, duration_s=duration_s, work_len=work_len, offset=offset,
@@ -302,6 +316,8 @@ async def open_loop(conns: Sequence[LoadConn], rec: Recorder, *, rate: float, du
     sleep = asyncio.sleep
     for c in conns:
         c.after_read = sched.pump
+    fds = _fds(conns)
+    yielded = clock()  # when the event loop last had its turn
     try:
         while sched.sent < sched.total:
             sched.pump()
@@ -318,11 +334,43 @@ async def open_loop(conns: Sequence[LoadConn], rec: Recorder, *, rate: float, du
                     rec.not_sent += sched.total - sched.sent
                     break
             wait = sched.next_due_s()
-            await sleep(max(wait, tick_s) if wait > 0 else 0)
+            if wait <= 0 or tick_s <= 0:
+                await sleep(0)
+            elif wait > PRECISE_WAIT_S:
+                await sleep(wait - COARSE_MARGIN_S)  # the loop's coarse timer first, the rest precisely
+            elif fds:
+                fds, readable = _wait_readable(fds, conns, max(wait, tick_s))  # an answer ends it early
+                if not readable and clock() - yielded < MAX_HOLD_NS:
+                    continue  # timed out: a request is due, send it now (the loop gets its turn soon)
+                await sleep(0)
+            else:
+                await sleep(max(wait, tick_s))
+            yielded = clock()
     finally:
         for c in conns:
             c.after_read = None
     await _drain(conns, rec, timeout_ns, timeout_s if grace_s is None else grace_s)
+
+
+SELECT_FD_LIMIT = 1024  # select()'s FD_SETSIZE
+
+
+def _fds(conns: Sequence[LoadConn]) -> list[int]:
+    """The open connections' socket descriptors, or [] when any is beyond what select() takes."""
+    fds = [c.fileno() for c in conns]
+    if any(fd >= SELECT_FD_LIMIT for fd in fds):
+        return []
+    return [fd for fd in fds if fd >= 0]
+
+
+def _wait_readable(fds: list[int], conns: Sequence[LoadConn], timeout_s: float) -> tuple[list[int], bool]:
+    """Block up to ``timeout_s`` until a connection has something to read: (the descriptors to use next
+    time, a connection that closed left out; whether something is readable)."""
+    try:
+        readable, _, _ = select.select(fds, [], [], timeout_s)
+        return fds, bool(readable)
+    except (OSError, ValueError):  # a descriptor closed under us: take the live ones again
+        return _fds([c for c in conns if c.alive]), True
 
 
 class _Schedule:

@@ -136,8 +136,8 @@ def _run_args(p: argparse.ArgumentParser, *, suite: bool = False) -> None:
         s.add_argument("--trace-sample", type=_int_in(0, 100_000), default=d.trace_sample,
                        help=f"cold runs: traced resolutions for the per-hop breakdown (default {d.trace_sample})")
         s.add_argument("--tick-ms", type=_seconds(0, 100, allow_zero=True), default=d.tick_s * 1000,
-                       help="open loop: the generator sleeps at least this long between sends (default 1; 0 sends "
-                       "as close to the schedule as the event loop can, using a core)")
+                       help="open loop: the shortest wait between two looks at the schedule (default 0.05; a wait ends "
+                       "early when answers arrive; 0 never waits, a busy loop using a core)")
         s.add_argument("--no-baselines", action="store_true", help="skip the baseline servers")
         s.add_argument("--no-seed", action="store_true", help="existing cluster: identifiers BENCH* are in place already")
 
