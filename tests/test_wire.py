@@ -21,6 +21,7 @@ from idresolve.core.wire import (
     Request,
     Response,
     decode_message,
+    plain_resolution,
 )
 
 # --------------------------------------------------------------------------------------------------
@@ -347,3 +348,44 @@ def test_decoder_rule_with_nesting_just_under_msgpack_stack_limit() -> None:
 def test_malformed_payloads_raise_decode_error(payload: bytes) -> None:
     with pytest.raises(DecodeError):
         decode_message(payload)
+
+
+# --------------------------------------------------------------------------------------------------
+# The plain-resolution fast path: it recognises exactly what decodes to a plain resolution request.
+
+@given(rid=u32, handle=st.text(max_size=1100))
+def test_plain_resolution_reads_what_the_codec_writes(rid: int, handle: str) -> None:
+    payload = Codec().encode(Request(rid, OpCode.RESOLUTION, handle))
+    got = plain_resolution(payload)
+    if len(handle) <= 1024:
+        assert got == (rid, handle)
+        assert decode_message(payload) == Request(rid, OpCode.RESOLUTION, handle)
+    else:
+        assert got is None  # too long: the decoder gives the error
+
+
+@given(req=st.builds(Request, request_id=u32, opcode=st.sampled_from([OpCode.RESOLUTION, OpCode.CREATE_HANDLE]),
+                     handle=st.text(max_size=40), flags=st.integers(0, 3),
+                     indexes=st.lists(st.integers(1, 9), max_size=2).map(tuple)))
+def test_plain_resolution_leaves_every_other_request_to_the_decoder(req: Request) -> None:
+    payload = Codec().encode(req)
+    plain = req.opcode == OpCode.RESOLUTION and not req.flags and not req.indexes
+    assert (plain_resolution(payload) is not None) == plain
+
+
+@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_whatever_the_fast_path_accepts_decodes_to_the_same_request(data: st.DataObject) -> None:
+    base = Codec().encode(Request(data.draw(u32), OpCode.RESOLUTION, data.draw(st.text(max_size=40))))
+    payload = bytearray(base)
+    for _ in range(data.draw(st.integers(0, 3))):  # mutate a few bytes, or cut, or extend
+        how = data.draw(st.sampled_from(["set", "cut", "add"]))
+        if how == "set" and payload:
+            payload[data.draw(st.integers(0, len(payload) - 1))] = data.draw(st.integers(0, 255))
+        elif how == "cut" and payload:
+            del payload[data.draw(st.integers(0, len(payload) - 1)):]
+        else:
+            payload += data.draw(st.binary(max_size=3))
+    got = plain_resolution(bytes(payload))
+    if got is not None:
+        assert decode_message(bytes(payload)) == Request(got[0], OpCode.RESOLUTION, got[1])

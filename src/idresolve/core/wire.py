@@ -229,6 +229,40 @@ def peek_request(payload: bytes) -> tuple[int, int] | None:
     return head[0], int.from_bytes(rest[1:1 + width], "big")
 
 
+_RESOLUTION_NO_FLAGS = b"\x01\x00"  # opcode RESOLUTION (1), flags 0: as Codec writes them
+
+
+def plain_resolution(payload: bytes) -> tuple[int, str] | None:
+    """(request id, handle) when ``payload`` is exactly a plain resolution request as ``Codec`` writes it
+    (``[0, rid, RESOLUTION, 0, handle, {}]``, request id below 2**32), else None. For such a payload
+    ``decode_message`` gives ``Request(rid, OpCode.RESOLUTION, handle)``; anything else (another shape or
+    encoding, invalid UTF-8, a handle too long) is left to it. Lets a server answer its hottest request
+    from a cache without decoding it."""
+    head = _request_id_at2(payload) if payload[:2] == b"\x96\x00" else None
+    if head is None or not 0 <= head[0] < 2**32:
+        return None
+    i = head[1]
+    if payload[i:i + 2] != _RESOLUTION_NO_FLAGS or len(payload) < i + 4:
+        return None
+    c = payload[i + 2]
+    if 0xA0 <= c <= 0xBF:
+        n, start = c & 0x1F, i + 3
+    elif c == 0xD9:
+        n, start = payload[i + 3], i + 4
+    elif c == 0xDA and len(payload) >= i + 5:
+        n, start = int.from_bytes(payload[i + 3:i + 5], "big"), i + 5
+    else:
+        return None
+    end = start + n
+    if len(payload) != end + 1 or payload[end] != 0x80:
+        return None
+    try:
+        handle = payload[start:end].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return (head[0], handle) if len(handle) <= MAX_HANDLE_BYTES else None
+
+
 class ResponseMemo:
     """Decoded responses by their bytes after the request id, so an answer seen before (the same referral,
     again and again, to a recursive node) is not decoded and validated again. Bounded (oldest dropped)

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Any
 from typing import Protocol as TypingProtocol
 
 from ..core.codes import OpCode, ResponseCode
@@ -33,6 +34,7 @@ from ..core.wire import (
     decode_message,
     error_response,
     peek_request,
+    plain_resolution,
 )
 from .admission import Admission
 
@@ -77,6 +79,9 @@ class BinaryServerProtocol(asyncio.Protocol):
         self._activity = True
         self._closed = False
         self.admission: Admission | None = getattr(service, "admission", None)
+        #: ``answer_plain(request_id, handle) -> bytes | None``: a service's cache of encoded answers to
+        #: plain resolutions (optional), asked before a request is decoded.
+        self._answer_plain = getattr(service, "answer_plain", None)
         self.peer: str | None = None
         # Answers wait here until the end of the read that produced them, or of the event-loop pass in which
         # they completed, and leave in one write: one send() per batch instead of one per answer.
@@ -200,18 +205,32 @@ class BinaryServerProtocol(asyncio.Protocol):
                 self.flush()
 
     def _dispatch(self, payload: bytes, backlog: bool = False) -> None:
-        try:
-            msg = decode_message(payload)
-        except DecodeError as exc:
-            self._send(error_response(0, 0, ResponseCode.PROTOCOL_ERROR, exc.message))
-            return
-        if not isinstance(msg, Request):
-            self._send(error_response(msg.request_id, msg.opcode, ResponseCode.PROTOCOL_ERROR, "expected a request"))
-            return
+        plain = plain_resolution(payload) if self._answer_plain is not None else None
+        msg: Request | None = None
+        if plain is not None:  # the hottest request: admitted, it may be answered without decoding it
+            rid, handle = plain
+        else:
+            try:
+                decoded = decode_message(payload)
+            except DecodeError as exc:
+                self._send(error_response(0, 0, ResponseCode.PROTOCOL_ERROR, exc.message))
+                return
+            if not isinstance(decoded, Request):
+                self._send(error_response(decoded.request_id, decoded.opcode, ResponseCode.PROTOCOL_ERROR,
+                                          "expected a request"))
+                return
+            msg = decoded
         adm = self.admission
         if adm is not None and not adm.admit(self.peer, backlog or self.inflight > 0):
-            self._send(error_response(msg.request_id, msg.opcode, ResponseCode.SERVER_TOO_BUSY, "server too busy"))
+            rid, opcode = (rid, OpCode.RESOLUTION) if msg is None else (msg.request_id, msg.opcode)
+            self._send(error_response(rid, opcode, ResponseCode.SERVER_TOO_BUSY, "server too busy"))
             return
+        if msg is None:
+            cached = _call_plain(self.service, self._answer_plain, rid, handle)
+            if cached is not None:
+                self._send(cached)
+                return
+            msg = Request(rid, OpCode.RESOLUTION, handle)  # what decode_message gives for this payload
         result = _call(self.service, msg)
         if isinstance(result, Response | bytes):
             self._send(result)
@@ -269,6 +288,15 @@ def _call(service: Service, msg: Request) -> Answer | Awaitable[Answer]:
     except Exception:
         log.exception("service %s failed on opcode %s", service.name, msg.opcode)
         return error_response(msg.request_id, msg.opcode, ResponseCode.ERROR, "internal error")
+
+
+def _call_plain(service: Service, answer_plain: Any, rid: int, handle: str) -> bytes | None:
+    """The service's cached answer to a plain resolution, or None; a bug there falls back to ``handle``."""
+    try:
+        return answer_plain(rid, handle)  # type: ignore[no-any-return]
+    except Exception:
+        log.exception("service %s failed on a cached resolution", service.name)
+        return None
 
 
 def _discard(result: Awaitable[Answer]) -> None:

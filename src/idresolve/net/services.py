@@ -51,15 +51,24 @@ class AuthoritativeService:
         else:
             self._encoded.pop(key, None)
 
+    def answer_plain(self, request_id: int, handle: str) -> bytes | None:
+        """The encoded answer to a plain resolution of ``handle`` when it is cached, else None (the server
+        asks this before decoding such a request; ``handle`` does the rest)."""
+        t0 = time.perf_counter()
+        hit = self._encoded.get(fold(handle))
+        if hit is None or hit[0] != handle:
+            return None
+        if self.observe is not None:
+            self.observe(OpCode.RESOLUTION, hit[2], time.perf_counter() - t0)
+        return self.codec.payload_with_tail(request_id, hit[1])
+
     def handle(self, req: Request) -> Response | bytes:
         t0 = time.perf_counter()
         if req.opcode == OpCode.RESOLUTION and not (req.flags or req.auth or req.indexes or req.types):
+            cached = self.answer_plain(req.request_id, req.handle)
+            if cached is not None:
+                return cached
             key = fold(req.handle)
-            hit = self._encoded.get(key)
-            if hit is not None and hit[0] == req.handle:
-                if self.observe is not None:
-                    self.observe(req.opcode, hit[2], time.perf_counter() - t0)
-                return self.codec.payload_with_tail(req.request_id, hit[1])
             resp = answer(self.node, req, time.time(), self.extra)
             # Answers and referrals (303, what top-level and secondary nodes give recursive nodes) are kept
             # encoded: a referral depends only on prefix records, and any change to one clears the cache.
@@ -101,14 +110,11 @@ class RecursiveService:
             return error_response(req.request_id, req.opcode, ResponseCode.OPERATION_NOT_SUPPORTED,
                                   "a recursive node only resolves; write to the node that holds the prefix")
         plain = not (req.flags or req.indexes or req.types or req.auth)
-        now = time.monotonic()
         if plain:
-            hit = self._encoded.get(req.handle)
-            if hit is not None and hit[0] > now:
-                self.resolver.answers.stats.hits += 1
-                if self.observe is not None:
-                    self.observe(req.opcode, ResponseCode.SUCCESS, 0.0)
-                return self.codec.payload_with_tail(req.request_id, hit[1])
+            cached = self.answer_plain(req.request_id, req.handle)
+            if cached is not None:
+                return cached
+        now = time.monotonic()
         bypass = bool(req.flags & FLAG_AUTHORITATIVE)
         if bypass:
             self._encoded.pop(req.handle, None)
@@ -118,6 +124,17 @@ class RecursiveService:
                 self.observe(req.opcode, resolution.step.code, time.monotonic() - now)
             return self._finish(req, resolution.step, now, plain)
         return self._walk(req, resolution, plain)
+
+    def answer_plain(self, request_id: int, handle: str) -> bytes | None:
+        """The encoded answer to a plain resolution of ``handle`` while it is cached and fresh, else None
+        (the server asks this before decoding such a request; ``handle`` does the rest)."""
+        hit = self._encoded.get(handle)
+        if hit is None or hit[0] <= time.monotonic():
+            return None
+        self.resolver.answers.stats.hits += 1
+        if self.observe is not None:
+            self.observe(OpCode.RESOLUTION, ResponseCode.SUCCESS, 0.0)
+        return self.codec.payload_with_tail(request_id, hit[1])
 
     async def resolve(self, handle: str, *, bypass_cache: bool = False) -> Done:
         """Resolve ``handle`` (for the REST surface and the CLI's trace)."""
