@@ -27,7 +27,7 @@ from ..core.latency import LatencyModel
 from ..core.records import Record
 from ..core.topology import load_topology
 from ..core.values import HS_SECKEY, HS_SITE, seckey_value, site_value
-from ..host import run_until_signal
+from ..host import freeze_startup_heap, run_until_signal
 from ..hosting import HostedAuthoritative, HostedRecursive, link_metrics
 from ..net.client import ClientPool
 from ..net.links import LinkModel
@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             _stop_on_stdin_eof(stop)
         try:
             ready = await worker.start()
+            freeze_startup_heap()
             print(json.dumps({"event": "ready", "worker": args.index, "nodes": ready}), flush=True)
             await stop.wait()
         finally:
