@@ -97,20 +97,26 @@ async def _echo_server() -> tuple[asyncio.AbstractServer, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
-async def test_open_loop_sends_on_schedule_and_counts_every_answer() -> None:
+async def _open_loop_against_echo(handles: list[str], connections: int, rate: float,
+                                  duration_s: float) -> tuple[dict[str, Any], list[Any]]:
+    """An open-loop run against the echo server: (the result, the closed connections)."""
     server, port = await _echo_server()
     try:
         rec = Recorder([1], timeout_s=2.0, slice_s=0.1)
-        wl = BinaryWorkload([f"88.1/x{i}" for i in range(10)])
-        conns = [await connect_binary("127.0.0.1", port, rec, wl) for _ in range(3)]
-        await open_loop(conns, rec, rate=400, duration_s=0.5, work_len=len(wl), timeout_s=2.0)
+        wl = BinaryWorkload(handles)
+        conns = [await connect_binary("127.0.0.1", port, rec, wl) for _ in range(connections)]
+        await open_loop(conns, rec, rate=rate, duration_s=duration_s, work_len=len(wl), timeout_s=2.0)
         for c in conns:
             c.close()
         await asyncio.gather(*(c.closed for c in conns))
     finally:
         server.close()
         await server.wait_closed()
-    res = rec.result()
+    return rec.result(), conns
+
+
+async def test_open_loop_sends_on_schedule_and_counts_every_answer() -> None:
+    res, conns = await _open_loop_against_echo([f"88.1/x{i}" for i in range(10)], 3, rate=400, duration_s=0.5)
     assert res["sent"] == 200 and res["ok"] == 200  # the count bound: rate x duration, exactly
     assert res["errors"] == res["timeouts"] == res["lost"] == 0
     assert 0 < res["latency"]["p50_us"] <= res["latency"]["p99_us"] <= res["latency"]["max_us"]
@@ -123,18 +129,7 @@ async def test_open_loop_sends_on_schedule_and_counts_every_answer() -> None:
 async def test_the_pump_sends_only_what_is_due() -> None:
     """Answers call the driver's pump; a pump between two due times sends nothing, so the count and
     the schedule stay exact however often answers arrive."""
-    server, port = await _echo_server()
-    try:
-        rec = Recorder([1], timeout_s=2.0, slice_s=0.1)
-        wl = BinaryWorkload(["88.1/x"])
-        conns = [await connect_binary("127.0.0.1", port, rec, wl)]
-        await open_loop(conns, rec, rate=2000, duration_s=0.3, work_len=1, timeout_s=2.0)
-        conns[0].close()
-        await conns[0].closed
-    finally:
-        server.close()
-        await server.wait_closed()
-    res = rec.result()
+    res, _ = await _open_loop_against_echo(["88.1/x"], 1, rate=2000, duration_s=0.3)
     assert res["sent"] == res["ok"] == 600
 
 
