@@ -45,18 +45,33 @@ def _free(port: int, kind: int) -> bool:
     return True
 
 
-def free_base_port(count: int, *, lo: int = 20000, hi: int = 60000, tries: int = 200,
+DEFAULT_PORTS = range(26300, 27300)  # where `idresolve up` and `node` listen by default: left to them
+
+
+def ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (client sockets, TIME_WAIT), 32768 if unknown."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_base_port(count: int, *, lo: int = 20000, hi: int | None = None, tries: int = 200,
                    rng: random.Random | None = None) -> int:
-    """A base port ``b`` such that ``b .. b+count-1`` are free for TCP and UDP on loopback right now.
+    """A base port ``b`` such that ``b .. b+count-1`` are free for TCP and UDP on loopback right now, below
+    the ephemeral range (no client socket in TIME_WAIT holds it) and away from ``DEFAULT_PORTS``.
 
     Probes by binding (another process may still take a port before we do: callers retry on collision).
     """
     rng = rng or random.Random(os.getpid() ^ time.monotonic_ns())
+    top = min(hi if hi is not None else 60000, ephemeral_low())
     for _ in range(tries):
-        base = rng.randrange(lo, hi - count)
+        base = rng.randrange(lo, top - count)
+        if base < DEFAULT_PORTS.stop and base + count > DEFAULT_PORTS.start:
+            continue
         if all(_free(p, socket.SOCK_STREAM) and _free(p, socket.SOCK_DGRAM) for p in range(base, base + count)):
             return base
-    raise RuntimeError(f"no run of {count} free loopback ports found in {tries} tries")
+    raise RuntimeError(f"no run of {count} free loopback ports between {lo} and {top} in {tries} tries")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 import struct
 import threading
 import time
@@ -23,6 +22,7 @@ from typing import Any
 import msgpack
 from hypothesis import strategies as st
 
+from clusterutil import free_base_port
 from idresolve.core.codes import OpCode
 from idresolve.core.values import admin_value, string_value
 from idresolve.core.wire import FLAG_OVERWRITE, FLAG_TRACE, Codec, Request, Response, decode_message
@@ -290,25 +290,6 @@ def http_request(method: str | bytes, target: str | bytes, *, headers: list[tupl
 
 # --------------------------------------------------------------------------------------------------
 # An in-process cluster on its own event loop thread (tests talk to it with blocking clients)
-
-
-def free_base_port(count: int, *, rng: random.Random | None = None, tries: int = 200) -> int:
-    """A base port ``b`` with ``b .. b+count-1`` free for TCP and UDP on loopback now (callers retry)."""
-    rng = rng or random.Random()
-
-    def free(port: int, kind: int) -> bool:
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind((LOOPBACK, port))
-            except OSError:
-                return False
-        return True
-
-    for _ in range(tries):
-        base = rng.randrange(20000, 60000 - count)
-        if all(free(p, socket.SOCK_STREAM) and free(p, socket.SOCK_DGRAM) for p in range(base, base + count)):
-            return base
-    raise RuntimeError(f"no run of {count} free loopback ports in {tries} tries")
 
 
 @dataclass

@@ -48,16 +48,9 @@ STOP_TIMEOUT_S = 30.0
 # Ports
 
 
-def ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
 def base_port(count: int) -> int:
     """A free run of ``count`` loopback ports (TCP and UDP) below the ephemeral range."""
-    return free_base_port(count, lo=PORT_LO, hi=min(PORT_HI, ephemeral_low()))
+    return free_base_port(count, lo=PORT_LO, hi=PORT_HI)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -228,6 +228,20 @@ async def test_rest_plain_resolutions_reuse_the_body_and_keep_the_clients_spelli
 # Registry replication between the top-level nodes
 
 
+async def _answers_within(r: Running, node: str, handle: str, code: int) -> bool:
+    """Whether ``node`` answers ``handle`` with ``code`` within the replication deadline (polled)."""
+    def poll() -> bool:
+        with r.client(node) as c:
+            deadline = time.monotonic() + REPLICATION_DEADLINE_S
+            while time.monotonic() < deadline:
+                if c.resolve(handle).code == code:
+                    return True
+                time.sleep(0.002)
+        return False
+
+    return await asyncio.to_thread(poll)
+
+
 async def _replication_lag(r: Running, prefix: str) -> float:
     """Write 0.NA/<prefix> at the primary top-level node; seconds until the DR node answers with it."""
     handle = f"0.NA/{prefix}"
@@ -262,16 +276,7 @@ async def test_write_at_primary_top_replicates_to_dr(running: Running) -> None:
     deleted = await call(running.client(TOP, "88"), "delete", "0.NA/88.130")
     assert deleted.code == ResponseCode.SUCCESS
 
-    def gone() -> bool:
-        with running.client(DR) as c:
-            deadline = time.monotonic() + REPLICATION_DEADLINE_S
-            while time.monotonic() < deadline:
-                if c.resolve("0.NA/88.130").code == ResponseCode.HANDLE_NOT_FOUND:
-                    return True
-                time.sleep(0.002)
-        return False
-
-    assert await asyncio.to_thread(gone)
+    assert await _answers_within(running, DR, "0.NA/88.130", ResponseCode.HANDLE_NOT_FOUND)
 
 
 async def test_write_at_dr_top_replicates_to_primary(running: Running) -> None:
@@ -279,16 +284,7 @@ async def test_write_at_dr_top_replicates_to_primary(running: Running) -> None:
     values = (site_value(1, running.node(SEC).site()),)
     assert (await call(running.client(DR, "88"), "create", "0.NA/88.131", values)).code == ResponseCode.SUCCESS
 
-    def arrived() -> bool:
-        with running.client(TOP) as c:
-            deadline = time.monotonic() + REPLICATION_DEADLINE_S
-            while time.monotonic() < deadline:
-                if c.resolve("0.NA/88.131").code == ResponseCode.SUCCESS:
-                    return True
-                time.sleep(0.002)
-        return False
-
-    assert await asyncio.to_thread(arrived)
+    assert await _answers_within(running, TOP, "0.NA/88.131", ResponseCode.SUCCESS)
 
 
 # --------------------------------------------------------------------------------------------------

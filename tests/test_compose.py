@@ -25,7 +25,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,6 +35,7 @@ from typing import Any
 
 import pytest
 
+from clusterutil import free_base_port
 from idresolve.cli.main import main
 from idresolve.cluster.compose import (
     APP_DIR,
@@ -261,29 +261,6 @@ def test_bootstrap_gives_up_when_the_nodes_do_not_come(tmp_path):
 
 
 # -- the containers' commands, without docker ------------------------------------------------------------
-
-def free_base_port(count: int) -> int:
-    """A base port with ``count`` free TCP and UDP ports on loopback, below the ephemeral range and away from
-    the defaults other clusters use (26400+, 27000+)."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 32000 - count, 2)
-        if base + count > 26300 and base < 27300:
-            continue
-        ok = True
-        for port in range(base, base + count):
-            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                with socket.socket(socket.AF_INET, kind) as s:
-                    try:
-                        s.bind(("127.0.0.1", port))
-                    except OSError:
-                        ok = False
-            if not ok:
-                break
-        if ok:
-            return base
-    raise AssertionError("no free port range found on 127.0.0.1")
-
 
 class Proc:
     """A subprocess whose stdout lines a reader thread queues, so waits on it have deadlines."""

@@ -13,6 +13,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from clusterutil import MINIMAL
 from hardenutil import (
@@ -68,6 +69,17 @@ def _writers(ledger: Ledger, host: str, tcp: int, http: int, identity: str, secr
 # One node
 
 
+def _load(ledger: Ledger, writers: list[Any]) -> int:
+    """Start the writers and wait for LOAD_ACKS more acknowledged operations: the count to stop at."""
+    for w in writers:
+        w.start()
+    with ledger.lock:
+        target = ledger.acks + LOAD_ACKS
+    wait_for_acks(ledger, target, timeout_s=30, writers=writers)
+    with ledger.lock:
+        return ledger.acks
+
+
 def _start_node(data_dir: Path, log: Path) -> tuple[NodeProcess, int, int]:
     node = NodeProcess("--name", "stop", "--prefix", "88.100", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0",
                        "--data-dir", str(data_dir), "--admin-secret", SECRET, log=log, env=clean_env())
@@ -90,13 +102,7 @@ def test_sigterm_during_heavy_writes_stops_cleanly_and_keeps_every_acknowledged_
             if cycle:
                 assert_sound(verify(ledger, "127.0.0.1", tcp))  # everything from before the last stop
             writers = _writers(ledger, "127.0.0.1", tcp, http, IDENTITY, SECRET, "88.100", f"c{cycle}", 100 * cycle)
-            for w in writers:
-                w.start()
-            with ledger.lock:
-                target = ledger.acks + LOAD_ACKS
-            wait_for_acks(ledger, target, timeout_s=30, writers=writers)
-            with ledger.lock:
-                acks_at_signal = ledger.acks
+            acks_at_signal = _load(ledger, writers)
             t0 = time.monotonic()
             node.proc.send_signal(signal.SIGTERM)
             code = node.proc.wait(timeout=NODE_STOP_BOUND_S + 10)
@@ -155,13 +161,7 @@ def test_sigint_to_up_under_load_stops_cleanly_and_keeps_every_acknowledged_writ
             BinaryWriter(ledger, "127.0.0.1", ent.tcp_port, (own, creds[own].encode()), "88.118.8", "ebat", seed=9,
                          batch=(100, 300), max_seconds=120),
         ]
-        for w in writers:
-            w.start()
-        with ledger.lock:
-            target = ledger.acks + LOAD_ACKS
-        wait_for_acks(ledger, target, timeout_s=30, writers=writers)
-        with ledger.lock:
-            acks_at_signal = ledger.acks
+        acks_at_signal = _load(ledger, writers)
         code, took = up.interrupt()
         stops.append(took)
         with ledger.lock:

@@ -17,7 +17,6 @@ import os
 import queue
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from clusterutil import free_base_port
 from idresolve.client.rest import RestClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,22 +119,6 @@ def test_unknown_and_fresh_names_never_collide_with_seeded_ones() -> None:
 
 # -- a real cluster -------------------------------------------------------------------------------------
 
-def _free_base_port(rng: random.Random) -> int:
-    """A base port whose whole range is free for TCP and UDP on loopback, below the usual ephemeral range
-    (so no client socket in TIME_WAIT holds it) and away from the project's default ports."""
-    for _ in range(200):
-        base = rng.randrange(28000, 32000 - PORTS_PER_CLUSTER, 2)
-        try:
-            for port in range(base, base + PORTS_PER_CLUSTER):
-                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                    with socket.socket(socket.AF_INET, kind) as s:
-                        s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise AssertionError("no free port range on 127.0.0.1")
-
-
 @dataclass
 class Cluster:
     data_dir: Path
@@ -205,7 +189,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for _attempt in range(4):  # another test may take the range between our check and `up`'s bind
             data_dir = tmp_path_factory.mktemp("cluster")
             log = data_dir.parent / (data_dir.name + "-up.log")
-            up = _Up(data_dir, _free_base_port(rng), log)
+            up = _Up(data_dir, free_base_port(PORTS_PER_CLUSTER, lo=28000, rng=rng), log)
             if up.wait_ready():
                 break
             up.stop()

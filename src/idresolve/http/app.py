@@ -206,9 +206,15 @@ async def _json_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> Any:
         raise PeerError("Malformed JSON in request body") from None
 
 
-def _writes_allowed(request: web.Request) -> None:
+def _writer(request: web.Request, handle: str | None) -> Identity:
+    """The caller of a write: authenticated (else AuthenticationNeeded), over HTTPS unless plain-HTTP
+    writes are allowed on this node (else NotAuthorized)."""
+    caller = caller_of(request)
+    if caller is None:
+        raise AuthenticationNeeded("Authentication needed", handle=handle)
     if not request.app[PLAIN_WRITES] and not request.secure:
         raise NotAuthorized("Writes need HTTPS on this node")
+    return caller
 
 
 # -- handlers --------------------------------------------------------------------------------------------
@@ -247,10 +253,7 @@ async def resolve(request: web.Request) -> web.Response:
 async def put_handle(request: web.Request) -> web.Response:
     text = handle_from_path(request)
     node = request.app[NODE]
-    caller = caller_of(request)
-    if caller is None:
-        raise_auth_needed(text)
-    _writes_allowed(request)
+    caller = _writer(request, text)
     body = await _json_body(request)
     if isinstance(body, list):
         raw_values = body
@@ -279,17 +282,10 @@ async def put_handle(request: web.Request) -> web.Response:
     return _json({"responseCode": 1, "handle": text}, 201 if created else 200)
 
 
-def raise_auth_needed(text: str | None) -> None:
-    raise AuthenticationNeeded("Authentication needed", handle=text)
-
-
 async def delete_handle(request: web.Request) -> web.Response:
     text = handle_from_path(request)
     node = request.app[NODE]
-    caller = caller_of(request)
-    if caller is None:
-        raise_auth_needed(text)
-    _writes_allowed(request)
+    caller = _writer(request, text)
     indexes = _indexes(request)
     if indexes:
         node.delete_values(text, indexes, caller=caller, now=time.time())
@@ -359,10 +355,7 @@ async def this_session(request: web.Request) -> web.Response:
 async def batch(request: web.Request) -> web.Response:
     """``POST /api/batch``: ``{"handles": [{"handle": h, "values": [...]}, ...], "overwrite": false}``."""
     node = request.app[NODE]
-    caller = caller_of(request)
-    if caller is None:
-        raise_auth_needed(None)
-    _writes_allowed(request)
+    caller = _writer(request, None)
     body = await _json_body(request, MAX_BATCH_BODY_BYTES)
     items_raw = body.get("handles") if isinstance(body, dict) else None
     if not isinstance(items_raw, list):
