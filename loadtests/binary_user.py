@@ -18,7 +18,8 @@ from locust.env import Environment
 from workload import Workload, Writer, record_values, workload_of
 
 from idresolve.core.codes import ResponseCode
-from idresolve.core.wire import Codec, Response
+from idresolve.core.messages import Response
+from idresolve.core.wire import Codec
 from idresolve.net.blocking import BlockingClient, ProtocolClientError
 
 FRAME_HEADER_BYTES = 4

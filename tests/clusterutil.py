@@ -24,6 +24,7 @@ from idresolve.cluster.plan import ClusterPlan, make_plan
 from idresolve.cluster.worker import Worker
 from idresolve.core.latency import LatencyModel
 from idresolve.core.topology import load_topology
+from idresolve.runtime.hosted import HostSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config"
@@ -212,7 +213,7 @@ async def start_local_cluster(data_dir: Path, *, latency_on: bool, config: Path 
         count = 2 * len(topology.running_nodes())
         plan = make_plan(topology, base_port=free_base_port(count), workers=1)
         worker = Worker(plan, [n.name for n in plan.nodes], data_dir, master, latency=latency,
-                        hop_timeout_s=hop_timeout_s)
+                        settings=HostSettings(hop_timeout_s=hop_timeout_s))
         try:
             await worker.start()
         except OSError as exc:  # someone took one of the ports between the probe and the bind

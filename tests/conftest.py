@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from idresolve.config import NodeConfig
-from idresolve.host import RunningNode, serve_node
+from idresolve.runtime.config import NodeConfig
+from idresolve.runtime.serve import RunningNode, serve_node
 
 SECRET = "test-secret-not-for-production"
 

@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 
 from clusterutil import free_base_port
 from idresolve.core.codes import OpCode
+from idresolve.core.messages import FLAG_OVERWRITE, FLAG_TRACE, Request, Response
 from idresolve.core.values import admin_value, string_value
-from idresolve.core.wire import FLAG_OVERWRITE, FLAG_TRACE, Codec, Request, Response, decode_message
+from idresolve.core.wire import Codec, decode_message
 from idresolve.nodes.auth import parse_identity
 from idresolve.nodes.authoritative import AuthoritativeNode
 from idresolve.nodes.bootstrap import prefix_record

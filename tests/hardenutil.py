@@ -33,9 +33,9 @@ from pathlib import Path
 from clusterutil import IDRESOLVE, MINIMAL, Proc, cli_env, free_base_port, spawn
 from idresolve.core.codes import OpCode, ResponseCode
 from idresolve.core.errors import DecodeError
+from idresolve.core.messages import Request
 from idresolve.core.records import Record
 from idresolve.core.values import HS_ADMIN, HandleValue, string_value
-from idresolve.core.wire import Request
 from idresolve.net.blocking import BlockingClient, ProtocolClientError
 
 LOOPBACK = "127.0.0.1"

@@ -22,7 +22,7 @@ import pytest
 
 from clusterutil import IDRESOLVE, MINIMAL, Proc, cli_env, spawn, stop_proc
 from idresolve.bench import htmlreport, runreport
-from idresolve.bench.binload import BinaryWorkload, answer_head, connect_binary
+from idresolve.bench.binload import BinaryWorkload, connect_binary
 from idresolve.bench.cluster import free_base_port
 from idresolve.bench.compare import compare
 from idresolve.bench.echo import EchoProtocol
@@ -32,9 +32,10 @@ from idresolve.bench.scenarios import PathModel, drifting, kill_analysis, latenc
 from idresolve.bench.scrape import counts, crosscheck, delta, parse
 from idresolve.cli.main import main
 from idresolve.core.codes import OpCode
+from idresolve.core.messages import FLAG_AUTHORITATIVE, Request, Response
 from idresolve.core.topology import load_topology
 from idresolve.core.values import string_value
-from idresolve.core.wire import FLAG_AUTHORITATIVE, Codec, Request, Response, decode_message
+from idresolve.core.wire import Codec, answer_head, decode_message
 
 RUN_TIMEOUT_S = 240
 
@@ -62,7 +63,7 @@ def test_answer_head_reads_id_and_code_without_decoding(rid: int, code: int) -> 
     codec = Codec()
     resp = Response(rid, OpCode.RESOLUTION, code, "88.118.8/x", values=(string_value(1, "URL", "https://a"),))
     assert answer_head(codec.encode(resp)) == (rid, code)
-    tail = codec.response_tail(OpCode.RESOLUTION, code, "h", {})
+    tail = codec.response_tail(Response(0, OpCode.RESOLUTION, code, "h"))
     assert answer_head(codec.payload_with_tail(rid, tail)) == (rid, code)
 
 
@@ -91,7 +92,7 @@ def test_recorder_counts_successes_errors_and_late_answers() -> None:
 
 async def _echo_server() -> tuple[asyncio.AbstractServer, int]:
     codec = Codec()
-    tail = codec.response_tail(OpCode.RESOLUTION, 1, "88.1/x", {"v": []})
+    tail = codec.response_tail(Response(0, OpCode.RESOLUTION, 1, "88.1/x"))
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: EchoProtocol(tail, codec), "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1]
@@ -181,6 +182,7 @@ def _site(port: int) -> Any:
 def test_referrals_come_from_the_encoded_cache_and_follow_prefix_changes() -> None:
     from dataclasses import replace
 
+    from idresolve.core.wire_connection import ServerConnection
     from idresolve.net.services import AuthoritativeService
     from idresolve.nodes.authoritative import AuthoritativeNode
     from idresolve.nodes.bootstrap import prefix_record
@@ -191,14 +193,17 @@ def test_referrals_come_from_the_encoded_cache_and_follow_prefix_changes() -> No
     seen: list[int] = []
     svc = AuthoritativeService(top, observe=lambda _op, code, _s: seen.append(code))
     first = svc.handle(Request(1, OpCode.RESOLUTION, "88.118.8/X"))
-    assert isinstance(first, Response) and first.code == 303
-    again = svc.handle(Request(2, OpCode.RESOLUTION, "88.118.8/X"))
-    assert isinstance(again, bytes)  # from the cache of encoded answers
-    assert again == Codec().encode(replace(first, request_id=2))
+    assert first.code == 303
+    cached = svc.cached("88.118.8/X")  # the node keeps the referral it answered
+    assert cached is not None and cached.code == 303
+    conn = ServerConnection()
+    again = conn.answer_cached(2, "88.118.8/X", cached)
+    assert again == Codec().frame(replace(first, request_id=2))  # the same answer, under its own request id
     assert seen == [303, 303]  # counted under its own code, cached or not
     top.bootstrap_record(prefix_record("88.118", "s", site=_site(2000), now=2.0))  # the secondary moved
+    assert svc.cached("88.118.8/X") is None
     moved = svc.handle(Request(3, OpCode.RESOLUTION, "88.118.8/X"))
-    assert isinstance(moved, Response) and moved.values != first.values
+    assert moved.code == 303 and moved.values != first.values
 
 
 def test_decoding_a_response_seen_before_gives_what_decoding_gives() -> None:

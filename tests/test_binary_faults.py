@@ -16,27 +16,21 @@ import aiohttp
 import msgpack
 import pytest
 
-from idresolve.config import NodeConfig
 from idresolve.core.codes import OpCode, ResponseCode
+from idresolve.core.messages import FLAG_TRACE, Request, Response
 from idresolve.core.site import Interface, Server, SiteInfo
 from idresolve.core.values import string_value
-from idresolve.core.wire import (
-    FLAG_TRACE,
-    MAX_FRAME_BYTES,
-    Codec,
-    Request,
-    Response,
-    decode_message,
-)
-from idresolve.host import RunningNode, serve_node
-from idresolve.hosting import HostedAuthoritative, HostedRecursive
+from idresolve.core.wire import MAX_FRAME_BYTES, Codec, decode_message
 from idresolve.net.blocking import BlockingClient
 from idresolve.net.client import ClientPool
 from idresolve.net.server import Limits
-from idresolve.net.services import RecursiveService
 from idresolve.nodes.authoritative import AuthoritativeNode
 from idresolve.nodes.bootstrap import prefix_record
-from idresolve.nodes.recursive import TIMEOUT_CODE, RecursiveResolver, Target
+from idresolve.nodes.pipeline import RecursiveNode
+from idresolve.nodes.recursive import TIMEOUT_CODE, RecursiveResolver, Upstream
+from idresolve.runtime.config import NodeConfig
+from idresolve.runtime.hosted import HostedAuthoritative, HostedRecursive, HostSettings
+from idresolve.runtime.serve import RunningNode, serve_node
 from idresolve.store.memory import MemoryStore
 
 SECRET = "binary-faults-secret"
@@ -282,7 +276,7 @@ async def test_pipelined_requests_with_garbage_in_between(raw: Raw) -> None:
 async def limited() -> AsyncIterator[tuple[HostedAuthoritative, int]]:
     node = AuthoritativeNode(MemoryStore(), ["88.100"], name="limited")
     node.bootstrap_record(prefix_record("88.100", SECRET))
-    hosted = HostedAuthoritative(node, limits=Limits(idle_timeout_s=IDLE_S, max_connections=3))
+    hosted = HostedAuthoritative(node, HostSettings(limits=Limits(idle_timeout_s=IDLE_S, max_connections=3)))
     addrs = await hosted.start(http=None, tcp="127.0.0.1:0")
     assert addrs.tcp is not None
     try:
@@ -371,7 +365,7 @@ class BlackHole(asyncio.Protocol):
 
 
 @pytest.fixture
-async def black_hole() -> AsyncIterator[Target]:
+async def black_hole() -> AsyncIterator[Upstream]:
     transports: list[asyncio.BaseTransport] = []
 
     def factory() -> BlackHole:
@@ -382,7 +376,7 @@ async def black_hole() -> AsyncIterator[Target]:
     server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        yield Target("black-hole", "127.0.0.1", port)
+        yield Upstream("black-hole", "127.0.0.1", port)
     finally:
         server.close()
         for t in transports:
@@ -390,17 +384,16 @@ async def black_hole() -> AsyncIterator[Target]:
         await server.wait_closed()
 
 
-async def _recursive(roots: list[Target], *, hop_timeout_s: float, limits: Limits | None = None,
+async def _recursive(roots: list[Upstream], *, hop_timeout_s: float, limits: Limits | None = None,
                      http: bool = False) -> tuple[HostedRecursive, int, str]:
-    service = RecursiveService("rec-test", RecursiveResolver(roots), ClientPool(connect_timeout_s=1.0),
-                               hop_timeout_s=hop_timeout_s)
-    hosted = HostedRecursive(service, limits=limits)
+    hosted = HostedRecursive(RecursiveNode("rec-test", RecursiveResolver(roots)), ClientPool(connect_timeout_s=1.0),
+                             HostSettings(limits=limits or Limits(), hop_timeout_s=hop_timeout_s))
     addrs = await hosted.start(http="127.0.0.1:0" if http else None, tcp="127.0.0.1:0")
     assert addrs.tcp is not None
     return hosted, addrs.tcp[1], addrs.http_url()
 
 
-async def test_recursive_with_a_silent_root_answers_an_error_in_bounded_time(black_hole: Target) -> None:
+async def test_recursive_with_a_silent_root_answers_an_error_in_bounded_time(black_hole: Upstream) -> None:
     hosted, port, _ = await _recursive([black_hole], hop_timeout_s=0.3)
     conn = await Raw.open(port)
     try:
@@ -422,10 +415,10 @@ async def assert_recursive_still_answers(conn: Raw) -> None:
     assert (resp.request_id, resp.code) == (12, ResponseCode.INVALID_HANDLE)
 
 
-async def test_recursive_tries_every_silent_root_then_gives_up(black_hole: Target) -> None:
+async def test_recursive_tries_every_silent_root_then_gives_up(black_hole: Upstream) -> None:
     with socket.socket() as s:  # a second root: a port where nothing listens (refused at once)
         s.bind(("127.0.0.1", 0))
-        refused = Target("nobody", "127.0.0.1", s.getsockname()[1])
+        refused = Upstream("nobody", "127.0.0.1", s.getsockname()[1])
     hosted, port, _ = await _recursive([black_hole, refused], hop_timeout_s=0.3)
     conn = await Raw.open(port)
     try:
@@ -438,7 +431,7 @@ async def test_recursive_tries_every_silent_root_then_gives_up(black_hole: Targe
         await hosted.stop()
 
 
-async def test_recursive_with_a_silent_secondary_answers_504_over_rest(black_hole: Target) -> None:
+async def test_recursive_with_a_silent_secondary_answers_504_over_rest(black_hole: Upstream) -> None:
     """A live top-level node refers to a secondary that never answers."""
     top = AuthoritativeNode(MemoryStore(), ["88"], name="top-live")
     site = SiteInfo((Server(1, "127.0.0.1", (Interface("TCP", black_hole.port),)),),
@@ -448,7 +441,7 @@ async def test_recursive_with_a_silent_secondary_answers_504_over_rest(black_hol
     top_hosted = HostedAuthoritative(top)
     top_addrs = await top_hosted.start(http=None, tcp="127.0.0.1:0")
     assert top_addrs.tcp is not None
-    rec, port, http_url = await _recursive([Target("top-live", "127.0.0.1", top_addrs.tcp[1])], hop_timeout_s=0.3,
+    rec, port, http_url = await _recursive([Upstream("top-live", "127.0.0.1", top_addrs.tcp[1])], hop_timeout_s=0.3,
                                            http=True)
     try:
         conn = await Raw.open(port)
@@ -469,7 +462,7 @@ async def test_recursive_with_a_silent_secondary_answers_504_over_rest(black_hol
         await top_hosted.stop()
 
 
-async def test_requests_in_flight_beyond_the_limit_are_told_busy(black_hole: Target) -> None:
+async def test_requests_in_flight_beyond_the_limit_are_told_busy(black_hole: Upstream) -> None:
     hosted, port, _ = await _recursive([black_hole], hop_timeout_s=1.0, limits=Limits(max_inflight=2))
     conn = await Raw.open(port)
     try:

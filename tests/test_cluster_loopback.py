@@ -26,11 +26,12 @@ from idresolve.cluster.plan import NodePlan, identity_of, make_plan
 from idresolve.cluster.worker import Worker
 from idresolve.core.codes import OpCode, ResponseCode
 from idresolve.core.latency import LatencyModel
+from idresolve.core.messages import Request, Response
 from idresolve.core.topology import load_topology
 from idresolve.core.values import site_value, string_value
-from idresolve.core.wire import UDP_ANSWER_LIMIT, Codec, Request, Response, decode_message
-from idresolve.hosting import HostedAuthoritative
+from idresolve.core.wire import UDP_ANSWER_LIMIT, Codec, decode_message
 from idresolve.net.blocking import BlockingClient, udp_resolve
+from idresolve.runtime.hosted import HostedAuthoritative
 
 DEMO = f"{DEMO_PREFIX}/{DEMO_SUFFIX}"
 REC, TOP, DR, SEC, ENT = "rec-jinan", "top-beijing", "top-nanjing", "sec-tyre-qingdao", "ent-tyre-qingdao-8"
@@ -418,7 +419,7 @@ async def test_a_failed_start_releases_every_port(tmp_path: Path) -> None:
     import gc
 
     from idresolve.cluster.worker import Worker
-    from idresolve.hosting import HostedAuthoritative
+    from idresolve.runtime.hosted import HostedAuthoritative
 
     topology = load_topology(MINIMAL)
     plan = make_plan(topology, base_port=free_base_port(12), workers=1)

@@ -35,8 +35,8 @@ from idresolve.cluster.credentials import secret_for
 from idresolve.cluster.plan import ClusterPlan
 from idresolve.core.admin import ALL_PERMS
 from idresolve.core.codes import OpCode, ResponseCode
+from idresolve.core.messages import FLAG_OVERWRITE, Request, Response
 from idresolve.core.values import HS_SECKEY, HandleValue, admin_value, string_value
-from idresolve.core.wire import FLAG_OVERWRITE, Request, Response
 from idresolve.net.blocking import BlockingClient
 from idresolve.nodes import auth as auth_mod
 from idresolve.nodes.authoritative import AuthoritativeNode

@@ -27,8 +27,9 @@ import pytest
 from clusterutil import MINIMAL
 from hardenutil import UP_NODES, base_port, basic_auth, start_up
 from idresolve.core.codes import OpCode, ResponseCode
+from idresolve.core.messages import Request
 from idresolve.core.values import string_value
-from idresolve.core.wire import Codec, FrameDecoder, Request, decode_message
+from idresolve.core.wire import Codec, FrameDecoder, decode_message
 from procs import NodeProcess, clean_env, run_cli
 
 SECRET = "defaults-test-secret-0123456789"

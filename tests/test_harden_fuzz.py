@@ -47,26 +47,20 @@ from idresolve.core.admin import AdminPerm, AdminRef
 from idresolve.core.codes import OpCode, ResponseCode
 from idresolve.core.errors import DecodeError, HandleError
 from idresolve.core.handles import fold
+from idresolve.core.messages import Request, Response
 from idresolve.core.records import Record
 from idresolve.core.site import Interface, Server, SiteInfo
 from idresolve.core.values import HandleValue, encode_vlist, string_value
-from idresolve.core.wire import (
-    MAX_FRAME_BYTES,
-    Codec,
-    FrameDecoder,
-    Request,
-    Response,
-    decode_message,
-)
-from idresolve.hosting import HostedAuthoritative, HostedRecursive
+from idresolve.core.wire import MAX_FRAME_BYTES, Codec, FrameDecoder, decode_message
 from idresolve.net.client import ClientPool
 from idresolve.net.server import Limits
-from idresolve.net.services import RecursiveService
 from idresolve.nodes.auth import parse_identity
 from idresolve.nodes.authoritative import AuthoritativeNode
 from idresolve.nodes.bootstrap import prefix_record
 from idresolve.nodes.dispatch import answer
-from idresolve.nodes.recursive import RecursiveResolver, Target
+from idresolve.nodes.pipeline import RecursiveNode
+from idresolve.nodes.recursive import RecursiveResolver, Upstream
+from idresolve.runtime.hosted import HostedAuthoritative, HostedRecursive, HostSettings
 from idresolve.store.memory import MemoryStore
 
 codec = Codec()
@@ -345,13 +339,13 @@ class Nodes:
 @pytest.fixture
 async def tcp_nodes() -> AsyncIterator[Nodes]:
     node = fresh_node()
-    auth = HostedAuthoritative(node, limits=Limits(idle_timeout_s=5.0, max_frame=256 * 1024), shed_lag_s=0)
+    limits = Limits(idle_timeout_s=5.0, max_frame=256 * 1024)
+    auth = HostedAuthoritative(node, HostSettings(limits=limits, shed_lag_s=0))
     a = await auth.start(http=None, tcp=f"{LOOPBACK}:0")
     assert a.tcp is not None
-    service = RecursiveService("rec-fuzz", RecursiveResolver([Target("auth", LOOPBACK, a.tcp[1])]),
-                               ClientPool(connect_timeout_s=1.0), hop_timeout_s=1.0, client_rate=None)
-    service.admission = None
-    rec = HostedRecursive(service, limits=Limits(idle_timeout_s=5.0, max_frame=256 * 1024))
+    rec = HostedRecursive(RecursiveNode("rec-fuzz", RecursiveResolver([Upstream("auth", LOOPBACK, a.tcp[1])])),
+                          ClientPool(connect_timeout_s=1.0),
+                          HostSettings(limits=limits, hop_timeout_s=1.0, shed_lag_s=0, client_rate=None))
     r = await rec.start(http=None, tcp=f"{LOOPBACK}:0")
     assert r.tcp is not None
     corpus = [codec.frame(q) for q in valid_requests("88.100", ADMIN, SECRET.encode())]
@@ -444,7 +438,7 @@ async def mutation_rounds(port: int, corpus: list[bytes], *, seed: int, rounds: 
             if i % 100 == 0:
                 assert (await good_request_on_a_fresh_connection(port)).code == ResponseCode.SUCCESS
                 for proto in list(server.conns.open):  # bounded per connection
-                    assert proto.decoder.buffered <= max_frame + 4
+                    assert proto.conn.buffered <= max_frame + 4
                     assert proto.inflight <= proto.limits.max_inflight
 
     await asyncio.gather(*(worker(w) for w in range(workers)))
@@ -452,7 +446,7 @@ async def mutation_rounds(port: int, corpus: list[bytes], *, seed: int, rounds: 
 
 
 async def test_mutated_frames_to_an_authoritative_node(tcp_nodes: Nodes, caplog: pytest.LogCaptureFixture) -> None:
-    server = tcp_nodes.auth._listeners.tcp
+    server = tcp_nodes.auth.listeners.tcp
     assert server is not None
     rss0 = rss_bytes()
     t0 = time.monotonic()
@@ -471,7 +465,7 @@ async def test_mutated_frames_to_an_authoritative_node(tcp_nodes: Nodes, caplog:
 
 
 async def test_mutated_frames_to_a_recursive_node(tcp_nodes: Nodes) -> None:
-    server = tcp_nodes.rec._listeners.tcp
+    server = tcp_nodes.rec.listeners.tcp
     assert server is not None
     stats = await mutation_rounds(tcp_nodes.rec_port, tcp_nodes.corpus, seed=2, rounds=900, server=server,
                                   max_frame=256 * 1024, no_internal_errors=False)
@@ -507,11 +501,11 @@ async def test_many_mutated_frames_pipelined_on_one_connection(tcp_nodes: Nodes)
 
 @pytest.mark.slow
 async def test_mutated_frames_long(tcp_nodes: Nodes) -> None:
-    server = tcp_nodes.auth._listeners.tcp
+    server = tcp_nodes.auth.listeners.tcp
     stats = await mutation_rounds(tcp_nodes.auth_port, tcp_nodes.corpus, seed=11, rounds=200_000, server=server,
                                   max_frame=256 * 1024, no_internal_errors=True, workers=8)
     assert await all_connections_gone(server)
-    rserver = tcp_nodes.rec._listeners.tcp
+    rserver = tcp_nodes.rec.listeners.tcp
     rstats = await mutation_rounds(tcp_nodes.rec_port, tcp_nodes.corpus, seed=12, rounds=50_000, server=rserver,
                                    max_frame=256 * 1024, no_internal_errors=False, workers=8)
     print(f"\nlong mutation fuzz: {stats.rounds} rounds ({stats.answers} answers, codes {dict(stats.codes)}) + "

@@ -29,18 +29,19 @@ import pytest
 
 from fuzzutil import LOOPBACK, RawBinary, percentile
 from idresolve.core.codes import OpCode, ResponseCode
+from idresolve.core.messages import Request
 from idresolve.core.values import string_value
-from idresolve.core.wire import Codec, Request
-from idresolve.hosting import HostedAuthoritative, HostedRecursive
+from idresolve.core.wire import Codec
 from idresolve.net import admission as admission_mod
 from idresolve.net.admission import Admission, LoopLag
 from idresolve.net.blocking import BlockingClient
 from idresolve.net.client import ClientPool
-from idresolve.net.services import RecursiveService
 from idresolve.nodes.auth import parse_identity
 from idresolve.nodes.authoritative import AuthoritativeNode
 from idresolve.nodes.bootstrap import prefix_record
-from idresolve.nodes.recursive import RecursiveResolver, Target
+from idresolve.nodes.pipeline import RecursiveNode
+from idresolve.nodes.recursive import RecursiveResolver, Upstream
+from idresolve.runtime.hosted import HostedAuthoritative, HostedRecursive, HostSettings
 from idresolve.store.memory import MemoryStore
 from procs import NodeProcess, clean_env
 
@@ -161,14 +162,12 @@ async def rate_limited() -> AsyncIterator[int]:
     node.bootstrap_record(prefix_record("88.100", SECRET))
     node.put_record("88.100/R1", (string_value(1, "URL", "https://r1.example"),),
                     caller=node.authenticate(parse_identity(ADMIN), SECRET.encode()), now=0)
-    auth = HostedAuthoritative(node, shed_lag_s=0)
+    auth = HostedAuthoritative(node, HostSettings(shed_lag_s=0))
     a = await auth.start(http=None, tcp=f"{LOOPBACK}:0")
     assert a.tcp is not None
-    service = RecursiveService("rec-rate", RecursiveResolver([Target("auth", LOOPBACK, a.tcp[1])]), ClientPool(),
-                               client_rate=50.0)
-    assert service.admission is not None
-    service.admission.lag_threshold_s = 10.0  # this test is about the rate limit, not the loop lag
-    rec = HostedRecursive(service)
+    # This test is about the rate limit, not the loop lag: a high shedding threshold.
+    rec = HostedRecursive(RecursiveNode("rec-rate", RecursiveResolver([Upstream("auth", LOOPBACK, a.tcp[1])])),
+                          ClientPool(), HostSettings(client_rate=50.0, shed_lag_s=10.0))
     r = await rec.start(http=None, tcp=f"{LOOPBACK}:0")
     assert r.tcp is not None
     try:

@@ -30,9 +30,7 @@ from fuzzutil import (
 )
 from idresolve.core.codes import ResponseCode
 from idresolve.core.handles import fold
-from idresolve.core.wire import (
-    Codec,
-)
+from idresolve.core.wire import Codec
 
 codec = Codec()
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-import idresolve.hosting as hosting
 from fuzzutil import (
     ADMIN,
     LOOPBACK,
@@ -29,17 +28,15 @@ from fuzzutil import (
     good_request_on_a_fresh_connection,
 )
 from idresolve.core.codes import OpCode, ResponseCode
+from idresolve.core.messages import Request
 from idresolve.core.values import string_value
-from idresolve.core.wire import (
-    Codec,
-    Request,
-)
-from idresolve.hosting import HostedAuthoritative, HostedRecursive
+from idresolve.core.wire import Codec
 from idresolve.net.client import ClientPool
 from idresolve.net.server import Limits
-from idresolve.net.services import RecursiveService
 from idresolve.nodes.auth import parse_identity
-from idresolve.nodes.recursive import RecursiveResolver, Target
+from idresolve.nodes.pipeline import RecursiveNode
+from idresolve.nodes.recursive import RecursiveResolver, Upstream
+from idresolve.runtime.hosted import HostedAuthoritative, HostedRecursive, HostSettings
 
 codec = Codec()
 
@@ -58,18 +55,18 @@ class Slow:
 
     @property
     def conns(self) -> Any:
-        server = self.hosted._listeners.tcp
+        server = self.hosted.listeners.tcp
         assert server is not None
         return server.conns
 
 
 @pytest.fixture
 async def slow(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Slow]:
-    monkeypatch.setattr(hosting, "HTTP_IDLE_TIMEOUT_S", IDLE_S)
     node = fresh_node()
     caller = node.authenticate(parse_identity(ADMIN), SECRET.encode())
     node.put_record("88.100/BIG", [string_value(i, "DESC", "z" * 4000) for i in range(1, 16)], caller=caller, now=NOW)
-    hosted = HostedAuthoritative(node, limits=Limits(idle_timeout_s=IDLE_S, max_connections=8), shed_lag_s=0)
+    hosted = HostedAuthoritative(node, HostSettings(limits=Limits(idle_timeout_s=IDLE_S, max_connections=8), shed_lag_s=0,
+                                                    http_idle_timeout_s=IDLE_S))
     addrs = await hosted.start(http=f"{LOOPBACK}:0", tcp=f"{LOOPBACK}:0")
     assert addrs.http is not None and addrs.tcp is not None
     try:
@@ -157,7 +154,7 @@ async def test_http_slow_body_is_closed(slow: Slow) -> None:
 
 
 async def _http_connections(slow: Slow) -> int:
-    runner = slow.hosted._listeners.runner
+    runner = slow.hosted.listeners.runner
     assert runner is not None and runner.server is not None
     return len(runner.server.connections)
 
@@ -270,7 +267,7 @@ async def test_connections_per_server_are_bounded_under_a_burst(slow: Slow) -> N
     finally:
         for c in conns:
             await c.close()
-    assert await all_connections_gone(slow.hosted._listeners.tcp)
+    assert await all_connections_gone(slow.hosted.listeners.tcp)
     assert (await good_request_on_a_fresh_connection(slow.tcp_port)).code == ResponseCode.SUCCESS
 
 
@@ -286,9 +283,9 @@ async def test_inflight_requests_are_bounded_per_connection() -> None:
     loop = asyncio.get_running_loop()
     hole = await loop.create_server(Hole, LOOPBACK, 0)
     hole_port = hole.sockets[0].getsockname()[1]
-    service = RecursiveService("rec-inflight", RecursiveResolver([Target("hole", LOOPBACK, hole_port)]),
-                               ClientPool(connect_timeout_s=1.0), hop_timeout_s=0.5, client_rate=None)
-    rec = HostedRecursive(service, limits=Limits(max_inflight=3))
+    rec = HostedRecursive(RecursiveNode("rec-inflight", RecursiveResolver([Upstream("hole", LOOPBACK, hole_port)])),
+                          ClientPool(connect_timeout_s=1.0),
+                          HostSettings(limits=Limits(max_inflight=3), hop_timeout_s=0.5, client_rate=None))
     addrs = await rec.start(http=None, tcp=f"{LOOPBACK}:0")
     assert addrs.tcp is not None
     a = await RawBinary.open(addrs.tcp[1])

@@ -5,7 +5,7 @@ a pure ``AuthoritativeNode`` on a ``MemoryStore`` at the address its HS_SITE nam
 binary protocol's: the request is encoded with ``Codec`` and decoded on the "server", answered by
 ``nodes.dispatch.answer``, and the answer encoded and decoded on the "client". Allocation runs the real
 ``cluster.bootstrap.bootstrap`` with a blocking client whose socket is this network. A
-``RecursiveResolver``'s steps are driven by routing each ``Ask`` to the node its ``Target`` names.
+``RecursiveResolver``'s steps are driven by routing each ``Ask`` to the node its ``Upstream`` names.
 """
 
 from __future__ import annotations
@@ -21,18 +21,22 @@ from idresolve.cluster import bootstrap as bootstrap_mod
 from idresolve.cluster.bootstrap import DEMO_PREFIX, DEMO_SUFFIX, BootstrapReport
 from idresolve.cluster.credentials import secret_for
 from idresolve.cluster.plan import ClusterPlan, identity_of, make_plan
-from idresolve.cluster.worker import ensure_own_prefix_record, target_of
 from idresolve.core.codes import OpCode, ResponseCode
+from idresolve.core.events import PlainResolution
 from idresolve.core.handles import fold, prefix_handle
+from idresolve.core.messages import FLAG_TRACE, Request, Response
 from idresolve.core.site import Interface, Server, SiteInfo
 from idresolve.core.topology import load_topology
 from idresolve.core.values import HandleValue, site_value, string_value
-from idresolve.core.wire import FLAG_TRACE, Codec, Request, Response, decode_message
+from idresolve.core.wire import Codec, decode_message
+from idresolve.core.wire_connection import ServerConnection
 from idresolve.net.blocking import BlockingClient
+from idresolve.net.services import AuthoritativeService, RecursiveService
 from idresolve.nodes.authoritative import AuthoritativeNode
-from idresolve.nodes.bootstrap import prefix_record
+from idresolve.nodes.bootstrap import ensure_prefix_record, prefix_record
 from idresolve.nodes.dispatch import Handler, answer
-from idresolve.nodes.recursive import TIMEOUT_CODE, Ask, Done, RecursiveResolver, Target
+from idresolve.nodes.pipeline import RecursiveNode
+from idresolve.nodes.recursive import TIMEOUT_CODE, Ask, Done, RecursiveResolver, Upstream
 from idresolve.nodes.replication import FLAG_SYNC_DELETE, SyncState, make_sync_handler, record_version
 from idresolve.store.memory import MemoryStore
 
@@ -83,10 +87,13 @@ class MemoryNet:
 
             def call(self, req: Request) -> Response:
                 self.connect()
-                rid = next(self._ids)
                 if req.auth is None and self.auth is not None:
                     req = replace(req, auth=self.auth)
-                return net.exchange(f"{self.host}:{self.port}", replace(req, request_id=rid))
+                rid = self._wire.next_id(None)
+                try:
+                    return net.exchange(f"{self.host}:{self.port}", replace(req, request_id=rid))
+                finally:
+                    self._wire.forget(rid)
 
         return MemoryClient
 
@@ -103,10 +110,10 @@ class Hierarchy:
         n = self.plan.node(name)
         return f"{n.dial_host}:{n.tcp_port}"
 
-    def target(self, name: str) -> Target:
-        return target_of(self.plan.node(name))
+    def target(self, name: str) -> Upstream:
+        return self.plan.node(name).upstream()
 
-    def tops(self) -> list[Target]:
+    def tops(self) -> list[Upstream]:
         return [self.target("top-beijing"), self.target("top-nanjing")]
 
     def client(self, name: str, prefix: str) -> BlockingClient:
@@ -117,6 +124,13 @@ class Hierarchy:
 
 def _auth(prefix: str) -> tuple[str, bytes]:
     return (identity_of(prefix), secret_for(MASTER, prefix).encode())
+
+
+def site_of(node: AuthoritativeNode, prefix: str) -> HandleValue | None:
+    """The HS_SITE value held for ``0.NA/<prefix>`` at ``node`` (a delegated prefix), if any."""
+    record = node.store.get(fold(prefix_handle(prefix)))
+    sites = record.of_type("HS_SITE") if record is not None else []
+    return sites[0] if sites else None
 
 
 def replicate_registry(h: Hierarchy, source: str, dest: str) -> list[str]:
@@ -147,7 +161,7 @@ def build_hierarchy(monkeypatch: pytest.MonkeyPatch) -> Hierarchy:
             continue
         assert n.spec.prefix is not None
         node = AuthoritativeNode(MemoryStore(), n.prefixes, name=n.name)
-        ensure_own_prefix_record(node, n, secret_for(MASTER, n.spec.prefix), T0)
+        ensure_prefix_record(node, n.spec.prefix, secret_for(MASTER, n.spec.prefix), T0, site=n.site())
         extra = None
         if n.role == "top":
             states[n.name] = SyncState()
@@ -224,12 +238,12 @@ def test_bootstrap_allocates_through_the_apis_and_is_idempotent(hier: Hierarchy)
     assert sorted(hier.report.created) == ["0.NA/88.118", "0.NA/88.118.8", "0.NA/88.118.9"]
     assert hier.report.demo == DEMO
     top, sec, ent = hier.nodes[TOP], hier.nodes[SEC], hier.nodes[ENT]
-    assert top.site_of("88.118") is not None and top.site_of("88.120") is None  # 88.120 is not connected
-    assert sec.site_of("88.118.8") is not None  # delegated to the enterprise node
-    assert "88.118.9" in sec.hosted and sec.site_of("88.118.9") is None  # hosted: no HS_SITE
+    assert site_of(top, "88.118") is not None and site_of(top, "88.120") is None  # 88.120 is not connected
+    assert site_of(sec, "88.118.8") is not None  # delegated to the enterprise node
+    assert "88.118.9" in sec.hosted and site_of(sec, "88.118.9") is None  # hosted: no HS_SITE
     assert ent.store.get(fold(DEMO)) is not None
     # The DR top-level node holds the same registry after replication.
-    assert hier.nodes[DR].site_of("88.118") == top.site_of("88.118")
+    assert site_of(hier.nodes[DR], "88.118") == site_of(top, "88.118")
     again = bootstrap_mod.bootstrap(hier.plan, MASTER)
     assert again.created == []
     assert sorted(again.unchanged) == ["0.NA/88.118", "0.NA/88.118.8", "0.NA/88.118.9"]
@@ -384,14 +398,14 @@ def test_invalid_handle_is_answered_without_asking(hier: Hierarchy) -> None:
 # Referral loops and the hop limit
 
 
-def _site_at(target: Target) -> SiteInfo:
+def _site_at(target: Upstream) -> SiteInfo:
     return SiteInfo((Server(1, target.host, (Interface("TCP", target.port),)),),
                     attributes=(("name", target.name),))
 
 
 def test_node_referring_to_itself_ends_with_recursion_count_too_high() -> None:
     net = MemoryNet()
-    me = Target("loopy-top", "127.0.0.1", 40001)
+    me = Upstream("loopy-top", "127.0.0.1", 40001)
     node = AuthoritativeNode(MemoryStore(), ["88"], name=me.name)
     node.bootstrap_record(prefix_record("88", "s", now=T0))
     node.bootstrap_record(prefix_record("88.118", "s2", site=_site_at(me), now=T0))
@@ -404,7 +418,7 @@ def test_node_referring_to_itself_ends_with_recursion_count_too_high() -> None:
 
 def test_two_nodes_referring_to_each_other_end_with_recursion_count_too_high() -> None:
     net = MemoryNet()
-    top_t, sec_t = Target("top-x", "127.0.0.1", 40001), Target("sec-x", "127.0.0.1", 40003)
+    top_t, sec_t = Upstream("top-x", "127.0.0.1", 40001), Upstream("sec-x", "127.0.0.1", 40003)
     top = AuthoritativeNode(MemoryStore(), ["88"], name=top_t.name)
     top.bootstrap_record(prefix_record("88.118", "s", site=_site_at(sec_t), now=T0))
     sec = AuthoritativeNode(MemoryStore(), ["88.118"], name=sec_t.name)
@@ -424,11 +438,11 @@ def test_endless_distinct_referrals_stop_at_max_hops(max_hops: int) -> None:
 
     def respond(ask: Ask) -> Response:
         i = next(counter)
-        nxt = Target(f"n{i}", "127.0.0.1", 41000 + i)
+        nxt = Upstream(f"n{i}", "127.0.0.1", 41000 + i)
         return Response(0, OpCode.RESOLUTION, ResponseCode.PREFIX_REFERRAL, f"0.NA/88.{i}",
                         values=(site_value(1, _site_at(nxt)),), node=ask.target.name)
 
-    resolver = RecursiveResolver([Target("root", "127.0.0.1", 41000)], max_hops=max_hops)
+    resolver = RecursiveResolver([Upstream("root", "127.0.0.1", 41000)], max_hops=max_hops)
     done, asks = drive(resolver, "88.1.2/x", respond, 1.0)
     assert done.code == ResponseCode.RECURSION_COUNT_TOO_HIGH
     assert len(asks) == max_hops
@@ -585,7 +599,7 @@ def test_replicated_registry_serves_resolution_from_the_dr_node_alone(hier: Hier
     resolver = RecursiveResolver([hier.target(DR)])
     done, asks = drive(resolver, DEMO, route(hier), 1.0)
     assert done.code == ResponseCode.SUCCESS and names(asks) == [DR, SEC, ENT]
-    assert hier.nodes[DR].site_of("88.118") == hier.nodes[TOP].site_of("88.118")
+    assert site_of(hier.nodes[DR], "88.118") == site_of(hier.nodes[TOP], "88.118")
     assert prefix_handle("88.118") == "0.NA/88.118"
 
 
@@ -640,34 +654,46 @@ class MemoryPool:
         pass
 
 
-class FakeTime:
-    """Stands in for the ``time`` module inside ``net.services``: a monotonic clock the test sets."""
+class Clock:
+    """A clock the test sets (services take theirs as a parameter)."""
 
     def __init__(self, now: float) -> None:
         self.now = now
 
-    def monotonic(self) -> float:
+    def __call__(self) -> float:
         return self.now
 
-    @staticmethod
-    def perf_counter() -> float:
-        return 0.0
 
-    @staticmethod
-    def time() -> float:
-        return T0
-
-
-async def _ask_service(svc: Any, handle: str, flags: int = 0) -> Response:
+def _serve_one(svc: Any, conn: ServerConnection, payload: bytes) -> Any:
+    """What a server shell does with one request: the fast path, else the service. Returns the answer's
+    bytes, or an awaitable of them."""
     import inspect
 
-    result = svc.handle(Request(5, OpCode.RESOLUTION, handle, flags))
+    conn.receive_data(len(payload).to_bytes(4, "big") + payload)
+    event = conn.next_event()
+    if isinstance(event, PlainResolution):
+        hit = svc.cached(event.handle)
+        if hit is not None:
+            return conn.answer_cached(event.request_id, event.handle, hit)
+        event = event.request()
+    assert isinstance(event, Request)
+    result = svc.handle(event)
     if inspect.isawaitable(result):
-        result = await result
-    if isinstance(result, bytes):
-        result = decode_message(result)
-    assert isinstance(result, Response) and result.request_id == 5
-    return result
+        async def later() -> bytes:
+            return conn.send(await result)
+        return later()
+    return conn.send(result)
+
+
+async def _ask_service(svc: Any, handle: str, flags: int = 0, *, conn: ServerConnection | None = None) -> Response:
+    import inspect
+
+    out = _serve_one(svc, conn or ServerConnection(), Codec().encode(Request(5, OpCode.RESOLUTION, handle, flags)))
+    if inspect.isawaitable(out):
+        out = await out
+    resp = decode_message(out[4:])
+    assert isinstance(resp, Response) and resp.request_id == 5
+    return resp
 
 
 def _url(resp: Response) -> bytes:
@@ -676,17 +702,15 @@ def _url(resp: Response) -> bytes:
 
 
 @pytest.fixture
-def service_clock(hier: Hierarchy, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, FakeTime]:
-    from idresolve.net import services
-
-    clock = FakeTime(1000.0)
-    monkeypatch.setattr(services, "time", clock)
+def service_clock(hier: Hierarchy) -> tuple[RecursiveService, Clock]:
+    clock = Clock(1000.0)
     register(hier, ENT, "88.118.8", "88.118.8/Short", (string_value(1, "URL", "https://old.example", ttl_s=60),))
-    svc = services.RecursiveService("rec-mem", RecursiveResolver(hier.tops()), MemoryPool(hier.net))  # type: ignore[arg-type]
-    return svc, clock
+    node = RecursiveNode("rec-mem", RecursiveResolver(hier.tops()))
+    return RecursiveService(node, MemoryPool(hier.net), clock=clock), clock  # type: ignore[arg-type]
 
 
-async def test_recursive_service_walks_and_honours_the_ttl(hier: Hierarchy, service_clock: tuple[Any, FakeTime]) -> None:
+async def test_recursive_service_walks_and_honours_the_ttl(hier: Hierarchy,
+                                                           service_clock: tuple[RecursiveService, Clock]) -> None:
     svc, clock = service_clock
     first = await _ask_service(svc, "88.118.8/Short", FLAG_TRACE)
     assert first.code == ResponseCode.SUCCESS and [h.node for h in first.trace] == [TOP, SEC, ENT]
@@ -699,68 +723,69 @@ async def test_recursive_service_walks_and_honours_the_ttl(hier: Hierarchy, serv
 
 
 async def test_encoded_answers_do_not_outlive_the_answer_ttl(hier: Hierarchy,
-                                                             service_clock: tuple[Any, FakeTime]) -> None:
+                                                             service_clock: tuple[RecursiveService, Clock]) -> None:
     svc, clock = service_clock
-    await _ask_service(svc, "88.118.8/Short", FLAG_TRACE)  # walks at 1000: the answer is good until 1060
+    conn = ServerConnection()  # one connection: its encoded answers are kept between the requests
+    await _ask_service(svc, "88.118.8/Short", FLAG_TRACE, conn=conn)  # walks at 1000: good until 1060
     clock.now = 1050.0
-    assert _url(await _ask_service(svc, "88.118.8/Short")) == b"https://old.example"  # resolver cache hit
+    assert _url(await _ask_service(svc, "88.118.8/Short", conn=conn)) == b"https://old.example"  # encoded now
+    assert _url(await _ask_service(svc, "88.118.8/Short", conn=conn)) == b"https://old.example"  # the bytes again
     register(hier, ENT, "88.118.8", "88.118.8/Short", (string_value(1, "URL", "https://new.example", ttl_s=60),))
     clock.now = 1070.0  # past the 60 s TTL of what was fetched at 1000
-    assert _url(await _ask_service(svc, "88.118.8/Short")) == b"https://new.example"
+    assert svc.cached("88.118.8/Short") is None
+    assert _url(await _ask_service(svc, "88.118.8/Short", conn=conn)) == b"https://new.example"
 
 
 # --------------------------------------------------------------------------------------------------
-# The authoritative service's encoded-answer cache must answer what dispatch.answer answers
+# Encoded answers at the surfaces answer what dispatch.answer answers, whatever changed in between
 
 
-def _service_code(svc: Any, handle: str, rid: int, flags: int = 0) -> tuple[int, int, tuple[HandleValue, ...]]:
-    out = svc.handle(Request(rid, OpCode.RESOLUTION, handle, flags))
-    resp = decode_message(out) if isinstance(out, bytes) else out
+def _service_code(svc: Any, handle: str, rid: int, conn: ServerConnection) -> tuple[int, int, tuple[HandleValue, ...]]:
+    out = _serve_one(svc, conn, Codec().encode(Request(rid, OpCode.RESOLUTION, handle)))
+    resp = decode_message(out[4:])
     assert isinstance(resp, Response)
     return resp.request_id, resp.code, resp.values
 
 
 def test_authoritative_encoded_answers_follow_record_changes(hier: Hierarchy) -> None:
-    from idresolve.net.services import AuthoritativeService
-
     node = hier.nodes[ENT]
-    svc = AuthoritativeService(node)
-    first = _service_code(svc, DEMO, 1)
-    again = _service_code(svc, DEMO, 2)  # from the encoded cache, under its own request id
-    assert (first[0], again[0]) == (1, 2) and first[1:] == again[1:]
+    svc, conn = AuthoritativeService(node), ServerConnection()
+    first = _service_code(svc, DEMO, 1, conn)
+    again = _service_code(svc, DEMO, 2, conn)  # from the node's cached Answer, encoded under its own id
+    third = _service_code(svc, DEMO, 3, conn)  # the same bytes again
+    assert (first[0], again[0], third[0]) == (1, 2, 3) and first[1:] == again[1:] == third[1:]
     register(hier, ENT, "88.118.8", DEMO, (string_value(1, "URL", "https://changed.example"),))
-    rid, code, values = _service_code(svc, DEMO, 3)
-    assert (rid, code) == (3, ResponseCode.SUCCESS)
-    assert [v.data for v in values if v.type == "URL"] == [b"https://changed.example"]
+    for rid in (4, 5):  # once through the service, once from the new cached Answer
+        r, code, values = _service_code(svc, DEMO, rid, conn)
+        assert (r, code) == (rid, ResponseCode.SUCCESS)
+        assert [v.data for v in values if v.type == "URL"] == [b"https://changed.example"]
     with hier.client(ENT, "88.118.8") as c:
         assert c.delete(DEMO).code == ResponseCode.SUCCESS
-    assert _service_code(svc, DEMO, 4)[1] == ResponseCode.HANDLE_NOT_FOUND
+    assert _service_code(svc, DEMO, 6, conn)[1] == ResponseCode.HANDLE_NOT_FOUND
 
 
 def test_authoritative_encoded_answers_follow_prefix_deallocation(hier: Hierarchy) -> None:
-    from idresolve.net.services import AuthoritativeService
-
     register(hier, SEC, "88.118.9", "88.118.9/Hosted1", (string_value(1, "URL", "https://h.example"),))
-    svc = AuthoritativeService(hier.nodes[SEC])
-    assert _service_code(svc, "88.118.9/Hosted1", 1)[1] == ResponseCode.SUCCESS
-    assert _service_code(svc, "88.118.9/Hosted1", 2)[1] == ResponseCode.SUCCESS  # now cached
+    svc, conn = AuthoritativeService(hier.nodes[SEC]), ServerConnection()
+    assert _service_code(svc, "88.118.9/Hosted1", 1, conn)[1] == ResponseCode.SUCCESS
+    assert _service_code(svc, "88.118.9/Hosted1", 2, conn)[1] == ResponseCode.SUCCESS  # now cached
+    assert svc.cached("88.118.9/Hosted1") is not None
     with hier.client(SEC, "88.118") as c:  # the secondary may not take the prefix back while it is in use
         assert c.delete("0.NA/88.118.9").code == ResponseCode.INVALID_ADMIN
-    # A change of any prefix record drops the service's encoded answers (which handles it serves may change).
+    # A change of any prefix record drops the node's cached Answers (which handles it serves may change).
     hier.nodes[SEC].bootstrap_record(hier.nodes[SEC].store.get("0.na/88.118.9"))
-    assert not svc._encoded
+    assert svc.cached("88.118.9/Hosted1") is None
     direct = answer(hier.nodes[SEC], Request(3, OpCode.RESOLUTION, "88.118.9/Hosted1"), T0)
     assert direct.code == ResponseCode.SUCCESS
-    assert _service_code(svc, "88.118.9/Hosted1", 4)[1] == direct.code
+    assert _service_code(svc, "88.118.9/Hosted1", 4, conn)[1] == direct.code
 
 
-def test_recursive_rest_body_cache_serves_only_the_same_answer() -> None:
-    from idresolve.core.values import string_value
-    from idresolve.http.recursive_app import BodyCache
+def test_encoded_answers_serve_only_the_same_answer_object() -> None:
+    from idresolve.core.answers import Answer, EncodedAnswers
 
-    cache = BodyCache(max_entries=2)
-    v1 = (string_value(1, "URL", "https://a.example"),)
-    v2 = (string_value(1, "URL", "https://a.example"),)  # equal, but a fresh answer (a new walk)
+    cache = EncodedAnswers(max_entries=2)
+    v1 = Answer(ResponseCode.SUCCESS, (string_value(1, "URL", "https://a.example"),))
+    v2 = Answer(ResponseCode.SUCCESS, (string_value(1, "URL", "https://a.example"),))  # equal, but a new version
     cache.put("/api/handles/88.1/a", v1, b"body-1")
     assert cache.get("/api/handles/88.1/a", v1) == b"body-1"
     assert cache.get("/api/handles/88.1/a", v2) is None

@@ -12,17 +12,9 @@ from hypothesis import strategies as st
 
 from idresolve.core.codes import OpCode, ResponseCode
 from idresolve.core.errors import DecodeError, FrameTooLarge, PeerError
+from idresolve.core.messages import Hop, Request, Response
 from idresolve.core.values import HandleValue
-from idresolve.core.wire import (
-    MAX_FRAME_BYTES,
-    Codec,
-    FrameDecoder,
-    Hop,
-    Request,
-    Response,
-    decode_message,
-    plain_resolution,
-)
+from idresolve.core.wire import MAX_FRAME_BYTES, Codec, FrameDecoder, decode_message, plain_resolution
 
 # --------------------------------------------------------------------------------------------------
 # Strategies: every field of Request and Response, within the limits the decoder enforces.
@@ -133,7 +125,7 @@ def test_unknown_opcodes_codes_and_body_keys_decode() -> None:
 def test_payload_with_tail_matches_encode(resp: Response, rid: int) -> None:
     """A cached answer re-sent under another request id decodes to the same Response as encode()."""
     codec = Codec()
-    tail = codec.response_tail(resp.opcode, resp.code, resp.handle, resp.body())
+    tail = codec.response_tail(resp)
     fresh = Response(rid, resp.opcode, resp.code, resp.handle, resp.values, resp.message, resp.node, resp.trace,
                      resp.results, resp.handles, resp.total, resp.truncated)
     assert decode_message(codec.payload_with_tail(rid, tail)) == decode_message(codec.encode(fresh)) == fresh

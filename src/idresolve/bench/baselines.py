@@ -84,8 +84,8 @@ def baseline_main(argv: list[str] | None, *, prog: str, description: str, file_f
                   addr_flag: str, serve: Callable[[bytes, str, int, asyncio.Event], Awaitable[None]]) -> int:
     """The command line of a baseline server: a file of fixed answer bytes, a loopback address, a clean
     stop on SIGTERM; errors are one line on stderr and exit 2."""
-    from ..config import ConfigError, parse_hostport
-    from ..host import run_until_signal
+    from ..runtime.config import ConfigError, parse_hostport
+    from ..runtime.serve import run_until_signal
 
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument(file_flag, type=Path, required=True, help=file_help)

@@ -27,7 +27,8 @@ from typing import Any
 from urllib.parse import quote
 
 from ..core.codes import ResponseCode
-from ..core.wire import FLAG_AUTHORITATIVE, FLAG_TRACE, Codec, Response
+from ..core.messages import FLAG_AUTHORITATIVE, FLAG_TRACE, Response
+from ..core.wire import Codec
 from . import httpload, report, scrape
 from .binload import BinaryWorkload, connect_binary, resolve_many
 from .cluster import Cluster, ClusterUnavailable, OwnCluster, config_path, load_existing, seed
@@ -174,7 +175,7 @@ class Scenario:
                 raise ClusterUnavailable(f"no answer for {self.handles[0]} to give the echo baseline")
             r = got[0]
             path = tmp / "answer.bin"
-            path.write_bytes(Codec().response_tail(r.opcode, r.code, r.handle, r.body()))
+            path.write_bytes(Codec().response_tail(r))
             return path
         host, port = self.http
         raw = self.requests_for(host, port)[0]

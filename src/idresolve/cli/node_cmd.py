@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import ConfigError, load_node_config
+from ..runtime.config import ConfigError, load_node_config
 
 if TYPE_CHECKING:  # the server stack is imported when a node starts, not for every CLI command
-    from ..host import RunningNode
+    from ..runtime.serve import RunningNode
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..host import run_until_signal, serve_node
+    from ..runtime.serve import run_until_signal, serve_node
 
     flags = {k: getattr(args, k) for k in ("name", "http", "tcp", "udp", "data_dir", "store", "fsync", "admin_secret",
                                            "tls_cert", "tls_key", "log_level", "access_log", "shed_lag_ms",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ..core.handles import prefix_handle
 from ..core.site import Interface, Server, SiteInfo
 from ..core.topology import NodeSpec, Topology
+from ..nodes.recursive import Upstream
 
 DEFAULT_BASE_PORT = 26400
 
@@ -46,6 +47,10 @@ class NodePlan:
     @property
     def prefixes(self) -> tuple[str, ...]:
         return (self.spec.prefix,) if self.spec.prefix else ()
+
+    def upstream(self) -> Upstream:
+        """How other nodes ask this one (its binary TCP endpoint, name and location)."""
+        return Upstream(self.name, self.dial_host, self.tcp_port, self.spec.location.name)
 
     def site(self, address: str = "127.0.0.1") -> SiteInfo:
         """The HS_SITE naming this node: address, interfaces, and its name and location as attributes."""

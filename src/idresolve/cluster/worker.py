@@ -21,22 +21,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import is_loopback
-from ..core.handles import fold, prefix_handle
 from ..core.latency import LatencyModel
-from ..core.records import Record
 from ..core.topology import load_topology
-from ..core.values import HS_SECKEY, HS_SITE, seckey_value, site_value
-from ..host import freeze_startup_heap, run_until_signal
-from ..hosting import HostedAuthoritative, HostedRecursive, link_metrics
 from ..net.client import ClientPool
 from ..net.links import LinkModel
 from ..net.replicator import Replicator
-from ..net.services import DEFAULT_CLIENT_RATE, RecursiveService
-from ..nodes.authoritative import AuthoritativeNode
-from ..nodes.bootstrap import ADMIN_INDEX, HS_SITE_INDEX, prefix_record
-from ..nodes.recursive import RecursiveResolver, Target
+from ..net.services import DEFAULT_CLIENT_RATE
+from ..nodes.pipeline import RecursiveNode
+from ..nodes.recursive import RecursiveResolver
 from ..nodes.replication import SyncState, make_sync_handler
+from ..runtime.config import is_loopback
+from ..runtime.hosted import HostedAuthoritative, HostedRecursive, HostSettings, authoritative_host
+from ..runtime.serve import freeze_startup_heap, run_until_signal
 from ..store.sqlite import SqliteStore
 from .credentials import cluster_secret, secret_for
 from .plan import ClusterPlan, NodePlan, identity_of, make_plan
@@ -45,54 +41,57 @@ log = logging.getLogger("idresolve.worker")
 
 
 @dataclass(frozen=True, slots=True)
-class RecursiveSettings:
+class RecursiveOptions:
+    """What the recursive nodes' resolvers are built with."""
+
     cache_entries: int = 100_000
     negative_ttl_s: float = 0.0
-    client_rate: float | None = DEFAULT_CLIENT_RATE
-    shed_lag_s: float = 0.05  # 0: never shed on event-loop lag
-
-
-def target_of(n: NodePlan) -> Target:
-    return Target(n.name, n.dial_host, n.tcp_port, n.spec.location.name)
-
-
-def ensure_own_prefix_record(node: AuthoritativeNode, n: NodePlan, secret: str, now: float) -> None:
-    """The node's copy of ``0.NA/<its prefix>``: created at first start; secret and HS_SITE kept current."""
-    assert n.spec.prefix is not None  # every authoritative role has a prefix (topology validation)
-    prefix = n.spec.prefix
-    site = n.site()
-    existing = node.store.get(fold(prefix_handle(prefix)))
-    if existing is None:
-        node.bootstrap_record(prefix_record(prefix, secret, site=site, now=now))
-        return
-    key, site_v = existing.by_index(ADMIN_INDEX), existing.by_index(HS_SITE_INDEX)
-    want_key, want_site = seckey_value(ADMIN_INDEX, secret), site_value(HS_SITE_INDEX, site)
-    if (key is not None and key.type == HS_SECKEY and key.data == want_key.data
-            and site_v is not None and site_v.type == HS_SITE and site_v.data == want_site.data):
-        return
-    keep = [v for v in existing.values if v.index not in (ADMIN_INDEX, HS_SITE_INDEX)]
-    values = sorted([*keep, want_key.stamped(now), want_site.stamped(now)], key=lambda v: v.index)
-    node.bootstrap_record(Record(existing.handle, tuple(values)))
 
 
 class Worker:
+    """Hosts the nodes ``names`` of ``plan`` in this event loop. ``settings`` applies to every node (listener
+    limits, load shedding, write rules, the recursive nodes' client rate and hop timeout)."""
+
     def __init__(self, plan: ClusterPlan, names: list[str], data_dir: Path, master: str, *,
-                 latency: LatencyModel, bind_host: str | None = None, hop_timeout_s: float = 2.0,
-                 recursive: RecursiveSettings | None = None, plain_writes: bool = True) -> None:
+                 latency: LatencyModel, bind_host: str | None = None, settings: HostSettings | None = None,
+                 recursive: RecursiveOptions | None = None) -> None:
         self.plan, self.data_dir, self.master, self.latency = plan, data_dir, master, latency
         self.names = names
         self.bind_host = bind_host
-        self.hop_timeout_s = hop_timeout_s
-        self.recursive = recursive or RecursiveSettings()
-        self.plain_writes = plain_writes
+        self.settings = settings or HostSettings()
+        self.recursive = recursive or RecursiveOptions()
         self.hosted: list[HostedAuthoritative | HostedRecursive] = []
         self.replicators: list[Replicator] = []
-        where = {(n.dial_host, n.tcp_port): n.spec.location for n in plan.nodes}
-        self._where = where
+        self._where = {(n.dial_host, n.tcp_port): n.spec.location for n in plan.nodes}
 
     def _pool(self, n: NodePlan) -> ClientPool:
         link = None if self.latency.is_off else LinkModel(self.latency, n.spec.location, self._where)
         return ClientPool(delay=link)
+
+    def _recursive(self, n: NodePlan) -> HostedRecursive:
+        tops = sorted(self.plan.by_role("top"), key=lambda t: (
+            t.spec.disaster_recovery, self.latency.base_one_way_ms(n.spec.location, t.spec.location), t.index))
+        ro = self.recursive
+        resolver = RecursiveResolver([t.upstream() for t in tops], cache_entries=ro.cache_entries,
+                                     negative_ttl_s=ro.negative_ttl_s)
+        return HostedRecursive(RecursiveNode(n.name, resolver), self._pool(n), self.settings)
+
+    def _authoritative(self, n: NodePlan, now: float) -> HostedAuthoritative:
+        assert n.spec.prefix is not None  # every authoritative role has a prefix (topology validation)
+        node_dir = self.data_dir / "nodes" / n.name
+        node_dir.mkdir(parents=True, exist_ok=True)
+        secret = secret_for(self.master, n.spec.prefix)
+        state = SyncState() if n.role == "top" else None
+        extra = make_sync_handler(state, n.spec.prefix) if state is not None else None
+        hosted = authoritative_host(n.name, SqliteStore(node_dir / "records.sqlite3"), n.prefixes, secret,
+                                    settings=self.settings, role=n.role, site=n.site(), extra_handlers=extra, now=now)
+        if state is not None:
+            peers = [t.upstream() for t in self.plan.by_role("top") if t.name != n.name]
+            auth = (identity_of(n.spec.prefix), secret.encode())
+            replicator = Replicator(hosted.node, state, peers, self._pool(n), auth)
+            self.replicators.append(replicator)
+            hosted.metrics.sample(replicator.metrics)
+        return hosted
 
     async def start(self) -> list[dict[str, object]]:
         ready = []
@@ -100,47 +99,10 @@ class Worker:
         for name in self.names:
             n = self.plan.node(name)
             host = self.bind_host or n.host
-            if n.role == "recursive":
-                tops = sorted(self.plan.by_role("top"), key=lambda t: (
-                    t.spec.disaster_recovery, self.latency.base_one_way_ms(n.spec.location, t.spec.location), t.index))
-                rs = self.recursive
-                resolver = RecursiveResolver([target_of(t) for t in tops], cache_entries=rs.cache_entries,
-                                             negative_ttl_s=rs.negative_ttl_s)
-                service = RecursiveService(n.name, resolver, self._pool(n), hop_timeout_s=self.hop_timeout_s,
-                                           client_rate=rs.client_rate)
-                if service.admission is not None:
-                    service.admission.lag_threshold_s = rs.shed_lag_s or float("inf")
-                hosted: HostedAuthoritative | HostedRecursive = HostedRecursive(service)
-                self.hosted.append(hosted)  # before start: stop() must release it even if start fails
-                addrs = await hosted.start(http=f"{host}:{n.http_port}", tcp=f"{host}:{n.tcp_port}",
-                                           udp=f"{host}:{n.udp_port}")
-            else:
-                node_dir = self.data_dir / "nodes" / n.name
-                node_dir.mkdir(parents=True, exist_ok=True)
-                node = AuthoritativeNode(SqliteStore(node_dir / "records.sqlite3"), n.prefixes, name=n.name)
-                assert n.spec.prefix is not None
-                ensure_own_prefix_record(node, n, secret_for(self.master, n.spec.prefix), now)
-                extra = None
-                if n.role == "top":
-                    state = SyncState()
-                    extra = make_sync_handler(state, n.spec.prefix)
-                    peers = [target_of(t) for t in self.plan.by_role("top") if t.name != n.name]
-                    auth = (identity_of(n.spec.prefix), secret_for(self.master, n.spec.prefix).encode())
-                    replicator = Replicator(node, state, peers, self._pool(n), auth)
-                    self.replicators.append(replicator)
-                hosted = HostedAuthoritative(node, extra_handlers=extra, role=n.role,
-                                             shed_lag_s=self.recursive.shed_lag_s,
-                                             plain_http_writes=self.plain_writes)
-                hosted.service.allow_writes = self.plain_writes
-                self.hosted.append(hosted)
-                if n.role == "top":
-                    hosted.metrics.sample(lambda r=replicator: {
-                        "idresolve_replication_pushed": ("counter", "Registry records pushed to peers", r.pushed),
-                        "idresolve_replication_pending": ("gauge", "Registry records waiting for a peer",
-                                                          sum(len(q) for q in r.pending.values())),
-                        **link_metrics(r.pool)})
-                addrs = await hosted.start(http=f"{host}:{n.http_port}", tcp=f"{host}:{n.tcp_port}",
-                                           udp=f"{host}:{n.udp_port}")
+            hosted = self._recursive(n) if n.role == "recursive" else self._authoritative(n, now)
+            self.hosted.append(hosted)  # before start: stop() must release it even if start fails
+            addrs = await hosted.start(http=f"{host}:{n.http_port}", tcp=f"{host}:{n.tcp_port}",
+                                       udp=f"{host}:{n.udp_port}")
             ready.append({"name": n.name, "role": n.role, "http": list(addrs.http or ()), "tcp": list(addrs.tcp or ())})
         for r in self.replicators:
             r.start()
@@ -152,7 +114,7 @@ class Worker:
         results = await asyncio.gather(*(h.stop() for h in self.hosted), return_exceptions=True)
         for h, res in zip(self.hosted, results, strict=True):
             if isinstance(res, BaseException):
-                log.error("stopping %s failed: %r", getattr(h, "node", h), res)
+                log.error("stopping %s failed: %r", h.node.name, res)
 
 
 def _stop_on_stdin_eof(stop: asyncio.Event) -> None:
@@ -211,11 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     names = args.node or [n.name for n in plan.for_worker(args.index if args.index is not None else 0)]
     master = cluster_secret(args.data_dir)
     latency = LatencyModel.off() if args.latency == "off" else LatencyModel.for_topology(topology, args.scenario)
-    settings = RecursiveSettings(args.cache_entries, args.negative_ttl, args.client_rate or None,
-                                 args.shed_lag_ms / 1000.0)
-    worker = Worker(plan, names, args.data_dir, master, latency=latency, bind_host=args.bind,
-                    hop_timeout_s=args.hop_timeout, recursive=settings,
-                    plain_writes=args.plain_writes or is_loopback(args.bind or args.host))
+    plain_writes = args.plain_writes or is_loopback(args.bind or args.host)
+    settings = HostSettings(shed_lag_s=args.shed_lag_ms / 1000.0, plain_http_writes=plain_writes,
+                            binary_writes=plain_writes, client_rate=args.client_rate or None,
+                            hop_timeout_s=args.hop_timeout)
+    worker = Worker(plan, names, args.data_dir, master, latency=latency, bind_host=args.bind, settings=settings,
+                    recursive=RecursiveOptions(args.cache_entries, args.negative_ttl))
 
     async def run(stop: asyncio.Event) -> None:
         if args.stop_with_stdin:

@@ -1,7 +1,8 @@
 """A TTL + LRU cache. Pure: every call takes ``now`` (seconds, any monotonic origin).
 
-Entries expire at ``now + ttl_s``; the cache holds at most ``max_entries`` and drops the least recently
-used beyond that. ``ttl_s <= 0`` means "do not cache".
+Entries expire at ``now + ttl_s`` (``math.inf``: never; they leave only by ``remove``, ``clear`` or
+eviction); the cache holds at most ``max_entries`` and drops the least recently used beyond that.
+``ttl_s <= 0`` means "do not cache". Expiry is checked at lookup, never scheduled.
 """
 
 from __future__ import annotations
@@ -32,16 +33,20 @@ class TtlCache(Generic[V]):
     def __len__(self) -> int:
         return len(self._data)
 
-    def get(self, key: str, now: float) -> V | None:
+    def get(self, key: str, now: float, *, count_miss: bool = True) -> V | None:
+        """The fresh value of ``key`` (counted as a hit) or None (counted as a miss unless ``count_miss`` is
+        False: a caller that will look again through the counted path, so each lookup counts once)."""
         item = self._data.get(key)
         if item is None:
-            self.stats.misses += 1
+            if count_miss:
+                self.stats.misses += 1
             return None
         expires_at, value = item
         if expires_at <= now:
             del self._data[key]
             self.stats.expired += 1
-            self.stats.misses += 1
+            if count_miss:
+                self.stats.misses += 1
             return None
         self._data.move_to_end(key)
         self.stats.hits += 1

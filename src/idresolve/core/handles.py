@@ -17,7 +17,8 @@ from .errors import InvalidHandle
 
 MAX_HANDLE_CHARS = 255
 NA_PREFIX = "0.NA"
-_NA_FOLDED = "0.na"
+#: The folded prefix under which a store keeps every prefix record (``0.na/88.118`` ...).
+PREFIX_RECORDS_KEY = "0.na"
 
 _ASCII_FOLD = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 
@@ -61,7 +62,7 @@ class Handle:
     @property
     def is_prefix_record(self) -> bool:
         """True for ``0.NA/<prefix>``, the record that describes a prefix."""
-        return fold(self.prefix) == _NA_FOLDED
+        return fold(self.prefix) == PREFIX_RECORDS_KEY
 
     @property
     def folded_prefix(self) -> str:
@@ -93,6 +94,17 @@ def parse_handle(text: str) -> Handle:
     except InvalidHandle as exc:
         raise InvalidHandle(exc.message, handle=text) from None
     return Handle(text=text, prefix=prefix, suffix=suffix, key=fold(text))
+
+
+def is_prefix_record(text: str) -> bool:
+    """True when ``text`` (a handle as spelled, or a folded key) names a prefix record ``0.NA/<prefix>``.
+    The one place that knows how prefix records are spelled."""
+    return text[:5].lower() == PREFIX_RECORDS_KEY + "/"
+
+
+def bare_prefix(text: str) -> str:
+    """``0.NA/88.100`` -> ``88.100``; a bare prefix is returned unchanged (listing accepts both)."""
+    return text[5:] if is_prefix_record(text) else text
 
 
 def derived_prefixes(prefix: str) -> list[str]:

@@ -150,7 +150,7 @@ LATENCY_FIELDS = tuple(f.name for f in fields(LatencySpec))
 
 
 @dataclass(frozen=True, slots=True)
-class Scenario:
+class LatencyScenario:
     """A named latency scenario: ``LatencySpec`` defaults overridden by the fields the file gives."""
 
     name: str
@@ -199,7 +199,7 @@ class Topology:
     name: str
     locations: tuple[Location, ...]
     nodes: tuple[NodeSpec, ...]  # every entry, hosted enterprises included, in file order per role
-    scenarios: tuple[Scenario, ...] = (Scenario("default", LatencySpec()),)
+    scenarios: tuple[LatencyScenario, ...] = (LatencyScenario("default", LatencySpec()),)
     default_scenario: str = "default"
     country_prefix: str = DEFAULT_COUNTRY_PREFIX
     description: str = ""
@@ -451,10 +451,10 @@ def _tables(data: Mapping[str, Any], kind: str) -> list[_Table]:
     return [_Table(kind, i, item) for i, item in enumerate(raw)]
 
 
-def _scenarios(data: Mapping[str, Any]) -> tuple[tuple[Scenario, ...], str]:
+def _scenarios(data: Mapping[str, Any]) -> tuple[tuple[LatencyScenario, ...], str]:
     raw = data.get("scenarios")
     if raw is None:
-        return (Scenario("default", LatencySpec()),), data.get("default_scenario", "default")
+        return (LatencyScenario("default", LatencySpec()),), data.get("default_scenario", "default")
     if not isinstance(raw, Mapping) or not raw:
         raise TopologyError("[scenarios] must hold at least one [scenarios.<name>] table")
     out = []
@@ -473,7 +473,7 @@ def _scenarios(data: Mapping[str, Any]) -> tuple[tuple[Scenario, ...], str]:
             spec = LatencySpec(**{k: v for k, v in body.items() if k != "description"})
         except TopologyError as exc:
             raise TopologyError(exc.problem, entry=entry) from None
-        out.append(Scenario(name, spec, description))
+        out.append(LatencyScenario(name, spec, description))
     if "default_scenario" in data:
         default = data["default_scenario"]
     elif len(out) == 1:

@@ -1,4 +1,5 @@
-"""The binary protocol: messages, their msgpack codec, and stream framing with hard limits.
+"""The msgpack wire format of the binary protocol: the codec of ``core.messages`` and stream framing
+with hard limits.
 
 Framing (TCP): each message is a 4-byte big-endian length, then that many bytes of msgpack. UDP carries
 one msgpack message per datagram, with no length prefix. See docs/protocol.md for the full description.
@@ -6,7 +7,7 @@ one msgpack message per datagram, with no length prefix. See docs/protocol.md fo
 Messages are msgpack arrays:
     request:  [0, request_id, opcode, flags, handle, body]
     response: [1, request_id, opcode, code, handle, body]
-``body`` is a map with short string keys (``REQUEST_KEYS``/``RESPONSE_KEYS``); unknown keys are ignored,
+``body`` is a map with short string keys (``request_body``/``response_body``); unknown keys are ignored,
 unknown opcodes and codes decode as plain ints.
 
 The decoder rule: for any bytes at all, ``FrameDecoder.feed`` returns complete frames, keeps a bounded
@@ -17,12 +18,12 @@ message or raises ``DecodeError``. Nothing else, ever.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
 from .errors import DecodeError, FrameTooLarge, InvalidValue
+from .messages import Hop, Message, Request, Response
 from .values import HandleValue
 
 KIND_REQUEST, KIND_RESPONSE = 0, 1
@@ -31,111 +32,63 @@ UDP_ANSWER_LIMIT = 512
 MAX_HANDLE_BYTES = 1024
 MAX_ITEMS = 10_000
 
-# Request flags.
-FLAG_AUTHORITATIVE = 1  # bypass caches (``?auth=true``)
-FLAG_OVERWRITE = 2  # create: replace an existing record; add value: replace existing values
-FLAG_TRACE = 4  # answers name the node; the recursive node returns each hop
-FLAG_NO_REFERRAL_CACHE = 8
-# Response flags live in the body ("x": truncated).
-
 _LEN = struct.Struct(">I")
 
 
-@dataclass(frozen=True, slots=True)
-class Hop:
-    """One step of a recursive resolution, for ``--trace``."""
-
-    node: str
-    address: str
-    code: int
-    elapsed_us: int
-    cached: bool = False
-
-    def to_list(self) -> list[Any]:
-        return [self.node, self.address, self.code, self.elapsed_us, self.cached]
-
-    @classmethod
-    def from_list(cls, raw: Any) -> Hop:
-        if not isinstance(raw, list) or len(raw) != 5:
-            raise DecodeError("a trace hop is [node, address, code, elapsed_us, cached]")
-        node, address, code, elapsed_us, cached = raw
-        return cls(_str(node, "hop node"), _str(address, "hop address"), _int(code, "hop code"),
-                   _int(elapsed_us, "hop time"), bool(cached))
+def _hop_list(h: Hop) -> list[Any]:
+    return [h.node, h.address, h.code, h.elapsed_us, h.cached]
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    request_id: int
-    opcode: int
-    handle: str = ""
-    flags: int = 0
-    indexes: tuple[int, ...] = ()
-    types: tuple[str, ...] = ()
-    values: tuple[HandleValue, ...] = ()
-    auth: tuple[str, bytes] | None = field(default=None, repr=False)  # (identity, secret)
-    items: tuple[tuple[str, tuple[HandleValue, ...]], ...] = ()  # batch create
-    page: tuple[int, int] | None = None  # list handles: (page, page size)
-    hops: int = 0  # hops already taken (referral loop guard)
-    version: int = 0  # registry sync: the record's version (ms since the epoch at its last change)
-
-    def body(self) -> dict[str, Any]:
-        b: dict[str, Any] = {}
-        if self.version:
-            b["ver"] = self.version
-        if self.indexes:
-            b["i"] = list(self.indexes)
-        if self.types:
-            b["t"] = list(self.types)
-        if self.values:
-            b["v"] = [v.to_list() for v in self.values]
-        if self.auth is not None:
-            b["a"] = [self.auth[0], self.auth[1]]
-        if self.items:
-            b["b"] = [[h, [v.to_list() for v in vals]] for h, vals in self.items]
-        if self.page is not None:
-            b["p"] = list(self.page)
-        if self.hops:
-            b["h"] = self.hops
-        return b
+def _hop(raw: Any) -> Hop:
+    if not isinstance(raw, list) or len(raw) != 5:
+        raise DecodeError("a trace hop is [node, address, code, elapsed_us, cached]")
+    node, address, code, elapsed_us, cached = raw
+    return Hop(_str(node, "hop node"), _str(address, "hop address"), _int(code, "hop code"),
+               _int(elapsed_us, "hop time"), bool(cached))
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
-    request_id: int
-    opcode: int
-    code: int
-    handle: str = ""
-    values: tuple[HandleValue, ...] = ()
-    message: str = ""
-    node: str = ""  # the answering node, when the request asked for a trace
-    trace: tuple[Hop, ...] = ()
-    results: tuple[tuple[str, int, str], ...] = ()  # batch: (handle, code, message)
-    handles: tuple[str, ...] = ()  # list handles / prefixes
-    total: int | None = None
-    truncated: bool = False
-
-    def body(self) -> dict[str, Any]:
-        b: dict[str, Any] = {}
-        if self.values:
-            b["v"] = [v.to_list() for v in self.values]
-        if self.message:
-            b["m"] = self.message
-        if self.node:
-            b["n"] = self.node
-        if self.trace:
-            b["tr"] = [h.to_list() for h in self.trace]
-        if self.results:
-            b["r"] = [list(r) for r in self.results]
-        if self.handles:
-            b["l"] = list(self.handles)
-        if self.total is not None:
-            b["c"] = self.total
-        if self.truncated:
-            b["x"] = True
-        return b
+def request_body(req: Request) -> dict[str, Any]:
+    """The body map of an encoded request: only the fields that differ from their defaults."""
+    b: dict[str, Any] = {}
+    if req.version:
+        b["ver"] = req.version
+    if req.indexes:
+        b["i"] = list(req.indexes)
+    if req.types:
+        b["t"] = list(req.types)
+    if req.values:
+        b["v"] = [v.to_list() for v in req.values]
+    if req.auth is not None:
+        b["a"] = [req.auth[0], req.auth[1]]
+    if req.items:
+        b["b"] = [[h, [v.to_list() for v in vals]] for h, vals in req.items]
+    if req.page is not None:
+        b["p"] = list(req.page)
+    if req.hops:
+        b["h"] = req.hops
+    return b
 
 
-Message = Request | Response
+def response_body(resp: Response) -> dict[str, Any]:
+    """The body map of an encoded response."""
+    b: dict[str, Any] = {}
+    if resp.values:
+        b["v"] = [v.to_list() for v in resp.values]
+    if resp.message:
+        b["m"] = resp.message
+    if resp.node:
+        b["n"] = resp.node
+    if resp.trace:
+        b["tr"] = [_hop_list(h) for h in resp.trace]
+    if resp.results:
+        b["r"] = [list(r) for r in resp.results]
+    if resp.handles:
+        b["l"] = list(resp.handles)
+    if resp.total is not None:
+        b["c"] = resp.total
+    if resp.truncated:
+        b["x"] = True
+    return b
 
 
 class Codec:
@@ -147,8 +100,8 @@ class Codec:
     def encode(self, msg: Message) -> bytes:
         """The msgpack payload of ``msg`` (no length prefix)."""
         if isinstance(msg, Request):
-            return self._packer.pack([KIND_REQUEST, msg.request_id, msg.opcode, msg.flags, msg.handle, msg.body()])
-        return self._packer.pack([KIND_RESPONSE, msg.request_id, msg.opcode, msg.code, msg.handle, msg.body()])
+            return self._packer.pack([KIND_REQUEST, msg.request_id, msg.opcode, msg.flags, msg.handle, request_body(msg)])
+        return self._packer.pack([KIND_RESPONSE, msg.request_id, msg.opcode, msg.code, msg.handle, response_body(msg)])
 
     def frame(self, msg: Message) -> bytes:
         payload = self.encode(msg)
@@ -156,13 +109,14 @@ class Codec:
 
     def frame_request(self, req: Request, request_id: int) -> bytes:
         """``frame(replace(req, request_id=request_id))``, without building another Request."""
-        payload = self._packer.pack([KIND_REQUEST, request_id, req.opcode, req.flags, req.handle, req.body()])
+        payload = self._packer.pack([KIND_REQUEST, request_id, req.opcode, req.flags, req.handle, request_body(req)])
         return _LEN.pack(len(payload)) + payload
 
-    def response_tail(self, opcode: int, code: int, handle: str, body: dict[str, Any]) -> bytes:
+    def response_tail(self, resp: Response) -> bytes:
         """Everything of an encoded response after its request id, so a cached answer can be re-sent to
         another request id cheaply with ``frame_with_tail``."""
-        return self._packer.pack(opcode) + self._packer.pack(code) + self._packer.pack(handle) + self._packer.pack(body)
+        p = self._packer.pack
+        return p(resp.opcode) + p(resp.code) + p(resp.handle) + p(response_body(resp))
 
     def frame_with_tail(self, request_id: int, tail: bytes) -> bytes:
         payload = b"\x96\x01" + self._packer.pack(request_id) + tail
@@ -193,20 +147,37 @@ def _int(raw: Any, what: str) -> int:
 _UINT_WIDTH = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8, 0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8}
 
 
+def _int_at(p: bytes, i: int) -> tuple[int, int]:
+    """A msgpack integer at ``p[i]``: (value, next offset). IndexError/ValueError on anything else."""
+    c = p[i]
+    if c < 0x80:
+        return c, i + 1
+    if c >= 0xE0:
+        return c - 0x100, i + 1
+    width = _UINT_WIDTH.get(c)
+    if width is None or i + 1 + width > len(p):
+        raise ValueError("not an integer")
+    return int.from_bytes(p[i + 1:i + 1 + width], "big", signed=c >= 0xD0), i + 1 + width
+
+
 def _request_id_at2(payload: bytes) -> tuple[int, int] | None:
     """The integer at ``payload[2]`` (where a message's request id starts) and the offset after it, or None
     when it is not a msgpack integer."""
-    if len(payload) < 3:
+    try:
+        return _int_at(payload, 2)
+    except (ValueError, IndexError):
         return None
-    c = payload[2]
-    if c < 0x80:
-        return c, 3
-    if c >= 0xE0:
-        return c - 0x100, 3
-    width = _UINT_WIDTH.get(c)
-    if width is None or len(payload) < 3 + width:
-        return None
-    return int.from_bytes(payload[3:3 + width], "big", signed=c >= 0xD0), 3 + width
+
+
+def answer_head(payload: bytes) -> tuple[int, int]:
+    """(request id, response code) of an encoded response, without decoding its body. ValueError or
+    IndexError when it is not one."""
+    if len(payload) < 5 or payload[0] != 0x96 or payload[1] != 0x01:
+        raise ValueError("not a response")
+    rid, i = _int_at(payload, 2)
+    _, i = _int_at(payload, i)  # opcode
+    code, _ = _int_at(payload, i)
+    return rid, code
 
 
 def peek_request(payload: bytes) -> tuple[int, int] | None:
@@ -363,7 +334,7 @@ def _decode_response(request_id: int, opcode: int, code: int, handle: str, body:
         values=_values(body.get("v", [])),
         message=_str(body.get("m", ""), "message", 4096),
         node=_str(body.get("n", ""), "node"),
-        trace=tuple(Hop.from_list(h) for h in body.get("tr", ())),
+        trace=tuple(_hop(h) for h in body.get("tr", ())),
         results=tuple((_str(h, "handle"), _int(c, "code"), _str(m, "message", 4096)) for h, c, m in body.get("r", ())),
         handles=tuple(_str(h, "handle") for h in body.get("l", ())),
         total=None if total is None else _int(total, "total"),
@@ -405,8 +376,4 @@ class FrameDecoder:
         if pos:
             del buf[:pos]
         return out
-
-
-def error_response(request_id: int, opcode: int, code: int, message: str = "", handle: str = "") -> Response:
-    return Response(request_id, opcode, code, handle, message=message)
 

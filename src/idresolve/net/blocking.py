@@ -1,4 +1,5 @@
-"""A blocking binary-protocol client on plain sockets, sharing the codec (Locust and scripts need it).
+"""A blocking binary-protocol client on plain sockets (Locust and scripts need one): the socket side of a
+``core.wire_connection.ClientConnection``.
 
 TCP: one connection, requests sent one at a time (or pipelined with ``send``/``receive``). UDP: the
 retry schedule of real clients (0.5 s, 1.0 s, 1.5 s), and a retry over TCP when the answer is truncated.
@@ -6,14 +7,15 @@ retry schedule of real clients (0.5 s, 1.0 s, 1.5 s), and a retry over TCP when 
 
 from __future__ import annotations
 
-import itertools
 import socket
 from dataclasses import replace
 
 from ..core.codes import OpCode
 from ..core.errors import DecodeError
+from ..core.messages import FLAG_AUTHORITATIVE, FLAG_OVERWRITE, FLAG_TRACE, Request, Response
 from ..core.values import HandleValue
-from ..core.wire import FLAG_OVERWRITE, FLAG_TRACE, Codec, FrameDecoder, Request, Response, decode_message
+from ..core.wire import Codec, decode_message
+from ..core.wire_connection import ClientConnection
 
 UDP_RETRY_SCHEDULE_S = (0.5, 1.0, 1.5)
 
@@ -26,12 +28,9 @@ class BlockingClient:
     def __init__(self, host: str, port: int, *, timeout_s: float = 60.0,
                  auth: tuple[str, bytes] | None = None) -> None:
         self.host, self.port, self.timeout_s, self.auth = host, port, timeout_s, auth
-        self.codec = Codec()
         self._sock: socket.socket | None = None
-        self._decoder = FrameDecoder()
-        self._ready: list[bytes] = []
-        self._ids = itertools.count(1)
-        self.last_answer_bytes = 0  # size of the last answer's frame, for load tests
+        self._wire: ClientConnection[None] = ClientConnection()
+        self._ready: list[Response] = []
 
     # -- connection ----------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -43,7 +42,7 @@ class BlockingClient:
             raise ProtocolClientError(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
-        self._decoder = FrameDecoder()
+        self._wire = ClientConnection()
         self._ready = []
 
     def close(self) -> None:
@@ -62,12 +61,12 @@ class BlockingClient:
     def send(self, req: Request) -> int:
         """Send without waiting; returns the request id to match with ``receive``."""
         self.connect()
-        rid = next(self._ids) & 0xFFFFFFFF
         if req.auth is None and self.auth is not None:
             req = replace(req, auth=self.auth)
+        rid, frame = self._wire.send(req, None)
         assert self._sock is not None
         try:
-            self._sock.sendall(self.codec.frame(replace(req, request_id=rid)))
+            self._sock.sendall(frame)
         except OSError as exc:
             self.close()
             raise ProtocolClientError(f"send to {self.host}:{self.port} failed: {exc}") from None
@@ -76,7 +75,8 @@ class BlockingClient:
     def receive(self) -> Response:
         """The next answer on the connection (answers may come in any order; match by request id)."""
         while not self._ready:
-            assert self._sock is not None
+            if self._sock is None:
+                raise ProtocolClientError(f"not connected to {self.host}:{self.port}")
             try:
                 data = self._sock.recv(65536)
             except OSError as exc:
@@ -86,19 +86,15 @@ class BlockingClient:
                 self.close()
                 raise ProtocolClientError(f"{self.host}:{self.port} closed the connection")
             try:
-                self._ready.extend(self._decoder.feed(data))
+                got = self._wire.receive_data(data)
             except DecodeError as exc:
                 self.close()
                 raise ProtocolClientError(f"bad framing from {self.host}:{self.port}: {exc.message}") from None
-        payload = self._ready.pop(0)
-        self.last_answer_bytes = len(payload) + 4
-        try:
-            msg = decode_message(payload)
-        except DecodeError as exc:
-            raise ProtocolClientError(f"undecodable answer: {exc.message}") from None
-        if not isinstance(msg, Response):
-            raise ProtocolClientError("the node sent a request, not an answer")
-        return msg
+            if self._wire.garbage:
+                self.close()
+                raise ProtocolClientError(f"undecodable answer from {self.host}:{self.port}")
+            self._ready.extend(msg for _, msg in got)
+        return self._ready.pop(0)
 
     def call(self, req: Request) -> Response:
         rid = self.send(req)
@@ -110,7 +106,7 @@ class BlockingClient:
     # -- operations ----------------------------------------------------------------------------------
     def resolve(self, handle: str, *, indexes: tuple[int, ...] = (), types: tuple[str, ...] = (),
                 trace: bool = False, authoritative: bool = False) -> Response:
-        flags = (FLAG_TRACE if trace else 0) | (1 if authoritative else 0)
+        flags = (FLAG_TRACE if trace else 0) | (FLAG_AUTHORITATIVE if authoritative else 0)
         return self.call(Request(0, OpCode.RESOLUTION, handle, flags, indexes, types))
 
     def create(self, handle: str, values: tuple[HandleValue, ...], *, overwrite: bool = False) -> Response:

@@ -10,11 +10,12 @@ of a resolution pays it and node logic never sleeps.
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import Callable
 
 from ..core.errors import DecodeError
-from ..core.wire import Codec, FrameDecoder, Request, Response, ResponseMemo, decode_message
+from ..core.messages import Request, Response
+from ..core.wire import ResponseMemo
+from ..core.wire_connection import ClientConnection
 from .delays import DelayTimers
 
 # (host, port) -> (one-way delay out in seconds or None if lost, one-way delay back or None if lost)
@@ -24,42 +25,37 @@ DelayFn = Callable[[str, int], tuple[float | None, float | None]]
 class _ClientProtocol(asyncio.Protocol):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.decoder = FrameDecoder()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.conn.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         try:
-            payloads = self.decoder.feed(data)
+            answers = self.conn.wire.receive_data(data)
         except DecodeError as exc:
             self.conn.fail(ConnectionError(f"bad framing from {self.conn.address}: {exc.message}"))
             return
-        for payload in payloads:
-            try:
-                msg = decode_message(payload, self.conn.memo)
-            except DecodeError:
-                continue  # an undecodable answer: its request will time out
-            if isinstance(msg, Response):
-                self.conn.deliver(msg)
+        for token, msg in answers:  # an undecodable answer is dropped: its request will time out
+            self.conn.deliver(token, msg)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.conn.fail(ConnectionError(f"connection to {self.conn.address} closed"))
 
 
-class Connection:
-    """One TCP connection with pipelined requests matched to answers by request id."""
+# A pending request's token: its future, and the delay to apply to its answer on the way back.
+_Token = tuple["asyncio.Future[Response]", float]
 
-    def __init__(self, host: str, port: int, codec: Codec, delay: DelayFn | None,
-                 memo: ResponseMemo | None = None, timers: DelayTimers | None = None) -> None:
-        self.host, self.port, self.codec, self.delay = host, port, codec, delay
-        self.memo = memo
+
+class Connection:
+    """One TCP connection with pipelined requests: the socket side of a ``ClientConnection``."""
+
+    def __init__(self, host: str, port: int, delay: DelayFn | None, memo: ResponseMemo | None = None,
+                 timers: DelayTimers | None = None) -> None:
+        self.host, self.port, self.delay = host, port, delay
+        self.wire: ClientConnection[_Token] = ClientConnection(memo=memo)
         self.timers = timers if timers is not None else DelayTimers()
         self.address = f"{host}:{port}"
         self.transport: asyncio.Transport | None = None
-        # request id -> (future, delay in seconds to apply to the answer on its way back)
-        self.pending: dict[int, tuple[asyncio.Future[Response], float]] = {}
-        self._ids = itertools.count(1)
         self.closed = False
         # Requests written in one event-loop pass leave in one write (one send() for many hops).
         self._out: list[bytes] = []
@@ -69,11 +65,8 @@ class Connection:
         loop = asyncio.get_running_loop()
         await asyncio.wait_for(loop.create_connection(lambda: _ClientProtocol(self), self.host, self.port), timeout_s)
 
-    def deliver(self, msg: Response) -> None:
-        entry = self.pending.pop(msg.request_id, None)
-        if entry is None:
-            return
-        fut, back = entry
+    def deliver(self, token: _Token, msg: Response) -> None:
+        fut, back = token
         if fut.done():
             return
         if back:
@@ -84,7 +77,7 @@ class Connection:
     def fail(self, exc: Exception) -> None:
         self.closed = True
         self._out.clear()
-        pending, self.pending = self.pending, {}
+        pending, self.wire.pending = self.wire.pending, {}
         for fut, _ in pending.values():
             if not fut.done():
                 fut.set_exception(exc)
@@ -94,13 +87,11 @@ class Connection:
     async def request(self, req: Request, timeout_s: float) -> Response:
         if self.closed or self.transport is None:
             raise ConnectionError(f"connection to {self.address} is closed")
-        rid = next(self._ids) & 0xFFFFFFFF
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Response] = loop.create_future()
-        frame = self.codec.frame_request(req, rid)
         out, back = (0.0, 0.0) if self.delay is None else self.delay(self.host, self.port)
-        self.pending[rid] = (fut, back or 0.0)
-        timer = loop.call_later(timeout_s, _time_out, fut, self.pending, rid)
+        rid, frame = self.wire.send(req, (fut, back or 0.0))
+        timer = loop.call_later(timeout_s, self._time_out, fut, rid)
         try:
             if out is None or back is None:
                 pass  # lost on the link: the timer will fire
@@ -114,7 +105,12 @@ class Connection:
             return await fut
         finally:
             timer.cancel()
-            self.pending.pop(rid, None)
+            self.wire.forget(rid)
+
+    def _time_out(self, fut: asyncio.Future[Response], rid: int) -> None:
+        self.wire.forget(rid)
+        if not fut.done():
+            fut.set_exception(TimeoutError())
 
     def _write(self, frame: bytes) -> None:
         if not self.closed and self.transport is not None:
@@ -135,24 +131,20 @@ def _set_result(fut: asyncio.Future[Response], msg: Response) -> None:
         fut.set_result(msg)
 
 
-def _time_out(fut: asyncio.Future[Response], pending: dict[int, tuple[asyncio.Future[Response], float]],
-              rid: int) -> None:
-    pending.pop(rid, None)
-    if not fut.done():
-        fut.set_exception(TimeoutError())
-
-
 class ClientPool:
     """Connections by endpoint, opened on first use and reopened after a failure."""
 
     def __init__(self, *, delay: DelayFn | None = None, connect_timeout_s: float = 5.0) -> None:
-        self.codec = Codec()
         self.memo = ResponseMemo()  # answers repeat (referrals): decode each distinct one once
         self.timers = DelayTimers()  # link delays, learned per pool (one per node)
         self.delay = delay
         self.connect_timeout_s = connect_timeout_s
         self._conns: dict[tuple[str, int], Connection] = {}
         self._connecting: dict[tuple[str, int], asyncio.Future[Connection]] = {}
+
+    async def connect(self, host: str, port: int) -> None:
+        """Open the connection to ``host:port`` now (raises ``ConnectionError`` when it cannot)."""
+        await self._get(host, port)
 
     async def _get(self, host: str, port: int) -> Connection:
         key = (host, port)
@@ -166,7 +158,7 @@ class ClientPool:
         fut: asyncio.Future[Connection] = loop.create_future()
         self._connecting[key] = fut
         try:
-            conn = Connection(host, port, self.codec, self.delay, self.memo, self.timers)
+            conn = Connection(host, port, self.delay, self.memo, self.timers)
             await conn.connect(self.connect_timeout_s)
             self._conns[key] = conn
             fut.set_result(conn)
@@ -181,6 +173,21 @@ class ClientPool:
     async def request(self, host: str, port: int, req: Request, timeout_s: float = 5.0) -> Response:
         conn = await self._get(host, port)
         return await conn.request(req, timeout_s)
+
+    def metrics(self) -> dict[str, tuple[str, str, float]]:
+        """The latency model's counters for this pool's traffic, for ``/metrics`` (empty without one)."""
+        stats = getattr(self.delay, "stats", None)
+        if stats is None:
+            return {}
+        return {
+            "idresolve_link_delays": ("counter", "One-way delays applied by the latency model", stats.delays),
+            "idresolve_link_delay_seconds": ("counter", "Seconds of delay applied by the latency model",
+                                             stats.delay_s_total),
+            "idresolve_link_lost": ("counter", "Requests dropped by the latency model", stats.lost),
+            "idresolve_link_timer_late_seconds": (
+                "gauge", "Mean over the delay timers of (actual - intended) firing time: what is left of their bias",
+                self.timers.mean_late_s),
+        }
 
     def close(self) -> None:
         for conn in self._conns.values():

@@ -12,10 +12,10 @@ import logging
 import time
 
 from ..core.codes import OpCode, ResponseCode
-from ..core.handles import fold
-from ..core.wire import Request
+from ..core.handles import PREFIX_RECORDS_KEY, fold, is_prefix_record, prefix_handle
+from ..core.messages import Request
 from ..nodes.authoritative import AuthoritativeNode
-from ..nodes.recursive import Target
+from ..nodes.recursive import Upstream
 from ..nodes.replication import FLAG_SYNC_DELETE, SyncState, record_version
 from .client import ClientPool
 
@@ -25,7 +25,7 @@ WINDOW = 64  # pushes in flight to one peer
 
 
 class Replicator:
-    def __init__(self, node: AuthoritativeNode, state: SyncState, peers: list[Target], pool: ClientPool,
+    def __init__(self, node: AuthoritativeNode, state: SyncState, peers: list[Upstream], pool: ClientPool,
                  auth: tuple[str, bytes], *, timeout_s: float = 5.0) -> None:
         self.node, self.state, self.peers, self.pool, self.auth = node, state, peers, pool, auth
         self.timeout_s = timeout_s
@@ -34,7 +34,7 @@ class Replicator:
         self._tasks: list[asyncio.Task[None]] = []
         self.pushed = 0
         # Each top-level node's own copy of the country prefix record names its own site: never pushed.
-        self.own_key = next((f"0.na/{p}" for p in sorted(node.configured)), "")
+        self.own_key = next((fold(prefix_handle(p)) for p in sorted(node.configured)), "")
         node.on_change(self._changed)
 
     def start(self) -> None:
@@ -42,7 +42,7 @@ class Replicator:
         write acknowledged just before a crash reaches the peers when this node is back. Peers keep only
         versions newer than their own, so the offer costs one small exchange per record."""
         offers: dict[str, int] = {}
-        for handle in self.node.store.list_handles("0.na"):
+        for handle in self.node.store.list_handles(PREFIX_RECORDS_KEY):
             key = fold(handle)
             record = self.node.store.get(key)
             if record is not None and key != self.own_key:
@@ -59,13 +59,20 @@ class Replicator:
         for peer in self.peers:
             self._tasks.append(asyncio.create_task(self._run(peer), name=f"replicate-{peer.name}"))
 
+    def metrics(self) -> dict[str, tuple[str, str, float]]:
+        """What this replicator counts, for the node's ``/metrics`` (read when scraped)."""
+        return {"idresolve_replication_pushed": ("counter", "Registry records pushed to peers", self.pushed),
+                "idresolve_replication_pending": ("gauge", "Registry records waiting for a peer",
+                                                  sum(len(q) for q in self.pending.values())),
+                **self.pool.metrics()}
+
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _changed(self, key: str) -> None:
-        if self.state.applying or not key.startswith("0.na/") or key == self.own_key:
+        if self.state.applying or not is_prefix_record(key) or key == self.own_key:
             return
         version = max(int(time.time() * 1000), self.state.version_of(self.node, key) + 1)
         self.state.save(self.node, key, version, self.node.store.get(key) is None)
@@ -79,7 +86,7 @@ class Replicator:
             return Request(0, OpCode.REGISTRY_SYNC, key, FLAG_SYNC_DELETE, auth=self.auth, version=version)
         return Request(0, OpCode.REGISTRY_SYNC, record.handle, values=record.values, auth=self.auth, version=version)
 
-    async def _push(self, peer: Target, key: str, version: int) -> bool:
+    async def _push(self, peer: Upstream, key: str, version: int) -> bool:
         try:
             resp = await self.pool.request(peer.host, peer.port, self._request(key, version), self.timeout_s)
         except (TimeoutError, ConnectionError, OSError):
@@ -88,7 +95,7 @@ class Replicator:
             log.warning("peer %s refused sync of %s: code %s %s", peer.name, key, resp.code, resp.message)
         return True
 
-    async def _run(self, peer: Target) -> None:
+    async def _run(self, peer: Upstream) -> None:
         """Push pending records to one peer, up to ``WINDOW`` at a time (pipelined on one connection)."""
         queue, wake = self.pending[peer.address], self._wake[peer.address]
         backoff = 0.1

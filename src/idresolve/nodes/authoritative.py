@@ -13,11 +13,14 @@ one with HS_SITE marks a *delegated* prefix (its identifiers live at the site it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from ..core.admin import DEFAULT_PERMS_TEXT, AdminPerm, AdminRef, perms_from_text
+from ..core.answers import Answer, select
+from ..core.cache import TtlCache
 from ..core.codes import ResponseCode
 from ..core.errors import (
     AuthenticationNeeded,
@@ -32,9 +35,20 @@ from ..core.errors import (
     ValueAlreadyExists,
     ValuesNotFound,
 )
-from ..core.handles import Handle, check_prefix, fold, is_under, parent_prefix, parse_handle, prefix_handle
+from ..core.handles import (
+    PREFIX_RECORDS_KEY,
+    Handle,
+    bare_prefix,
+    check_prefix,
+    derived_prefixes,
+    fold,
+    is_prefix_record,
+    is_under,
+    parent_prefix,
+    parse_handle,
+    prefix_handle,
+)
 from ..core.records import Record
-from ..core.site import SiteInfo
 from ..core.values import DEFAULT_TTL_S, HS_ADMIN, HS_SITE, HandleValue, check_values
 from ..store.base import Store
 from .auth import Identity, authenticate, permitted
@@ -43,13 +57,7 @@ MAX_BATCH = 2_000
 MAX_LIST = 10_000
 MAX_PAGE = 2**31 - 1
 DEFAULT_ADMIN_INDEX = 100
-
-
-@dataclass(frozen=True, slots=True)
-class Resolved:
-    handle: str  # as the client spelled it
-    code: ResponseCode  # SUCCESS, or VALUES_NOT_FOUND when a filter matched nothing
-    values: tuple[HandleValue, ...]
+ANSWER_CACHE_ENTRIES = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,25 +81,26 @@ class BatchRefused(HandleError):
         self.results = results
 
 
-def _type_matches(vtype: str, wanted: Sequence[str]) -> bool:
-    t = fold(vtype)
-    return any(t == w or t.startswith(w + ".") for w in wanted)
-
-
 class AuthoritativeNode:
-    """Holds records for ``prefixes`` in ``store`` and applies the Handle authority rules."""
+    """Holds records for ``prefixes`` in ``store`` and applies the Handle authority rules.
 
-    def __init__(self, store: Store, prefixes: Iterable[str], *, name: str = "node") -> None:
+    ``answers`` caches the Answer to every plain resolution (anonymous, no filter: the hot path of every
+    surface) and every referral, by folded handle; every write replaces or drops what it changes, here
+    and nowhere else (a change to a prefix record drops all: it can change what this node serves)."""
+
+    def __init__(self, store: Store, prefixes: Iterable[str], *, name: str = "node",
+                 answer_entries: int = ANSWER_CACHE_ENTRIES) -> None:
         self.store = store
         self.name = name
         self.configured: set[str] = {fold(check_prefix(p)) for p in prefixes}
         self.hosted: set[str] = set()
+        self.answers: TtlCache[Answer] = TtlCache(answer_entries)
         self._listeners: list[Callable[[str], None]] = []
         self._load_hosted()
 
     # -- responsibility -------------------------------------------------------------------------------
     def _load_hosted(self) -> None:
-        for handle in self.store.list_handles("0.na"):
+        for handle in self.store.list_handles(PREFIX_RECORDS_KEY):
             record = self.store.get(fold(handle))
             if record is not None:
                 self._note_prefix_record(record)
@@ -132,10 +141,14 @@ class AuthoritativeNode:
         return p in self.configured or p in self.hosted
 
     def on_change(self, listener: Callable[[str], None]) -> None:
-        """Call ``listener(key)`` after every write to a record (caches of encoded answers use it)."""
+        """Call ``listener(key)`` after every write to a record (registry replication uses it)."""
         self._listeners.append(listener)
 
     def _changed(self, key: str) -> None:
+        if is_prefix_record(key):
+            self.answers.clear()
+        else:
+            self.answers.remove(key)
         for listener in self._listeners:
             listener(key)
 
@@ -197,23 +210,79 @@ class AuthoritativeNode:
             raise HandleNotFound("Handle not found", handle=text)
         return record
 
-    def resolve(self, text: str, *, indexes: Sequence[int] = (), types: Sequence[str] = (),
-                caller: Identity | None = None) -> Resolved:
-        record = self.get_record(text)
-        values = self.visible_values(record, caller)
-        if indexes or types:
-            wanted = [fold(t) for t in types]
-            values = tuple(v for v in values
-                           if (indexes and v.index in indexes) or (wanted and _type_matches(v.type, wanted)))
-            if not values:
-                return Resolved(text, ResponseCode.VALUES_NOT_FOUND, ())
-        return Resolved(text, ResponseCode.SUCCESS, values)
+    def cached(self, text: str) -> Answer | None:
+        """The cached Answer to a plain resolution of ``text``, if there is one (the hot path)."""
+        return self.answers.get(fold(text), 0.0, count_miss=False)
+
+    def query(self, text: str, *, indexes: Sequence[int] = (), types: Sequence[str] = (),
+              caller: Identity | None = None, refer: bool = True) -> Answer:
+        """Resolve ``text``: its visible values after the filters, or with ``refer`` a PREFIX_REFERRAL to the
+        node that holds its prefix when this one does not. Plain resolutions are answered from and kept in
+        ``answers``. Raises ``HandleError`` (not found, invalid, not responsible)."""
+        if caller is not None or indexes or types:
+            return self._answer(text, indexes, types, caller, refer)
+        key = fold(text)
+        hit = self.answers.get(key, 0.0)
+        if hit is None:
+            hit = self._answer(text, (), (), None, refer)
+            self.answers.put(key, hit, math.inf, 0.0)
+        elif hit.code == ResponseCode.PREFIX_REFERRAL and not refer:
+            raise NotResponsible("That prefix doesn't live here", handle=text)
+        return hit
+
+    def _answer(self, text: str, indexes: Sequence[int], types: Sequence[str], caller: Identity | None,
+                refer: bool) -> Answer:
+        try:
+            record = self.get_record(text)
+        except HandleNotFound:
+            # A prefix record we cover but do not hold (``0.NA/88.118.8`` at a top-level node) lives with the
+            # holder of its parent prefix: refer there.
+            if refer and is_prefix_record(text) and (ref := self.referral(text)) is not None:
+                return ref
+            raise
+        except NotResponsible:
+            if not refer:
+                raise
+            # Not ours: refer to whoever holds the prefix, if we know. (A handle we serve but do not hold is
+            # an authoritative "not found", never a referral.)
+            if (ref := self.referral(text)) is not None:
+                return ref
+            if "/" in text and self.covers(text.split("/", 1)[0]):
+                raise HandleNotFound("Prefix not allocated", handle=text) from None
+            raise
+        code, values = select(self.visible_values(record, caller), indexes, types)
+        return Answer(code, values)
+
+    def referral(self, text: str) -> Answer | None:
+        """A PREFIX_REFERRAL for ``text`` if this node holds the prefix record (with HS_SITE) of the nearest
+        derived prefix of the handle's prefix; None when the nearest holder is this node or unknown."""
+        prefix = text.split("/", 1)[0] if "/" in text else text
+        if is_prefix_record(text):  # resolving a prefix record: refer for the prefix itself
+            prefix = text.split("/", 1)[1]
+        for p in reversed(derived_prefixes(prefix)):
+            if self.serves_prefix(p):
+                return None
+            record = self.store.get(fold(prefix_handle(p)))
+            if record is None:
+                continue
+            sites = record.of_type(HS_SITE)
+            if sites:
+                return Answer(ResponseCode.PREFIX_REFERRAL, tuple(sites), referrer=record.handle)
+        return None
+
+    def own_sites(self) -> tuple[HandleValue, ...]:
+        """The HS_SITE values of this node's own prefix records (what GET_SITEINFO answers)."""
+        sites: list[HandleValue] = []
+        for p in sorted(self.configured):
+            record = self.store.get(fold(prefix_handle(p)))
+            if record is not None:
+                sites.extend(record.of_type(HS_SITE))
+        return tuple(sites)
 
     def list_handles(self, prefix: str, *, caller: Identity | None, page: int | None = None,
                      page_size: int | None = None) -> tuple[int, list[str]]:
         """(total count, handles of this page). ``page`` counts from 0; ``page_size=0`` counts only."""
-        if prefix[:5].lower() == "0.na/":
-            prefix = prefix[5:]
+        prefix = bare_prefix(prefix)
         if caller is None:
             raise AuthenticationNeeded("Authentication needed", handle=prefix)
         try:
@@ -243,7 +312,7 @@ class AuthoritativeNode:
     # -- writes -----------------------------------------------------------------------------------------
     def _store(self, record: Record) -> None:
         self.store.put(record)
-        if record.handle[:5].lower() == "0.na/":
+        if is_prefix_record(record.handle):
             self._note_prefix_record(record)
         self._changed(record.key)
 
@@ -322,13 +391,18 @@ class AuthoritativeNode:
         self._store(Record(existing.handle, tuple(sorted(by_index.values(), key=lambda v: v.index))))
         return added
 
-    def delete_values(self, text: str, indexes: Sequence[int], *, caller: Identity | None, now: float) -> None:
+    def _existing(self, text: str, caller: Identity | None) -> tuple[Handle, Record]:
+        """The handle and stored record a change to ``text`` applies to: served here, caller known, present."""
         h = self.parse(text)
         if caller is None:
             raise AuthenticationNeeded("Authentication needed", handle=text)
         existing = self.store.get(h.key)
         if existing is None:
             raise HandleNotFound("Handle not found", handle=text)
+        return h, existing
+
+    def delete_values(self, text: str, indexes: Sequence[int], *, caller: Identity | None, now: float) -> None:
+        _, existing = self._existing(text, caller)
         removed = [v for v in existing.values if v.index in set(indexes)]
         if len(removed) != len(set(indexes)):
             raise ValuesNotFound("Values not found", handle=text)
@@ -337,12 +411,7 @@ class AuthoritativeNode:
         self._store(Record(existing.handle, keep))
 
     def delete_record(self, text: str, *, caller: Identity | None) -> None:
-        h = self.parse(text)
-        if caller is None:
-            raise AuthenticationNeeded("Authentication needed", handle=text)
-        existing = self.store.get(h.key)
-        if existing is None:
-            raise HandleNotFound("Handle not found", handle=text)
+        h, existing = self._existing(text, caller)
         allowed = permitted(self.store, existing, caller, AdminPerm.DELETE_HANDLE)
         if not allowed and h.is_prefix_record and (parent := parent_prefix(h.suffix)) is not None:
             parent_record = self.store.get(fold(prefix_handle(parent)))
@@ -415,19 +484,7 @@ class AuthoritativeNode:
             self._changed(r.key)
         return BatchResult(True, tuple(results))
 
-    # -- helpers for the hierarchy ----------------------------------------------------------------------
-    def site_of(self, prefix: str) -> SiteInfo | None:
-        """The HS_SITE held for ``0.NA/<prefix>`` here, if any (a delegated prefix)."""
-        record = self.store.get(fold(prefix_handle(prefix)))
-        if record is None:
-            return None
-        for v in record.of_type(HS_SITE):
-            try:
-                return SiteInfo.from_bytes(v.data)
-            except HandleError:
-                continue
-        return None
-
+    # -- records a node writes for itself --------------------------------------------------------------
     def bootstrap_record(self, record: Record) -> None:
         """Write a record with no authority check: a node's own start-up records, or a replicated write
         already authorised by the peer that took it."""
@@ -436,7 +493,7 @@ class AuthoritativeNode:
     def bootstrap_delete(self, key: str) -> None:
         """Forget a record with no authority check (a replicated deletion)."""
         self.store.delete(key)
-        if key.startswith("0.na/"):
+        if is_prefix_record(key):
             self._note_prefix_record(None, deleted_key=key)
         self._changed(key)
 

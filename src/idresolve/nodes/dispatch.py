@@ -4,22 +4,21 @@
 turned into an error response here, the binary surface's one error-mapping place. It never raises for
 anything a peer can send.
 
-Resolution of a handle the node does not serve: if the node holds a prefix record ``0.NA/<p>`` with an
-HS_SITE for the longest derived prefix ``p`` of the handle's prefix, it answers PREFIX_REFERRAL (303)
-carrying that record's HS_SITE values; this is how top-level nodes point at secondary nodes and how
-secondary nodes point at enterprise nodes.
+Resolution is ``AuthoritativeNode.query``: a handle the node does not serve gets a PREFIX_REFERRAL (303)
+to the holder of its prefix when the node knows it (how top-level nodes point at secondary nodes and
+secondary nodes at enterprise nodes).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
+from ..core.answers import answer_response
 from ..core.codes import OpCode, ResponseCode
-from ..core.errors import HandleError, HandleNotFound, NotResponsible
-from ..core.handles import derived_prefixes, fold, prefix_handle
-from ..core.values import HS_SITE
-from ..core.wire import FLAG_OVERWRITE, FLAG_TRACE, Request, Response, error_response
+from ..core.errors import HandleError
+from ..core.messages import FLAG_OVERWRITE, FLAG_TRACE, Request, Response, error_response
 from .auth import Identity, parse_identity
 from .authoritative import AuthoritativeNode, BatchRefused
 
@@ -35,56 +34,14 @@ def _caller(node: AuthoritativeNode, req: Request) -> Identity | None:
     return node.authenticate(parse_identity(identity_text), secret)
 
 
-def referral(node: AuthoritativeNode, req: Request) -> Response | None:
-    """A PREFIX_REFERRAL for ``req.handle`` if this node knows where its prefix lives."""
-    text = req.handle
-    prefix = text.split("/", 1)[0] if "/" in text else text
-    if fold(prefix) == "0.na" and "/" in text:  # resolving a prefix record: refer for the prefix itself
-        prefix = text.split("/", 1)[1]
-    for p in reversed(derived_prefixes(prefix)):
-        if node.serves_prefix(p):
-            return None  # the nearest holder is this node itself
-        record = node.store.get(fold(prefix_handle(p)))
-        if record is None:
-            continue
-        sites = tuple(v for v in record.values if v.type == HS_SITE)
-        if sites:
-            return Response(req.request_id, req.opcode, ResponseCode.PREFIX_REFERRAL, record.handle, values=sites)
-    return None
-
-
 def _resolve(node: AuthoritativeNode, req: Request, caller: Identity | None, now: float) -> Response:
-    try:
-        result = node.resolve(req.handle, indexes=req.indexes, types=req.types, caller=caller)
-    except HandleNotFound:
-        # A prefix record we cover but do not hold (``0.NA/88.118.8`` at a top-level node) lives with
-        # the holder of its parent prefix: refer there.
-        if req.handle[:5].lower() == "0.na/":
-            ref = referral(node, req)
-            if ref is not None:
-                return ref
-        raise
-    except NotResponsible:
-        # Not ours: refer to whoever holds the prefix, if we know. (A handle we serve but do not hold is
-        # an authoritative "not found", never a referral.)
-        ref = referral(node, req)
-        if ref is not None:
-            return ref
-        prefix = req.handle.split("/", 1)[0]
-        if "/" in req.handle and node.covers(prefix):
-            raise HandleNotFound("Prefix not allocated", handle=req.handle) from None
-        raise
-    return Response(req.request_id, req.opcode, result.code, req.handle, values=result.values)
+    a = node.query(req.handle, indexes=req.indexes, types=req.types, caller=caller)
+    return answer_response(req.request_id, req.handle, a)
 
 
 def _site_info(node: AuthoritativeNode, req: Request, caller: Identity | None, now: float) -> Response:
     """GET_SITEINFO: the HS_SITE values of this node's own prefix records."""
-    sites = []
-    for p in sorted(node.configured):
-        record = node.store.get(fold(prefix_handle(p)))
-        if record is not None:
-            sites.extend(v for v in record.values if v.type == HS_SITE)
-    return Response(req.request_id, req.opcode, ResponseCode.SUCCESS, req.handle, values=tuple(sites),
+    return Response(req.request_id, req.opcode, ResponseCode.SUCCESS, req.handle, values=node.own_sites(),
                     handles=tuple(node.prefixes))
 
 
@@ -172,7 +129,5 @@ def answer(node: AuthoritativeNode, req: Request, now: float, extra: dict[int, H
         log.exception("internal error answering opcode %s for %r", req.opcode, req.handle)
         resp = error_response(req.request_id, req.opcode, ResponseCode.ERROR, "internal error", req.handle)
     if req.flags & FLAG_TRACE:
-        from dataclasses import replace
-
         resp = replace(resp, node=node.name)
     return resp

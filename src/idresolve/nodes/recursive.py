@@ -1,34 +1,39 @@
-"""The public recursive node's logic: walk top-level -> secondary -> enterprise, and cache.
+"""The public recursive node's algorithm: walk top-level -> secondary -> enterprise, and cache.
 
 Pure and I/O-free: ``RecursiveResolver.begin(handle, now)`` returns a ``Resolution``, a small state
-machine. Its ``step`` is either ``Ask`` (send a RESOLUTION request to a target) or ``Done`` (the final
-answer). The I/O layer sends, then feeds back ``on_response`` or ``on_timeout`` with the elapsed time,
-and asks for the next step. A resolution takes at most ``max_hops`` steps (DOMAIN.md: 40).
+machine. Its ``step`` is either ``Ask`` (send a RESOLUTION request to an upstream node) or ``Done`` (the
+final answer). Whoever moves the messages feeds back ``on_response`` or ``on_timeout`` with the elapsed
+time and looks at the next step; ``nodes.pipeline`` does that for every transport and scheduler. A
+resolution takes at most ``max_hops`` steps (the Handle clients' loop guard: 40).
 
-Caching (DOMAIN.md section 6): answers and referrals are cached by their TTL, capped at ``ttl_cap_s``
-(3,600 s); negative answers only when ``negative_ttl_s > 0``; both caches are bounded LRUs. A top-level
-node that times out is skipped for ``root_down_s`` and the next one is asked.
+Caching (the resolvers' defaults): answers and referrals are cached by their TTL, capped at ``ttl_cap_s``
+(3,600 s); negative answers only when ``negative_ttl_s > 0``; both caches are bounded LRUs and expiry is
+checked at lookup. Cached answers are ``nodes.answers.Answer`` objects, replaced on every fresh walk.
+A top-level node that times out is skipped for ``root_down_s`` and the next one is asked. A resolution
+that fails says why in ``Done.failure`` (a ``Failure``), not only in its message.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from functools import lru_cache
 
+from ..core.answers import Answer
 from ..core.cache import TtlCache
 from ..core.codes import ResponseCode
 from ..core.errors import HandleError
 from ..core.handles import derived_prefixes, fold, parse_handle
+from ..core.messages import Hop, Response
 from ..core.site import SiteInfo
 from ..core.values import HS_SITE, HandleValue
-from ..core.wire import Hop, Response
 
 TIMEOUT_CODE = -1  # in traces: the hop timed out
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
-    """A node to ask: its binary TCP endpoint, and the name and location its HS_SITE gives."""
+class Upstream:
+    """A node a recursive node asks: its binary TCP endpoint, and the name and location its HS_SITE gives."""
 
     name: str
     host: str
@@ -40,17 +45,17 @@ class Target:
         object.__setattr__(self, "address", f"{self.host}:{self.port}")
 
 
-def targets_from_site(values: tuple[HandleValue, ...]) -> list[Target]:
+def upstreams_from_site(values: tuple[HandleValue, ...]) -> list[Upstream]:
     """The TCP endpoints of every HS_SITE among ``values``, in order (sites that do not parse are skipped)."""
-    out: list[Target] = []
+    out: list[Upstream] = []
     for v in values:
         if v.type == HS_SITE:
-            out.extend(_site_targets(v.data))
+            out.extend(_site_upstreams(v.data))
     return out
 
 
 @lru_cache(maxsize=4096)
-def _site_targets(data: bytes) -> tuple[Target, ...]:
+def _site_upstreams(data: bytes) -> tuple[Upstream, ...]:
     """One HS_SITE's targets, parsed once per distinct value: every cold walk meets the same few sites."""
     try:
         site = SiteInfo.from_bytes(data)
@@ -61,13 +66,25 @@ def _site_targets(data: bytes) -> tuple[Target, ...]:
     for server in site.servers:
         ep = server.endpoint("TCP")
         if ep is not None:
-            out.append(Target(attrs.get("name", f"{ep[0]}:{ep[1]}"), ep[0], ep[1], attrs.get("location", "")))
+            out.append(Upstream(attrs.get("name", f"{ep[0]}:{ep[1]}"), ep[0], ep[1], attrs.get("location", "")))
     return tuple(out)
+
+
+class Failure(Enum):
+    """Why a resolution ended without an answer from the node that holds the identifier."""
+
+    UPSTREAM_TIMEOUT = "upstream-timeout"  # a node did not answer in time (REST: 504)
+    NO_UPSTREAM = "no-upstream"  # every top-level node was tried and none answered (REST: 504)
+    REFERRAL_LOOP = "referral-loop"
+    TOO_MANY_REFERRALS = "too-many-referrals"
+    BAD_REFERRAL = "bad-referral"  # a referral to a site with no TCP interface
+    INVALID_HANDLE = "invalid-handle"  # the client's handle does not parse
+    UPSTREAM_REFUSED = "upstream-refused"  # an upstream node answered with an error code
 
 
 @dataclass(frozen=True, slots=True)
 class Ask:
-    target: Target
+    target: Upstream
     handle: str
     hops: int
 
@@ -79,25 +96,19 @@ class Done:
     values: tuple[HandleValue, ...] = ()
     message: str = ""
     trace: tuple[Hop, ...] = ()
-    cached: bool = False
-    expires_at: float = 0.0  # when the answer stops being valid (0: do not cache)
-
-
-@dataclass(slots=True)
-class CachedAnswer:
-    code: int
-    values: tuple[HandleValue, ...]
-    expires_at: float = 0.0
+    cached: bool = False  # answered from the cache, without asking anyone
+    failure: Failure | None = None
+    answer: Answer | None = None  # the Answer this is, as the resolver holds it in its cache (else None)
 
 
 class RecursiveResolver:
-    def __init__(self, roots: list[Target], *, cache_entries: int = 100_000, ttl_cap_s: float = 3600.0,
+    def __init__(self, roots: list[Upstream], *, cache_entries: int = 100_000, ttl_cap_s: float = 3600.0,
                  negative_ttl_s: float = 0.0, max_hops: int = 40, root_down_s: float = 30.0) -> None:
         if not roots:
             raise ValueError("a recursive resolver needs at least one top-level node")
         self.roots = list(roots)
-        self.answers: TtlCache[CachedAnswer] = TtlCache(cache_entries)
-        self.referrals: TtlCache[tuple[Target, ...]] = TtlCache(max(1000, cache_entries // 10))
+        self.answers: TtlCache[Answer] = TtlCache(cache_entries)
+        self.referrals: TtlCache[tuple[Upstream, ...]] = TtlCache(max(1000, cache_entries // 10))
         self.ttl_cap_s, self.negative_ttl_s = ttl_cap_s, negative_ttl_s
         self.max_hops, self.root_down_s = max_hops, root_down_s
         self.root_down_until: dict[str, float] = {}
@@ -107,10 +118,15 @@ class RecursiveResolver:
             return 0.0
         return float(min(min(v.ttl_s for v in values), self.ttl_cap_s))
 
+    def cached(self, key: str, now: float) -> Answer | None:
+        """The fresh cached Answer for folded handle ``key``, counted as a hit; a miss is not counted (the
+        resolution that follows counts it)."""
+        return self.answers.get(key, now, count_miss=False)
+
     def begin(self, handle: str, now: float, *, bypass_cache: bool = False) -> Resolution:
         return Resolution(self, handle, now, bypass_cache)
 
-    def healthy_roots(self, now: float, tried: set[str]) -> list[Target]:
+    def healthy_roots(self, now: float, tried: set[str]) -> list[Upstream]:
         if not tried and not self.root_down_until:
             return self.roots  # the usual case: every root fresh and up
         down = self.root_down_until
@@ -141,7 +157,7 @@ class Resolution:
         try:
             h = parse_handle(self.handle)
         except HandleError as exc:
-            self.step = Done(exc.code, self.handle, message=exc.message)
+            self.step = Done(exc.code, self.handle, message=exc.message, failure=Failure.INVALID_HANDLE)
             return
         self.key = h.key
         self.prefix = h.prefix
@@ -151,7 +167,7 @@ class Resolution:
             if hit is not None:
                 self.trace.append(Hop("cache", "", hit.code, 0, True))
                 self.step = Done(hit.code, self.handle, hit.values, trace=tuple(self.trace), cached=True,
-                                 expires_at=hit.expires_at)
+                                 answer=hit)
                 return
             for p in reversed(derived_prefixes(h.prefix)):
                 targets = r.referrals.get(fold(p), self.now)
@@ -163,7 +179,7 @@ class Resolution:
         self._ask_root()
 
     # -- moves ----------------------------------------------------------------------------------------
-    def _ask(self, target: Target, *, root: bool) -> None:
+    def _ask(self, target: Upstream, *, root: bool) -> None:
         self.current_is_root = root
         if root:
             self.tried_roots.add(target.address)
@@ -172,13 +188,20 @@ class Resolution:
     def _ask_root(self) -> None:
         roots = self.resolver.healthy_roots(self.now, self.tried_roots)
         if not roots:
-            self._done(ResponseCode.ERROR, message="no top-level node answered")
+            self._done(ResponseCode.ERROR, message="no top-level node answered", failure=Failure.NO_UPSTREAM)
             return
         self._ask(roots[0], root=True)
 
-    def _done(self, code: int, values: tuple[HandleValue, ...] = (), message: str = "",
-              expires_at: float = 0.0) -> None:
-        self.step = Done(code, self.handle, values, message, tuple(self.trace), expires_at=expires_at)
+    def _done(self, code: int, values: tuple[HandleValue, ...] = (), message: str = "", *,
+              failure: Failure | None = None, answer: Answer | None = None) -> None:
+        self.step = Done(code, self.handle, values, message, tuple(self.trace), failure=failure, answer=answer)
+
+    def _cache(self, code: int, values: tuple[HandleValue, ...], ttl_s: float, now: float) -> Answer | None:
+        if ttl_s <= 0:
+            return None
+        answer = Answer(code, values, expires_at=now + ttl_s)
+        self.resolver.answers.put(self.key, answer, ttl_s, now)
+        return answer
 
     # -- feedback from the I/O layer ---------------------------------------------------------------------
     def on_response(self, resp: Response, now: float, elapsed_us: int) -> None:
@@ -192,31 +215,30 @@ class Resolution:
         self.trace.append(Hop(resp.node or target.name, target.address, resp.code, elapsed_us))
         code = resp.code
         if code in (ResponseCode.SUCCESS, ResponseCode.VALUES_NOT_FOUND):
-            ttl = r.ttl_of(resp.values)
-            expires_at = now + ttl if ttl > 0 else 0.0
-            r.answers.put(self.key, CachedAnswer(code, resp.values, expires_at), ttl, now)
-            self._done(code, resp.values, expires_at=expires_at)
+            answer = self._cache(code, resp.values, r.ttl_of(resp.values), now)
+            self._done(code, resp.values, answer=answer)
         elif code == ResponseCode.PREFIX_REFERRAL:
-            targets = targets_from_site(resp.values)
+            targets = upstreams_from_site(resp.values)
             if not targets:
-                self._done(ResponseCode.ERROR, message=f"{target.name} referred to a site with no TCP interface")
+                self._done(ResponseCode.ERROR, message=f"{target.name} referred to a site with no TCP interface",
+                           failure=Failure.BAD_REFERRAL)
                 return
             if self.hops >= r.max_hops:
-                self._done(ResponseCode.RECURSION_COUNT_TOO_HIGH, message=f"more than {r.max_hops} referrals")
+                self._done(ResponseCode.RECURSION_COUNT_TOO_HIGH, message=f"more than {r.max_hops} referrals",
+                           failure=Failure.TOO_MANY_REFERRALS)
                 return
             nxt = targets[0]
             if (nxt.address, fold(resp.handle)) in self.asked or nxt.address == target.address:
-                self._done(ResponseCode.RECURSION_COUNT_TOO_HIGH, message=f"referral loop at {resp.handle}")
+                self._done(ResponseCode.RECURSION_COUNT_TOO_HIGH, message=f"referral loop at {resp.handle}",
+                           failure=Failure.REFERRAL_LOOP)
                 return
             self.asked.add((nxt.address, fold(resp.handle)))
             referred = resp.handle.split("/", 1)[1] if "/" in resp.handle else resp.handle
             r.referrals.put(fold(referred), tuple(targets), r.ttl_of(resp.values), now)
             self._ask(nxt, root=False)
         elif code == ResponseCode.HANDLE_NOT_FOUND:
-            if r.negative_ttl_s > 0:
-                neg = min(r.negative_ttl_s, r.ttl_cap_s)
-                r.answers.put(self.key, CachedAnswer(code, (), now + neg), neg, now)
-            self._done(code, message=resp.message)
+            answer = self._cache(code, (), min(r.negative_ttl_s, r.ttl_cap_s), now)
+            self._done(code, message=resp.message, answer=answer)
         elif code == ResponseCode.SERVER_NOT_RESP and self.from_cached_referral is not None:
             r.referrals.remove(self.from_cached_referral)  # stale referral: start again from the top
             self.from_cached_referral = None
@@ -224,7 +246,7 @@ class Resolution:
         elif code == ResponseCode.SERVER_TOO_BUSY and self.current_is_root:
             self._ask_root()
         else:
-            self._done(code, message=resp.message)
+            self._done(code, message=resp.message, failure=Failure.UPSTREAM_REFUSED)
 
     def on_timeout(self, now: float, elapsed_us: int) -> None:
         self.now = now
@@ -238,4 +260,5 @@ class Resolution:
         else:
             if self.from_cached_referral is not None:
                 self.resolver.referrals.remove(self.from_cached_referral)
-            self._done(ResponseCode.ERROR, message=f"{ask.target.name} ({ask.target.address}) did not answer")
+            self._done(ResponseCode.ERROR, message=f"{ask.target.name} ({ask.target.address}) did not answer",
+                       failure=Failure.UPSTREAM_TIMEOUT)

@@ -24,8 +24,8 @@ from ..core.admin import AdminPerm
 from ..core.codes import OpCode, ResponseCode
 from ..core.errors import AuthenticationNeeded, NotAuthorized
 from ..core.handles import fold, parse_handle, prefix_handle
+from ..core.messages import Request, Response
 from ..core.records import Record
-from ..core.wire import Request, Response
 from .auth import Identity, permitted
 from .authoritative import AuthoritativeNode
 

@@ -45,8 +45,9 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(kind: str, data_dir: Path | None, name: str = "records") -> Store:
-    """``memory`` or ``sqlite`` (the durable default, a file under ``data_dir``)."""
+def open_store(kind: str, data_dir: Path | None, name: str = "records", *, fsync: bool = False) -> Store:
+    """``memory`` or ``sqlite`` (the durable default, a file under ``data_dir``; ``fsync``: every commit
+    survives a power cut, not only a crash of the process)."""
     from .memory import MemoryStore
     from .sqlite import SqliteStore
 
@@ -56,5 +57,5 @@ def open_store(kind: str, data_dir: Path | None, name: str = "records") -> Store
         if data_dir is None:
             raise ValueError("the sqlite store needs a data directory")
         data_dir.mkdir(parents=True, exist_ok=True)
-        return SqliteStore(data_dir / f"{name}.sqlite3")
+        return SqliteStore(data_dir / f"{name}.sqlite3", fsync=fsync)
     raise ValueError(f"unknown store kind {kind!r} (expected memory or sqlite)")

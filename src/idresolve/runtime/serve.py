@@ -1,4 +1,4 @@
-"""Hosting one node in an event loop: store, node logic, listeners, and a clean stop.
+"""Serving one node in a process (``idresolve node``): store, node logic, listeners, and a clean stop.
 
 ``serve_node(cfg, shutdown_trigger=...)`` opens the store, writes the node's own prefix records, starts the
 listeners (HTTP through aiohttp's AppRunner/TCPSite in this loop, never ``run_app``; binary TCP/UDP when
@@ -12,22 +12,20 @@ import asyncio
 import gc
 import logging
 import ssl
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.errors import HandleError
+from ..nodes.authoritative import AuthoritativeNode
+from ..nodes.bootstrap import admin_identity
+from ..store import open_store
 from .config import ConfigError, NodeConfig, is_loopback, parse_hostport
-from .core.errors import HandleError
-from .core.handles import fold, prefix_handle
-from .core.values import HS_SECKEY, seckey_value
-from .hosting import Addresses, HostedAuthoritative
-from .nodes.authoritative import AuthoritativeNode
-from .nodes.bootstrap import ADMIN_INDEX, admin_identity, prefix_record
-from .secrets_file import load_or_create_secret
-from .store import open_store
+from .hosted import HostedAuthoritative, HostSettings, authoritative_host
+from .listeners import Addresses
+from .secrets import load_or_create_secret
 
-log = logging.getLogger("idresolve.host")
+log = logging.getLogger("idresolve.serve")
 
 
 @dataclass
@@ -39,23 +37,6 @@ class RunningNode:
     secret_generated: bool
     admin_identities: list[str] = field(default_factory=list)
     addresses: Addresses | None = None
-
-
-def ensure_prefix_records(node: AuthoritativeNode, prefixes: tuple[str, ...], secret: str, now: float) -> None:
-    """Write ``0.NA/<prefix>`` for each prefix if missing; refresh its HS_SECKEY if the secret changed."""
-    for prefix in prefixes:
-        existing = node.store.get(fold(prefix_handle(prefix)))
-        if existing is None:
-            node.bootstrap_record(prefix_record(prefix, secret, now=now))
-            continue
-        key = existing.by_index(ADMIN_INDEX)
-        if key is None or key.type != HS_SECKEY or key.data != secret.encode():
-            values = tuple(v for v in existing.values if v.index != ADMIN_INDEX)
-            new = seckey_value(ADMIN_INDEX, secret).stamped(now)
-            from .core.records import Record
-
-            node.bootstrap_record(Record(existing.handle, tuple(sorted((*values, new), key=lambda v: v.index))))
-            log.info("admin secret of %s changed", prefix)
 
 
 async def serve_node(cfg: NodeConfig, *, shutdown_trigger: Awaitable[object],
@@ -85,23 +66,22 @@ async def _serve(cfg: NodeConfig, shutdown_trigger: Awaitable[object],
                           "(--admin-secret or IDRESOLVE_ADMIN_SECRET); there are no default passwords")
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     secret, secret_file, generated = load_or_create_secret(cfg.data_dir, cfg.admin_secret)
-    store = open_store(cfg.store, cfg.data_dir, name=cfg.name)
+    try:
+        shed_lag_s = float(cfg.shed_lag_ms) / 1000.0
+    except ValueError:
+        raise ConfigError(f"shed_lag_ms must be a number of milliseconds, not {cfg.shed_lag_ms!r}") from None
+    settings = HostSettings(shed_lag_s=shed_lag_s, plain_http_writes=cfg.writes_over_plain_http(),
+                            binary_writes=cfg.writes_over_binary(), access_log=cfg.access_log)
+    store = open_store(cfg.store, cfg.data_dir, name=cfg.name, fsync=cfg.fsync)
     hosted: HostedAuthoritative | None = None
     try:
-        node = AuthoritativeNode(store, cfg.prefixes, name=cfg.name)
-        ensure_prefix_records(node, cfg.prefixes, secret, time.time())
-        try:
-            shed_lag_s = float(cfg.shed_lag_ms) / 1000.0
-        except ValueError:
-            raise ConfigError(f"shed_lag_ms must be a number of milliseconds, not {cfg.shed_lag_ms!r}") from None
-        hosted = HostedAuthoritative(node, plain_http_writes=cfg.writes_over_plain_http(), shed_lag_s=shed_lag_s)
-        hosted.service.allow_writes = cfg.writes_over_binary()
+        hosted = authoritative_host(cfg.name, store, cfg.prefixes, secret, settings=settings)
+        node = hosted.node
         ssl_ctx = None
         if cfg.tls_cert is not None and cfg.tls_key is not None:
             ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
-        addrs = await hosted.start(http=cfg.http, tcp=cfg.tcp, udp=cfg.udp, ssl_ctx=ssl_ctx,
-                                   access_log=cfg.access_log)
+        addrs = await hosted.start(http=cfg.http, tcp=cfg.tcp, udp=cfg.udp, ssl_ctx=ssl_ctx)
         running = RunningNode(cfg, node, addrs.http_url(tls=ssl_ctx is not None), secret_file, generated,
                               [admin_identity(p) for p in cfg.prefixes], addrs)
         freeze_startup_heap()

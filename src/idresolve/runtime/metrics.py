@@ -1,4 +1,4 @@
-"""Prometheus metrics for one node, served at ``GET /metrics`` (prometheus-client).
+"""Prometheus metrics for one node (prometheus-client); the HTTP apps serve ``render()`` at ``GET /metrics``.
 
 Each node has its own ``CollectorRegistry`` (many nodes share a process). Per-request work is two cheap
 calls on pre-bound children; everything else (records stored, cache hits and misses, link delays,
@@ -23,15 +23,13 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from .core.codes import OpCode
+from ..core.codes import OpCode
 
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def _op_name(opcode: int) -> str:
@@ -116,19 +114,8 @@ class NodeMetrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def install(self, app: web.Application) -> None:
-        """Add ``GET /metrics`` and count REST requests through the app's edge middleware (before the app
-        starts)."""
-        from .http.app import EDGE, EdgeHooks
-
-        hooks = app.get(EDGE) or EdgeHooks()
-        hooks.observe = lambda op, status, seconds: self.observe("rest", op, status, seconds)
-        app[EDGE] = hooks
-
-        async def metrics(_request: web.Request) -> web.Response:
-            return web.Response(body=self.render(), headers={"Content-Type": CONTENT_TYPE})
-
-        app.router.add_get("/metrics", metrics)
+    def rest_observer(self) -> Callable[[str, int, float], None]:
+        return lambda op, status, seconds: self.observe("rest", op, status, seconds)
 
 
 def admission_metrics(admission: object) -> dict[str, tuple[str, str, float]]:

@@ -1,0 +1,98 @@
+"""The one resolve pipeline of a recursive node: from a client's ``Request`` to its ``Response``, for every
+surface (REST, the binary protocol, any later protocol) and every way of moving messages (asyncio on real
+sockets, the virtual-time simulator).
+
+    walk = node.begin(request, now)            # a Walk: one Resolution and the request it answers
+    while (hop := walk.next_hop(now)) is not None:
+        upstream, upstream_request = hop       # send it; then, with the time it came back:
+        walk.answered(response, now)           # ... or walk.timed_out(now)
+    response = node.respond(request, walk.done)
+
+The mover is a loop of a few lines (``net.upstream.drive`` on asyncio); everything else, the caching,
+referrals, loop guard, failover, filters and the shape of the answer, is here and in ``nodes.recursive``.
+``RecursiveNode.cached`` is the fast path the binary surfaces ask before decoding a plain resolution.
+"""
+
+from __future__ import annotations
+
+from ..core.answers import Answer, select
+from ..core.codes import OpCode, ResponseCode
+from ..core.handles import fold
+from ..core.messages import FLAG_AUTHORITATIVE, FLAG_TRACE, Request, Response, error_response
+from .recursive import Ask, Done, RecursiveResolver, Resolution, Upstream
+
+
+class Walk:
+    """Drives one ``Resolution`` for one client request: hands out each hop, takes back its outcome."""
+
+    __slots__ = ("node", "request", "resolution", "_sent_at")
+
+    def __init__(self, node: RecursiveNode, request: Request, resolution: Resolution) -> None:
+        self.node, self.request, self.resolution = node, request, resolution
+        self._sent_at = 0.0
+
+    def next_hop(self, now: float) -> tuple[Upstream, Request] | None:
+        """The upstream node to ask and the request to send it, or None when the resolution is done."""
+        step = self.resolution.step
+        if not isinstance(step, Ask):
+            return None
+        self._sent_at = now
+        self.node.upstream_requests += 1
+        # No TRACE flag upstream: hops are named from the HS_SITE, and the upstream's answer cache (which
+        # serves plain requests only) applies.
+        return step.target, Request(0, OpCode.RESOLUTION, step.handle, hops=step.hops)
+
+    def answered(self, response: Response, now: float) -> None:
+        self.resolution.on_response(response, now, int((now - self._sent_at) * 1e6))
+
+    def timed_out(self, now: float) -> None:
+        """The hop's request or its answer was lost, the connection failed, or no answer came in time."""
+        self.resolution.on_timeout(now, int((now - self._sent_at) * 1e6))
+
+    @property
+    def finished(self) -> bool:
+        """True once the resolution has its answer (at once, when it came from the cache)."""
+        return isinstance(self.resolution.step, Done)
+
+    @property
+    def done(self) -> Done:
+        step = self.resolution.step
+        if not isinstance(step, Done):
+            raise RuntimeError("the resolution has not finished")
+        return step
+
+
+class RecursiveNode:
+    """A public recursive node: resolves any identifier by walking the hierarchy, through ``resolver``."""
+
+    def __init__(self, name: str, resolver: RecursiveResolver) -> None:
+        self.name = name
+        self.resolver = resolver
+        self.upstream_requests = 0
+
+    def cached(self, handle: str, now: float) -> Answer | None:
+        """The fresh cached Answer to a plain resolution of ``handle`` (counted as a cache hit), else None."""
+        hit = self.resolver.cached(fold(handle), now)
+        return hit if hit is not None and hit.code == ResponseCode.SUCCESS else None
+
+    def begin(self, request: Request, now: float) -> Walk:
+        """Start resolving ``request`` (a RESOLUTION); ``FLAG_AUTHORITATIVE`` walks past every cache."""
+        bypass = bool(request.flags & FLAG_AUTHORITATIVE)
+        return Walk(self, request, self.resolver.begin(request.handle, now, bypass_cache=bypass))
+
+    def respond(self, request: Request, done: Done) -> Response:
+        """The client's answer: filters applied, the trace and node name when asked for."""
+        code, values = done.code, done.values
+        if code == ResponseCode.SUCCESS and (request.indexes or request.types):
+            code, values = select(values, request.indexes, request.types)
+        traced = bool(request.flags & FLAG_TRACE)
+        return Response(request.request_id, request.opcode, code, request.handle, values=values,
+                        message=done.message, node=self.name if traced else "",
+                        trace=done.trace if traced else ())
+
+    def answer_other(self, request: Request) -> Response:
+        """What a recursive node says to anything but a resolution."""
+        if request.opcode == OpCode.GET_SITEINFO:
+            return Response(request.request_id, request.opcode, ResponseCode.SUCCESS, node=self.name)
+        return error_response(request.request_id, request.opcode, ResponseCode.OPERATION_NOT_SUPPORTED,
+                              "a recursive node only resolves; write to the node that holds the prefix")
