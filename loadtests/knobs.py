@@ -17,7 +17,7 @@ TARGETS = ("recursive", "authoritative")
 KEY_DISTRIBUTIONS = ("uniform", "zipf")
 FAIL_ON = ("unexpected", "non-success", "transport")
 REGISTRAR_MODES = ("batch", "rest")
-MAX_BATCH = 2000  # the batch API's limit (DOMAIN.md section 6)
+MAX_BATCH = 2000  # the batch API's limit (docs/domain.md §6)
 
 
 def _env(name: str) -> str:

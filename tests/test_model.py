@@ -1,6 +1,6 @@
 """The pure model: identifiers, values and their JSON forms, HS_ADMIN, HS_SITE and the record codec.
 
-Table-driven unit tests plus hypothesis properties. The decoder rule (DESIGN.md section 2) is checked on
+Table-driven unit tests plus hypothesis properties. The decoder rule (docs/architecture.md, "Habits") is checked on
 arbitrary bytes: a decoder returns a value or raises its own error, nothing else, ever.
 """
 

@@ -1,4 +1,4 @@
-"""The Handle REST API contract (REST-CONTRACT.md), table-driven, over real sockets.
+"""The Handle REST API contract (docs/rest-contract.md), table-driven, over real sockets.
 
 Every case is sent with the standard library's ``http.client`` exactly as a plain HTTP client would (Basic
 auth with the percent-encoded identity, and the unencoded form too) to a fresh node from ``live_node``

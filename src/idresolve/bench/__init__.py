@@ -1,6 +1,6 @@
 """Benchmarks: load clients, baseline servers, scenarios and reports (``idresolve bench``).
 
-Every figure is printed next to a baseline measured in the same run (DESIGN.md section 3), and every
+Every figure is printed next to a baseline measured in the same run (docs/architecture.md, "Performance facts"), and every
 load loop is bounded by time and by count. Modules:
 
 - ``httpload``  HTTP/1.1 keep-alive client on raw asyncio Protocols; the closed-loop driver of ``bench rest``

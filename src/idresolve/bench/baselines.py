@@ -1,4 +1,4 @@
-"""Baselines measured in the same run as the thing they judge (DESIGN.md section 3).
+"""Baselines measured in the same run as the thing they judge (docs/architecture.md, "Performance facts").
 
 - A bare aiohttp server: the same hosting as a node (AppRunner/TCPSite, access log off, uvloop), the same
   route shape (``/api/handles/{handle:.*}``), no middleware, and a handler that returns fixed JSON bytes

@@ -1,4 +1,4 @@
-"""The bare asyncio msgpack echo server: the floor under any binary-protocol node (DESIGN.md section 3).
+"""The bare asyncio msgpack echo server: the floor under any binary-protocol node (docs/architecture.md, "Performance facts").
 
 One ``asyncio.Protocol`` on the nodes' framing (``core.wire.FrameDecoder``): every frame is unpacked with
 msgpack (as a node must, to learn the request id) and answered with a fixed, pre-encoded answer (a node's

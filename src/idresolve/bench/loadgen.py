@@ -1,6 +1,6 @@
 """Open-loop and closed-loop load drivers over binary or REST connections, and what they record.
 
-Open loop (DESIGN.md section 3): request ``k`` of a run is due at ``t0 + k / rate`` and goes to connection
+Open loop (docs/architecture.md, "Performance facts"): request ``k`` of a run is due at ``t0 + k / rate`` and goes to connection
 ``k mod C``, so each connection follows its own schedule of ``rate / C`` requests/s, with as many requests
 in flight as the server lets pile up (pipelined). Latency runs from the *scheduled* time, not from when
 the request was actually written: a server that stalls cannot hide the stall by slowing the generator

@@ -11,7 +11,7 @@
 Every step is idempotent: a record already holding the wanted values is left alone, so a restart
 changes nothing and keeps every record.
 
-Authority follows DOMAIN.md: creating ``0.NA/P.x`` needs ADD_DERIVED_PREFIX in ``0.NA/P``. On the prefix
+Authority follows docs/domain.md: creating ``0.NA/P.x`` needs ADD_DERIVED_PREFIX in ``0.NA/P``. On the prefix
 records it allocates, the parent's admin keeps only the right to revoke the allocation (DELETE_HANDLE):
 it can neither read nor change the child admin's key, nor create identifiers under the child's prefix.
 The child's own admin maintains the record (its HS_SITE, its key), so re-running the bootstrap reads and

@@ -1,4 +1,4 @@
-"""A cluster worker: one process, one event loop, many nodes (DESIGN.md: host many nodes per loop).
+"""A cluster worker: one process, one event loop, many nodes (docs/architecture.md: many nodes share one event loop).
 
 It opens each node's store under ``<data_dir>/nodes/<name>/``, writes the node's own prefix record
 (admin identity, secret, HS_SITE), starts its listeners, and prints one JSON line ``{"event": "ready"}``

@@ -1,4 +1,4 @@
-"""HS_ADMIN permissions and admin references (RFC 3651 section 3.6, DOMAIN.md section 4).
+"""HS_ADMIN permissions and admin references (RFC 3651 section 3.6, docs/domain.md §4).
 
 In JSON the 12 permission bits are written as a string from bit 11 down to bit 0, so the last character
 is ADD_HANDLE. The binary form is RFC 3651's: 2-byte permission mask, admin handle as a 4-byte length and

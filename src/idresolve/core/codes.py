@@ -1,4 +1,4 @@
-"""Handle protocol numbers: response codes and opcodes (RFC 3652; DOMAIN.md section 5).
+"""Handle protocol numbers: response codes and opcodes (RFC 3652; docs/domain.md §5).
 
 Unknown numbers decode safely: ``ResponseCode.of(n)`` and ``OpCode.of(n)`` never raise.
 """
@@ -74,7 +74,7 @@ class OpCode(IntEnum):
             return number
 
 
-#: HTTP status for each response code in the REST API (REST-CONTRACT.md). Codes not listed map to 400.
+#: HTTP status for each response code in the REST API (docs/rest-contract.md). Codes not listed map to 400.
 HTTP_STATUS: dict[int, int] = {
     ResponseCode.SUCCESS: 200,
     ResponseCode.ERROR: 500,

@@ -1,6 +1,6 @@
 """Identifier syntax: ``prefix/suffix``, derived prefixes, prefix records, case-insensitive matching.
 
-Rules (DOMAIN.md section 1, REST-CONTRACT.md):
+Rules (docs/domain.md §1, docs/rest-contract.md):
 - A handle is at most 255 characters, holds no control characters and is valid UTF-8.
 - The prefix is dotted (``88``, ``88.118``, ``88.118.8``) with no empty segment and no whitespace; it is
   derived left to right. ``0.NA/<prefix>`` is the prefix record of ``<prefix>``.
@@ -76,7 +76,7 @@ def parse_handle(text: str) -> Handle:
     """Parse and validate ``prefix/suffix``. Raises ``InvalidHandle`` (code 102).
 
     A string without a slash is not a handle of any prefix a node serves; callers that must answer 301
-    for it (REST-CONTRACT.md) check ``"/" in text`` first.
+    for it (docs/rest-contract.md) check ``"/" in text`` first.
     """
     if not text:
         raise InvalidHandle("Empty handle invalid")

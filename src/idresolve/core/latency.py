@@ -1,4 +1,4 @@
-"""Link latency between node locations (DOMAIN.md section 7), as numbers: no sleeping, no clock.
+"""Link latency between node locations (docs/domain.md §7), as numbers: no sleeping, no clock.
 
 The network layer (or the virtual-time simulator) asks for a one-way delay per message and applies it.
 

@@ -1,5 +1,5 @@
 """A cluster topology: where the nodes of the hierarchy are, which prefixes they serve, and the latency
-scenarios of the network between them (DOMAIN.md sections 1, 2 and 7).
+scenarios of the network between them (docs/domain.md §1, §2, §7).
 
 Pure, apart from ``load_topology(path)``, which reads one TOML file with ``tomllib``. Everything else
 works on plain mappings and frozen dataclasses, so tests and the virtual-time simulator can build a
@@ -119,7 +119,7 @@ class Location:
 
 @dataclass(frozen=True, slots=True)
 class LatencySpec:
-    """Link latency parameters (DOMAIN.md section 7); ``latency.LatencyModel`` turns them into delays.
+    """Link latency parameters (docs/domain.md §7); ``latency.LatencyModel`` turns them into delays.
 
     ``inter_province_rtt_ms`` is the round trip between provinces (30 ms since the Jinan and Qingdao
     direct interconnection points, 39 ms before). Inside a province: straight-line km x ``route_factor``

@@ -38,7 +38,7 @@ SECRET_PERMS = ADMIN_READ | ADMIN_WRITE  # "1100"
 HS_ADMIN, HS_SITE, HS_SECKEY, HS_VLIST, HS_PUBKEY, HS_SERV, HS_ALIAS = (
     "HS_ADMIN", "HS_SITE", "HS_SECKEY", "HS_VLIST", "HS_PUBKEY", "HS_SERV", "HS_ALIAS",
 )
-#: Template reference and template fields (DOMAIN.md section 4, metadata templates).
+#: Template reference and template fields (docs/domain.md §4, metadata templates).
 TEMPLATE_REF_INDEX = 1001
 TEMPLATE_FIELD_MIN_INDEX = 2000
 TEMPLATE_FIELD_MAX_CHARS = 255

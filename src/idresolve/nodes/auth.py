@@ -1,4 +1,4 @@
-"""Identities, authentication against HS_SECKEY, and authority from HS_ADMIN (DOMAIN.md section 4).
+"""Identities, authentication against HS_SECKEY, and authority from HS_ADMIN (docs/domain.md §4).
 
 - An identity is ``index:handle`` (``300:0.NA/88.100``). Its secret is the HS_SECKEY value at that index
   of that handle, which must be held by this node's store. Comparison is constant-time.
