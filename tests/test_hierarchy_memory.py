@@ -22,7 +22,7 @@ from idresolve.cluster.bootstrap import DEMO_PREFIX, DEMO_SUFFIX, BootstrapRepor
 from idresolve.cluster.credentials import secret_for
 from idresolve.cluster.plan import ClusterPlan, identity_of, make_plan
 from idresolve.core.codes import OpCode, ResponseCode
-from idresolve.core.events import PlainResolution
+from idresolve.core.events import plain_request
 from idresolve.core.handles import fold, prefix_handle
 from idresolve.core.messages import FLAG_TRACE, Request, Response
 from idresolve.core.site import Interface, Server, SiteInfo
@@ -671,11 +671,12 @@ def _serve_one(svc: Any, conn: ServerConnection, payload: bytes) -> Any:
 
     conn.receive_data(len(payload).to_bytes(4, "big") + payload)
     event = conn.next_event()
-    if isinstance(event, PlainResolution):
-        hit = svc.cached(event.handle)
+    if type(event) is tuple:  # a PlainResolution
+        rid, handle = event
+        hit = svc.cached(handle)
         if hit is not None:
-            return conn.answer_cached(event.request_id, event.handle, hit)
-        event = event.request()
+            return conn.answer_cached(rid, handle, hit)
+        event = plain_request(event)
     assert isinstance(event, Request)
     result = svc.handle(event)
     if inspect.isawaitable(result):
@@ -792,3 +793,56 @@ def test_encoded_answers_serve_only_the_same_answer_object() -> None:
     cache.put("/api/handles/88.1/b", v1, b"b")
     cache.put("/api/handles/88.1/c", v1, b"c")  # over the bound: the oldest goes
     assert cache.get("/api/handles/88.1/a", v1) is None and cache.get("/api/handles/88.1/c", v1) == b"c"
+
+
+# --------------------------------------------------------------------------------------------------
+# The resolve pipeline (nodes/pipeline.py): the Walk moved by a plain loop, as every mover moves it
+
+
+def walk_over(hier: Hierarchy, node: RecursiveNode, req: Request, now: float) -> Response:
+    walk = node.begin(req, now)
+    while (hop := walk.next_hop(now)) is not None:
+        upstream, up = hop
+        assert up.opcode == OpCode.RESOLUTION and not up.flags  # plain upstream requests: caches apply
+        walk.answered(hier.net.exchange(upstream.address, up), now + 0.001)
+    return node.respond(req, walk.done)
+
+
+def test_the_pipeline_walks_filters_and_traces_like_the_resolver(hier: Hierarchy) -> None:
+    node = RecursiveNode("rec", RecursiveResolver(hier.tops()))
+    traced = walk_over(hier, node, Request(1, OpCode.RESOLUTION, DEMO, FLAG_TRACE), 10.0)
+    assert traced.code == ResponseCode.SUCCESS and traced.node == "rec"
+    assert [h.node for h in traced.trace] == [TOP, SEC, ENT] and all(abs(h.elapsed_us - 1000) <= 1 for h in traced.trace)
+    assert node.upstream_requests == 3
+    only_url = walk_over(hier, node, Request(2, OpCode.RESOLUTION, DEMO, types=("URL",)), 11.0)
+    assert [v.type for v in only_url.values] == ["URL"] and not only_url.trace and not only_url.node
+    none = walk_over(hier, node, Request(3, OpCode.RESOLUTION, DEMO, indexes=(77,)), 11.0)
+    assert (none.code, none.values) == (ResponseCode.VALUES_NOT_FOUND, ())
+    assert node.upstream_requests == 3  # both answered from the cache
+
+
+def test_the_fast_path_counts_each_lookup_once(hier: Hierarchy) -> None:
+    node = RecursiveNode("rec", RecursiveResolver(hier.tops()))
+    stats = node.resolver.answers.stats
+    assert node.cached(DEMO, 1.0) is None and (stats.hits, stats.misses) == (0, 0)  # a miss the walk will count
+    walk_over(hier, node, Request(1, OpCode.RESOLUTION, DEMO), 1.0)
+    assert (stats.hits, stats.misses) == (0, 1)
+    hit = node.cached(DEMO, 2.0)
+    assert hit is not None and hit.code == ResponseCode.SUCCESS and (stats.hits, stats.misses) == (1, 1)
+    assert node.cached(DEMO, 2.0 + 3600.0) is None  # expired: the TTL cap is an hour
+
+
+def test_a_walk_whose_upstream_never_answers_fails_with_a_typed_reason(hier: Hierarchy) -> None:
+    from idresolve.nodes.recursive import Failure
+
+    node = RecursiveNode("rec", RecursiveResolver(hier.tops()))
+    walk = node.begin(Request(1, OpCode.RESOLUTION, DEMO), 1.0)
+    while walk.next_hop(1.0) is not None:
+        walk.timed_out(3.0)
+    assert walk.done.failure == Failure.NO_UPSTREAM and walk.done.code == ResponseCode.ERROR
+    walk = node.begin(Request(2, OpCode.RESOLUTION, DEMO), 100.0)
+    upstream, up = walk.next_hop(100.0)  # type: ignore[misc]
+    walk.answered(hier.net.exchange(upstream.address, up), 100.0)  # the top level refers
+    assert walk.next_hop(100.0) is not None
+    walk.timed_out(102.0)  # the secondary does not answer
+    assert walk.done.failure == Failure.UPSTREAM_TIMEOUT

@@ -63,22 +63,22 @@ def _type_matches(vtype: str, wanted: Sequence[str]) -> bool:
 class EncodedAnswers:
     """Encoded bytes of Answers, by the client's spelling, bounded (the oldest entry goes first)."""
 
-    __slots__ = ("_entries", "max_entries")
+    __slots__ = ("entries", "max_entries")
 
     def __init__(self, max_entries: int = ENCODED_ANSWERS) -> None:
         self.max_entries = max_entries
-        self._entries: dict[str, tuple[Answer, bytes]] = {}
+        self.entries: dict[str, tuple[Answer, bytes]] = {}  # spelling -> (answer, bytes); read by hot paths
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.entries)
 
     def get(self, spelling: str, answer: Answer) -> bytes | None:
         """The bytes kept for ``answer`` under ``spelling``; None when they were made for another one."""
-        hit = self._entries.get(spelling)
+        hit = self.entries.get(spelling)
         return hit[1] if hit is not None and hit[0] is answer else None
 
     def put(self, spelling: str, answer: Answer, data: bytes) -> None:
-        entries = self._entries
+        entries = self.entries
         if spelling not in entries and len(entries) >= self.max_entries:
             del entries[next(iter(entries))]
         entries[spelling] = (answer, data)

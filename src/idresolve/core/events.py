@@ -6,39 +6,36 @@ virtual-time simulator) only move bytes, ask the service and apply load shedding
 
 - a ``Request``: decoded; answer it with ``service.handle`` and ``send`` (or ``start``/``finish`` when the
   answer is awaited);
-- ``PlainResolution``: an anonymous, unfiltered resolution, recognised without decoding it; ask
-  ``service.cached(handle)`` and answer with ``answer_cached``, else turn it into its ``Request``;
+- ``PlainResolution``: ``(request_id, handle)``, an anonymous, unfiltered resolution recognised without
+  decoding it; ask ``service.cached(handle)`` and answer with ``answer_cached``, else turn it into its
+  ``Request`` (``plain_request``);
 - ``Reply``: bytes the connection made itself (a protocol-error answer to garbage): write them;
 - ``Close``: write its bytes, then close: the stream cannot be read any further.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from .answers import Answer
 from .codes import OpCode
 from .messages import Request, Response
 
-
-@dataclass(frozen=True, slots=True)
-class PlainResolution:
-    request_id: int
-    handle: str
-
-    def request(self) -> Request:
-        """The request this stands for (what decoding it would have given)."""
-        return Request(self.request_id, OpCode.RESOLUTION, self.handle)
+#: A plain resolution, ``(request_id, handle)``: a bare tuple, the only event that is one (tell it with
+#: ``type(event) is tuple``). One is made for every hot request, so it must cost nothing to make.
+PlainResolution = tuple[int, str]
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+def plain_request(event: PlainResolution) -> Request:
+    """The request a plain resolution stands for (what decoding it would have given)."""
+    return Request(event[0], OpCode.RESOLUTION, event[1])
+
+
+class Reply(NamedTuple):
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Close:
+class Close(NamedTuple):
     data: bytes
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import msgpack
 
 from .errors import DecodeError, FrameTooLarge, InvalidValue
+from .events import PlainResolution
 from .messages import Hop, Message, Request, Response
 from .values import HandleValue
 
@@ -147,37 +148,32 @@ def _int(raw: Any, what: str) -> int:
 _UINT_WIDTH = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8, 0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8}
 
 
-def _int_at(p: bytes, i: int) -> tuple[int, int]:
-    """A msgpack integer at ``p[i]``: (value, next offset). IndexError/ValueError on anything else."""
+def _int_at(p: bytes, i: int) -> tuple[int, int] | None:
+    """The msgpack integer at ``p[i]`` and the offset after it, or None when there is none."""
+    if len(p) <= i:
+        return None
     c = p[i]
     if c < 0x80:
         return c, i + 1
     if c >= 0xE0:
         return c - 0x100, i + 1
     width = _UINT_WIDTH.get(c)
-    if width is None or i + 1 + width > len(p):
-        raise ValueError("not an integer")
+    if width is None or len(p) < i + 1 + width:
+        return None
     return int.from_bytes(p[i + 1:i + 1 + width], "big", signed=c >= 0xD0), i + 1 + width
 
 
-def _request_id_at2(payload: bytes) -> tuple[int, int] | None:
-    """The integer at ``payload[2]`` (where a message's request id starts) and the offset after it, or None
-    when it is not a msgpack integer."""
-    try:
-        return _int_at(payload, 2)
-    except (ValueError, IndexError):
-        return None
-
-
 def answer_head(payload: bytes) -> tuple[int, int]:
-    """(request id, response code) of an encoded response, without decoding its body. ValueError or
-    IndexError when it is not one."""
+    """(request id, response code) of an encoded response, without decoding its body. ValueError when it
+    is not one."""
     if len(payload) < 5 or payload[0] != 0x96 or payload[1] != 0x01:
         raise ValueError("not a response")
-    rid, i = _int_at(payload, 2)
-    _, i = _int_at(payload, i)  # opcode
-    code, _ = _int_at(payload, i)
-    return rid, code
+    rid = _int_at(payload, 2)
+    opcode = _int_at(payload, rid[1]) if rid is not None else None
+    code = _int_at(payload, opcode[1]) if opcode is not None else None
+    if rid is None or code is None:
+        raise ValueError("not a response")
+    return rid[0], code[0]
 
 
 def peek_request(payload: bytes) -> tuple[int, int] | None:
@@ -185,7 +181,7 @@ def peek_request(payload: bytes) -> tuple[int, int] | None:
     start like one. Used to refuse a request cheaply (load shedding)."""
     if payload[:2] != b"\x96\x00":
         return None
-    head = _request_id_at2(payload)
+    head = _int_at(payload, 2)
     if head is None or not 0 <= head[0] < 2**32:
         return None
     rest = payload[head[1]:]
@@ -203,13 +199,13 @@ def peek_request(payload: bytes) -> tuple[int, int] | None:
 _RESOLUTION_NO_FLAGS = b"\x01\x00"  # opcode RESOLUTION (1), flags 0: as Codec writes them
 
 
-def plain_resolution(payload: bytes) -> tuple[int, str] | None:
-    """(request id, handle) when ``payload`` is exactly a plain resolution request as ``Codec`` writes it
-    (``[0, rid, RESOLUTION, 0, handle, {}]``, request id below 2**32), else None. For such a payload
+def plain_resolution(payload: bytes) -> PlainResolution | None:
+    """``(request id, handle)`` (a ``core.events.PlainResolution``) when ``payload`` is exactly a plain
+    resolution request as ``Codec`` writes it (``[0, rid, RESOLUTION, 0, handle, {}]``, request id below 2**32), else None. For such a payload
     ``decode_message`` gives ``Request(rid, OpCode.RESOLUTION, handle)``; anything else (another shape or
     encoding, invalid UTF-8, a handle too long) is left to it. Lets a server answer its hottest request
     from a cache without decoding it."""
-    head = _request_id_at2(payload) if payload[:2] == b"\x96\x00" else None
+    head = _int_at(payload, 2) if payload[:2] == b"\x96\x00" else None
     if head is None or not 0 <= head[0] < 2**32:
         return None
     i = head[1]
@@ -262,7 +258,7 @@ def decode_message(payload: bytes, memo: ResponseMemo | None = None) -> Message:
         raise FrameTooLarge(f"message of {len(payload)} bytes exceeds {MAX_FRAME_BYTES}")
     key = None
     if memo is not None and payload[:2] == b"\x96\x01" and len(payload) <= ResponseMemo.MAX_BYTES:
-        head = _request_id_at2(payload)
+        head = _int_at(payload, 2)
         if head is not None and -(2**63) <= head[0] < 2**64:
             key = payload[head[1]:]
             hit = memo.get(key)

@@ -20,7 +20,7 @@ from typing import Generic, TypeVar
 from .answers import Answer, EncodedAnswers, answer_response
 from .codes import OpCode, ResponseCode
 from .errors import DecodeError
-from .events import Close, Event, PlainResolution, Reply
+from .events import Close, Event, Reply
 from .messages import Request, Response, error_response
 from .wire import (
     MAX_FRAME_BYTES,
@@ -47,12 +47,14 @@ class _Encoder:
         self.encoded = encoded if encoded is not None else EncodedAnswers()
         self._busy: dict[int, bytes] = {}  # encoded "server too busy" tails of the known opcodes
 
-    def cached_payload(self, request_id: int, handle: str, answer: Answer) -> bytes:
-        tail = self.encoded.get(handle, answer)
-        if tail is None:
-            tail = self.codec.response_tail(answer_response(0, handle, answer))
-            self.encoded.put(handle, answer, tail)
-        return self.codec.payload_with_tail(request_id, tail)
+    def cached_tail(self, handle: str, answer: Answer) -> bytes:
+        """The encoded answer to a plain resolution after its request id, made once per Answer."""
+        hit = self.encoded.entries.get(handle)
+        if hit is not None and hit[0] is answer:
+            return hit[1]
+        tail = self.codec.response_tail(answer_response(0, handle, answer))
+        self.encoded.put(handle, answer, tail)
+        return tail
 
     def busy_payload(self, request_id: int, opcode: int) -> bytes:
         tail = self._busy.get(opcode)
@@ -62,12 +64,10 @@ class _Encoder:
                 self._busy[opcode] = tail
         return self.codec.payload_with_tail(request_id, tail)
 
-    def classify(self, payload: bytes) -> Request | PlainResolution | Response | DecodeError:
-        """What one payload is: a plain resolution (recognised, not decoded), a request, an answer (a
-        ``Response``: servers are not sent answers), or the ``DecodeError`` of garbage."""
-        plain = plain_resolution(payload)
-        if plain is not None:
-            return PlainResolution(*plain)
+    @staticmethod
+    def decode(payload: bytes) -> Request | Response | DecodeError:
+        """What a payload that is not a plain resolution is: a request, an answer (servers are not sent
+        answers), or the ``DecodeError`` of garbage."""
         try:
             return decode_message(payload)
         except DecodeError as exc:
@@ -81,11 +81,12 @@ def _frame(payload: bytes) -> bytes:
 class ServerConnection:
     """One msgpack TCP connection, server side. See ``core.events`` for how a shell uses it."""
 
-    __slots__ = ("_enc", "_decoder", "_waiting", "_fatal", "inflight", "max_inflight", "closed")
+    __slots__ = ("_enc", "_entries", "_decoder", "_waiting", "_fatal", "inflight", "max_inflight", "closed")
 
     def __init__(self, encoded: EncodedAnswers | None = None, *, max_frame: int = MAX_FRAME_BYTES,
                  max_inflight: int = DEFAULT_MAX_INFLIGHT, codec: Codec | None = None) -> None:
         self._enc = _Encoder(encoded, codec)
+        self._entries = self._enc.encoded.entries  # read on the hot path
         self._decoder = FrameDecoder(max_frame)
         self._waiting: deque[bytes] = deque()
         self._fatal: bytes | None = None
@@ -115,7 +116,11 @@ class ServerConnection:
 
     def next_event(self) -> Event | None:
         if self._waiting:
-            event = self._enc.classify(self._waiting.popleft())
+            payload = self._waiting.popleft()
+            plain = plain_resolution(payload)  # the hot request: not decoded
+            if plain is not None:
+                return plain
+            event = self._enc.decode(payload)
             if isinstance(event, DecodeError):
                 return Reply(self.send(error_response(0, 0, ResponseCode.PROTOCOL_ERROR, event.message)))
             if isinstance(event, Response):
@@ -138,7 +143,11 @@ class ServerConnection:
         return _frame(self._enc.busy_payload(*head))
 
     def answer_cached(self, request_id: int, handle: str, answer: Answer) -> bytes:
-        return _frame(self._enc.cached_payload(request_id, handle, answer))
+        hit = self._entries.get(handle)
+        tail = hit[1] if hit is not None and hit[0] is answer else self._enc.cached_tail(handle, answer)
+        # The request id as a fixed-width uint32 (0xce: valid msgpack for any id below 2**32, which every
+        # plain resolution has), so the frame's length is known from the tail alone.
+        return (len(tail) + 7).to_bytes(4, "big") + b"\x96\x01\xce" + request_id.to_bytes(4, "big") + tail
 
     def send(self, response: Response) -> bytes:
         return self._enc.codec.frame(response)
@@ -168,7 +177,10 @@ class DatagramEndpoint:
         self.limit = limit
 
     def receive(self, data: bytes, peer: tuple[str, int]) -> list[Event]:
-        event = self._enc.classify(data)
+        plain = plain_resolution(data)
+        if plain is not None:
+            return [plain]
+        event = self._enc.decode(data)
         if isinstance(event, Response):
             return []  # never answer an answer (reflection loops)
         if isinstance(event, DecodeError):
@@ -176,7 +188,7 @@ class DatagramEndpoint:
         return [event]
 
     def answer_cached(self, request_id: int, handle: str, answer: Answer, peer: tuple[str, int]) -> list[bytes]:
-        payload = self._enc.cached_payload(request_id, handle, answer)
+        payload = b"\x96\x01\xce" + request_id.to_bytes(4, "big") + self._enc.cached_tail(handle, answer)
         if len(payload) > self.limit:
             return self.send(answer_response(request_id, handle, answer), peer)
         return [payload]

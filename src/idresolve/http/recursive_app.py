@@ -30,7 +30,9 @@ GATEWAY_TIMEOUTS = frozenset({Failure.UPSTREAM_TIMEOUT, Failure.NO_UPSTREAM})
 class Resolver(Protocol):
     node: RecursiveNode
 
-    def cached(self, handle: str) -> Answer | None: ...
+    def lookup(self, handle: str) -> Answer | None:
+        """The fast path (uncounted: the edge middleware counts REST requests)."""
+
 
     async def resolve(self, request: Request) -> Done: ...
 
@@ -45,7 +47,7 @@ async def resolve(request: web.Request) -> web.Response:
         raise InvalidHandle("Empty handle invalid")
     resolver = request.app[RESOLVER]
     raw_path = request.raw_path
-    if "?" not in raw_path and (hit := resolver.cached(text)) is not None:
+    if "?" not in raw_path and (hit := resolver.lookup(text)) is not None:
         return answer_response(request.app[BODIES], raw_path, text, hit)
     query = request.query
     flags = (FLAG_AUTHORITATIVE if query.get("auth", "").lower() in ("true", "1", "yes") else 0) | (

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from ..core.answers import EncodedAnswers
 from ..core.codes import OpCode, ResponseCode
-from ..core.events import Close, DatagramEndpoint, PlainResolution, Reply, StreamConnection
+from ..core.events import Close, DatagramEndpoint, Reply, StreamConnection, plain_request
 from ..core.messages import Request, Response, error_response
 from ..core.wire_connection import DatagramEndpoint as MsgpackDatagrams
 from ..core.wire_connection import ServerConnection as MsgpackConnection
@@ -183,10 +183,26 @@ class StreamProtocol(asyncio.Protocol):
 
     def _dispatch(self, event: object, backlog: bool) -> None:
         conn = self.conn
-        if isinstance(event, PlainResolution):
-            rid, opcode = event.request_id, OpCode.RESOLUTION
+        adm = self.admission
+        if type(event) is tuple:  # a PlainResolution: the hottest request first
+            rid, handle = event
+            if adm is not None and not adm.admit(self.peer, backlog or conn.inflight > 0):
+                self._write(conn.refuse(rid, OpCode.RESOLUTION, "server too busy"))
+                return
+            try:
+                hit = self.service.cached(handle)
+            except Exception:  # a bug there falls back to the full path
+                log.exception("service %s failed on a cached resolution", self.service.name)
+                hit = None
+            if hit is not None:
+                self._write(conn.answer_cached(rid, handle, hit))
+                return
+            request = Request(rid, OpCode.RESOLUTION, handle)
         elif isinstance(event, Request):
-            rid, opcode = event.request_id, event.opcode
+            request = event
+            if adm is not None and not adm.admit(self.peer, backlog or conn.inflight > 0):
+                self._write(conn.refuse(request.request_id, request.opcode, "server too busy"))
+                return
         elif isinstance(event, Reply):
             self._write(event.data)
             return
@@ -198,28 +214,18 @@ class StreamProtocol(asyncio.Protocol):
             return
         else:
             raise TypeError(f"unknown connection event {event!r}")
-        adm = self.admission
-        if adm is not None and not adm.admit(self.peer, backlog or self.inflight > 0):
-            self._write(conn.refuse(rid, opcode, "server too busy"))
-            return
-        if isinstance(event, PlainResolution):
-            hit = _cached(self.service, event.handle)
-            if hit is not None:
-                self._write(conn.answer_cached(rid, event.handle, hit))  # type: ignore[arg-type]
-                return
-            event = event.request()
-        result = _answer(self.service, event)
+        result = _answer(self.service, request)
         if isinstance(result, Response):
             self._write(conn.send(result))
             return
         if not conn.start():
             _discard(result)
-            self._write(conn.refuse(rid, opcode, "too many requests in flight"))
+            self._write(conn.refuse(request.request_id, request.opcode, "too many requests in flight"))
             return
         if adm is not None:
             adm.inflight += 1
         task = asyncio.ensure_future(result)
-        task.add_done_callback(lambda t, r=event: self._finished(t, r))
+        task.add_done_callback(lambda t, r=request: self._finished(t, r))
 
     def _finished(self, task: asyncio.Future[Response], request: Request) -> None:
         if self.admission is not None:
@@ -278,18 +284,19 @@ class DatagramProtocol(asyncio.DatagramProtocol):
         if isinstance(event, Reply | Close):
             self._sendto([event.data], addr)
             return
-        if not isinstance(event, PlainResolution | Request):
+        if not isinstance(event, tuple | Request):
             raise TypeError(f"unknown datagram event {event!r}")
         adm = self.service.admission
-        request = event.request() if isinstance(event, PlainResolution) else event
+        request = plain_request(event) if type(event) is tuple else event
         if adm is not None and not adm.admit(addr[0], self.inflight > 0):
             busy = error_response(request.request_id, request.opcode, ResponseCode.SERVER_TOO_BUSY)
             self._sendto(self.endpoint.send(busy, addr), addr)
             return
-        if isinstance(event, PlainResolution):
-            hit = _cached(self.service, event.handle)
+        if type(event) is tuple:  # a PlainResolution
+            rid, handle = event
+            hit = _cached(self.service, handle)
             if hit is not None:
-                self._sendto(self.endpoint.answer_cached(event.request_id, event.handle, hit, addr), addr)  # type: ignore[arg-type]
+                self._sendto(self.endpoint.answer_cached(rid, handle, hit, addr), addr)  # type: ignore[arg-type]
                 return
         result = _answer(self.service, request)
         if isinstance(result, Response):

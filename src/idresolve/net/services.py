@@ -6,7 +6,9 @@ Every server shell (``net.server``) calls a ``Service`` through two methods, wha
   ``EncodedAnswers`` (valid while the node holds that very Answer);
 - ``handle(request) -> Response | Awaitable[Response]`` for everything else (the recursive node awaits
   its upstream nodes).
-``admission`` (``net.admission.Admission`` or None) tells the shells when to shed load.
+``admission`` (``net.admission.Admission`` or None) tells the shells when to shed load. Answers given by
+``cached`` are counted in ``cached_counts`` (by response code; the metrics read them when scraped), not
+observed one by one: on the hot path a dict update is all they cost.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Protocol
 
 from ..core.answers import Answer
 from ..core.codes import OpCode, ResponseCode
+from ..core.handles import fold
 from ..core.messages import Request, Response, error_response
 from ..nodes.authoritative import AuthoritativeNode
 from ..nodes.dispatch import Handler, answer
@@ -56,11 +59,15 @@ class AuthoritativeService:
         self.admission = admission
         self.allow_writes = allow_writes
         self.clock = clock
+        self.cached_counts: dict[int, int] = {}
+        self._answers = node.answers  # the node's own cache (it clears it in place): read on the hot path
 
     def cached(self, handle: str) -> Answer | None:
-        hit = self.node.cached(handle)
-        if hit is not None and self.observe is not None:
-            self.observe(OpCode.RESOLUTION, hit.code, 0.0)  # answers from the cache count with no time
+        # = self.node.cached(handle), two calls less per request (fold inlined)
+        hit = self._answers.get(handle.lower() if handle.isascii() else fold(handle))
+        if hit is not None:
+            counts = self.cached_counts
+            counts[hit.code] = counts.get(hit.code, 0) + 1
         return hit
 
     def handle(self, req: Request) -> Response:
@@ -89,11 +96,15 @@ class RecursiveService:
         self.observe = observe
         self.admission = admission
         self.clock = clock
+        self.cached_counts: dict[int, int] = {}
+        #: The fast path without counting, for a surface that counts its requests itself (REST).
+        self.lookup = node.fast_path(clock)
 
     def cached(self, handle: str) -> Answer | None:
-        hit = self.node.cached(handle, self.clock())
-        if hit is not None and self.observe is not None:
-            self.observe(OpCode.RESOLUTION, hit.code, 0.0)
+        hit = self.lookup(handle)
+        if hit is not None:
+            counts = self.cached_counts
+            counts[hit.code] = counts.get(hit.code, 0) + 1
         return hit
 
     def handle(self, req: Request) -> Response | Awaitable[Response]:

@@ -13,14 +13,12 @@ one with HS_SITE marks a *delegated* prefix (its identifiers live at the site it
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from ..core.admin import DEFAULT_PERMS_TEXT, AdminPerm, AdminRef, perms_from_text
 from ..core.answers import Answer, select
-from ..core.cache import TtlCache
 from ..core.codes import ResponseCode
 from ..core.errors import (
     AuthenticationNeeded,
@@ -94,7 +92,8 @@ class AuthoritativeNode:
         self.name = name
         self.configured: set[str] = {fold(check_prefix(p)) for p in prefixes}
         self.hosted: set[str] = set()
-        self.answers: TtlCache[Answer] = TtlCache(answer_entries)
+        self.answers: dict[str, Answer] = {}  # folded handle -> Answer, at most answer_entries (oldest go)
+        self.answer_entries = answer_entries
         self._listeners: list[Callable[[str], None]] = []
         self._load_hosted()
 
@@ -148,7 +147,7 @@ class AuthoritativeNode:
         if is_prefix_record(key):
             self.answers.clear()
         else:
-            self.answers.remove(key)
+            self.answers.pop(key, None)
         for listener in self._listeners:
             listener(key)
 
@@ -212,7 +211,7 @@ class AuthoritativeNode:
 
     def cached(self, text: str) -> Answer | None:
         """The cached Answer to a plain resolution of ``text``, if there is one (the hot path)."""
-        return self.answers.get(fold(text), 0.0, count_miss=False)
+        return self.answers.get(fold(text))
 
     def query(self, text: str, *, indexes: Sequence[int] = (), types: Sequence[str] = (),
               caller: Identity | None = None, refer: bool = True) -> Answer:
@@ -222,10 +221,13 @@ class AuthoritativeNode:
         if caller is not None or indexes or types:
             return self._answer(text, indexes, types, caller, refer)
         key = fold(text)
-        hit = self.answers.get(key, 0.0)
+        answers = self.answers
+        hit = answers.get(key)
         if hit is None:
             hit = self._answer(text, (), (), None, refer)
-            self.answers.put(key, hit, math.inf, 0.0)
+            if len(answers) >= self.answer_entries:
+                del answers[next(iter(answers))]
+            answers[key] = hit
         elif hit.code == ResponseCode.PREFIX_REFERRAL and not refer:
             raise NotResponsible("That prefix doesn't live here", handle=text)
         return hit

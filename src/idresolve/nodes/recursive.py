@@ -118,11 +118,6 @@ class RecursiveResolver:
             return 0.0
         return float(min(min(v.ttl_s for v in values), self.ttl_cap_s))
 
-    def cached(self, key: str, now: float) -> Answer | None:
-        """The fresh cached Answer for folded handle ``key``, counted as a hit; a miss is not counted (the
-        resolution that follows counts it)."""
-        return self.answers.get(key, now, count_miss=False)
-
     def begin(self, handle: str, now: float, *, bypass_cache: bool = False) -> Resolution:
         return Resolution(self, handle, now, bypass_cache)
 

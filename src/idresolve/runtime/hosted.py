@@ -62,6 +62,7 @@ class HostedAuthoritative:
         self.app = make_app(node, plain_http_writes=s.plain_http_writes, metrics=self.metrics.render,
                             hooks=EdgeHooks(admission, per_client=False, observe=self.metrics.rest_observer()),
                             body_timeout_s=s.http_idle_timeout_s)
+        self.metrics.count_untimed("binary", "resolution", lambda: self.service.cached_counts)
         self.metrics.sample(lambda: {"idresolve_records": ("gauge", "Records in the store", node.store.count())})
         if admission is not None:
             self.metrics.sample(lambda: admission_metrics(admission))
@@ -99,6 +100,7 @@ class HostedRecursive:
                                         observe=self.metrics.binary_observer(), admission=admission)
         self.app = make_recursive_app(self.service, metrics=self.metrics.render,
                                       hooks=EdgeHooks(admission, per_client=True, observe=self.metrics.rest_observer()))
+        self.metrics.count_untimed("binary", "resolution", lambda: self.service.cached_counts)
         self.metrics.sample(self._sampled)
         self.metrics.sample(lambda: admission_metrics(admission))
         self.listeners = Listeners(s.limits, s.http_idle_timeout_s, s.access_log)
