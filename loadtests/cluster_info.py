@@ -126,6 +126,6 @@ def cluster_from_topology(path: Path, base_port: int, dial_hosts: str) -> Cluste
     # enterprises are read; the options fill fields of it that are not).
     raw = cluster_description(plan, UpOptions(path, Path("."), base_port, 1, "off", None))
     nodes, enterprises = _parse(raw, source)
-    return ClusterInfo(source, "`idresolve bootstrap --seed {n}` (the bootstrap container's command)",
+    return ClusterInfo(source, "`idresolve bootstrap --seed {n}`, the bootstrap container's step",
                        "a cluster found from its topology comes without them (use --idr-data-dir)", nodes,
                        enterprises, {})

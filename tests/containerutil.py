@@ -13,6 +13,7 @@ Every wait has a deadline; readiness is a line on stdout, never a sleep.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -26,11 +27,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from idresolve.cli.main import main
 from procs import IDRESOLVE
 
 ROOT = Path(__file__).resolve().parent.parent
+SHANDONG = ROOT / "config" / "shandong.toml"
+MINIMAL = ROOT / "config" / "minimal.toml"
 LOCUST = Path(sys.executable).with_name("locust")
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 WORKER = ["python", "-m", "idresolve.cluster.worker"]
@@ -57,6 +62,24 @@ def clean_env(**extra: str) -> dict[str, str]:
 def run_idresolve(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*IDRESOLVE, *args], capture_output=True, text=True, timeout=timeout,
                           env=env if env is not None else clean_env())
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``idresolve ARGS`` in this process: exit code, stdout, stderr."""
+    capsys.readouterr()
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def stop_all(procs: list[Proc]) -> list[int]:
+    """SIGTERM to each (what `docker compose stop` and the kubelet send); their exit codes."""
+    codes = []
+    for p in procs:
+        with contextlib.suppress(Exception):
+            codes.append(p.stop())
+        p.close()
+    return codes
 
 
 def strings_in(value: Any) -> list[str]:

@@ -11,7 +11,6 @@ headless run whose requests must all succeed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import re
@@ -28,18 +27,22 @@ from clusterutil import free_base_port
 from containerutil import (
     DEMO,
     LOCUST,
+    MINIMAL,
+    ROOT,
+    SHANDONG,
     WORKER,
     Proc,
     arg,
     check_locust_run,
     clean_env,
+    cli,
     load_yaml,
     localize,
     run_idresolve,
     secret_like_lines,
+    stop_all,
     strings_in,
 )
-from idresolve.cli.main import main
 from idresolve.cluster.compose import (
     APP_DIR,
     DATA_DIR,
@@ -57,18 +60,8 @@ from idresolve.core.codes import ResponseCode
 from idresolve.core.topology import load_topology
 from idresolve.net.blocking import BlockingClient
 
-ROOT = Path(__file__).resolve().parent.parent
-SHANDONG = ROOT / "config" / "shandong.toml"
-MINIMAL = ROOT / "config" / "minimal.toml"
 CHECKED_IN = ROOT / "docker-compose.yml"
 
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """``idresolve ARGS`` in this process: exit code, stdout, stderr."""
-    capsys.readouterr()
-    rc = main(list(args))
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 # -- the checked-in file ------------------------------------------------------------------------------------
@@ -336,7 +329,7 @@ def test_compose_commands_run_a_cluster_without_docker(tmp_path):
         served = _resolutions(rest)
         stats = tmp_path / "locust" / "run"
         stats.parent.mkdir()
-        argv = localize(services["locust"]["command"], cfg, csv=str(stats), run_time="3s", users="4",
+        argv = localize(services["locust"]["command"], cfg, csv=str(stats), run_time="2s", users="4",
                         spawn_rate="4")
         run = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=stats.parent,
                              env=clean_env(PYTHONWARNINGS="error"))
@@ -345,9 +338,5 @@ def test_compose_commands_run_a_cluster_without_docker(tmp_path):
         counted = int(rows["/api/handles/[seeded]"]["Request Count"]) + int(rows["resolve"]["Request Count"])
         assert _resolutions(rest) - served >= counted, rows
     finally:
-        codes = []
-        for p in procs:
-            with contextlib.suppress(Exception):
-                codes.append(p.stop())
-            p.close()
+        codes = stop_all(procs)
     assert codes == [0] * len(procs), "every node stops cleanly on SIGTERM (what `docker compose stop` sends)"

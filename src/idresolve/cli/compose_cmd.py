@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    "`idresolve seed`; existing ones are kept), for the load test (default 0: none)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run_bootstrap)
+
+    from . import k8s_cmd  # it builds on this module
+
+    k8s_cmd.add_parser(sub)
 
 
 add_parser = add_parsers
@@ -135,17 +140,26 @@ def compose(args: argparse.Namespace) -> int:
 
 
 def _check(out: Path, text: str, again: str, plan: ClusterPlan) -> int:
-    config = plan.topology.source
     try:
         existing = out.read_text(encoding="utf-8")
     except FileNotFoundError:
-        print(f"{out} does not exist: write it with `{again}`", file=sys.stderr)
-        return EXIT_DRIFT
-    if existing == text:
-        print(f"{out} is up to date with {config} ({len(plan.nodes)} node services)")
+        return report_missing(out, again)
+    return report_check(out, existing == text, str(plan.topology.source), f"{len(plan.nodes)} node services",
+                        lambda: drift_summary(existing, text), again)
+
+
+def report_missing(out: Path, again: str) -> int:
+    print(f"{out} does not exist: write it with `{again}`", file=sys.stderr)
+    return EXIT_DRIFT
+
+
+def report_check(out: Path, same: bool, config: str, what: str, summary: Callable[[], list[str]], again: str) -> int:
+    """``--check``'s verdict on generated files: up to date (exit 0), or how they drifted (exit 1)."""
+    if same:
+        print(f"{out} is up to date with {config} ({what})")
         return EXIT_OK
     print(f"{out} has drifted from what {config} generates:", file=sys.stderr)
-    for line in drift_summary(existing, text):
+    for line in summary():
         print(f"  {line}", file=sys.stderr)
     print(f"regenerate it with `{again}`", file=sys.stderr)
     return EXIT_DRIFT
