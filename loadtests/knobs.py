@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from idresolve.cluster.plan import DEFAULT_BASE_PORT
+
 TARGETS = ("recursive", "authoritative")
 DIAL_HOSTS = ("names", "same")
 KEY_DISTRIBUTIONS = ("uniform", "zipf")
@@ -36,7 +38,8 @@ def add_arguments(parser: Any) -> None:
     knob("topology", default=None,
          help="instead of --idr-data-dir: find the nodes from this topology file, as containers run them (each at "
               "its name, the ports of --idr-base-port); no admin secrets, so reads only")
-    knob("base-port", type=int, default=26400, help="with --idr-topology: the cluster's first port (default 26400)")
+    knob("base-port", type=int, default=DEFAULT_BASE_PORT,
+         help=f"with --idr-topology: the cluster's first port (default {DEFAULT_BASE_PORT})")
     knob("dial-hosts", choices=DIAL_HOSTS, default="names",
          help="with --idr-topology: reach each node at its name (containers; default) or all at 127.0.0.1 ('same')")
     knob("target", choices=TARGETS, default="recursive",
@@ -107,7 +110,7 @@ class Settings:
 
         data_dir = get("data_dir", "") or os.environ.get("IDRESOLVE_DATA_DIR") or "data"
         topology = get("topology", "")
-        s = cls(Path(data_dir), Path(topology) if topology else None, int(get("base_port", 26400)),
+        s = cls(Path(data_dir), Path(topology) if topology else None, int(get("base_port", DEFAULT_BASE_PORT)),
                 str(get("dial_hosts", "names")), str(get("target", "recursive")), str(get("recursive", "")),
                 str(get("keys", "zipf")), float(get("zipf_s", 1.1)), int(get("identifiers", 1000)),
                 str(get("seed_tag", "SEED")), float(get("unknown_share", 0.0)), float(get("write_share", 0.0)),

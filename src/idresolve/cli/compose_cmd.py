@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from ..cluster.bootstrap import BootstrapError, BootstrapReport, bootstrap
-from ..cluster.compose import DEFAULT_PUBLISH_HOST, ComposeOptions, compose_plan, drift_summary, render
+from ..cluster.compose import (
+    DEFAULT_PUBLISH_HOST,
+    ComposeOptions,
+    compose_plan,
+    drift_summary,
+    generator_command,
+    render,
+)
 from ..cluster.containers import DEFAULT_IMAGE, DEFAULT_SEED, SECRET_ENV, SEED_TAG, has_load_test
 from ..cluster.credentials import CLUSTER_SECRET_FILE, cluster_secret
 from ..cluster.plan import DEFAULT_BASE_PORT, ClusterPlan, make_plan
@@ -113,14 +120,7 @@ def compose(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     out: Path = args.out
     if args.check:
-        again = f"idresolve compose --config {config} --out {out} --latency {opts.latency} --base-port {opts.base_port}"
-        if opts.image != DEFAULT_IMAGE:
-            again += f" --image {opts.image}"
-        if opts.publish_host != DEFAULT_PUBLISH_HOST:
-            again += f" --publish-host {opts.publish_host}"
-        if opts.seed_identifiers != DEFAULT_SEED:
-            again += f" --seed-identifiers {opts.seed_identifiers}"
-        return _check(out, text, again, plan)
+        return _check(out, text, generator_command(opts, str(config), str(out)), plan)
     tmp = out.with_name(out.name + ".tmp")
     try:
         tmp.write_text(text, encoding="utf-8")

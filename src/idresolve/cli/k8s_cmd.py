@@ -16,11 +16,13 @@ from pathlib import Path
 
 from ..cluster.containers import DEFAULT_IMAGE, DEFAULT_LOAD_IMAGE
 from ..cluster.k8s import (
+    DEFAULT_STORAGE,
     MARKER,
     SECRET_KEY,
     SECRET_NAME,
     K8sOptions,
     drift_summary,
+    generator_command,
     k8s_plan,
     render,
     render_files,
@@ -52,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help=f"image with Locust, for --with-locust (default {DEFAULT_LOAD_IMAGE})")
     p.add_argument("--namespace", help="put every object in this namespace, and write the namespace too "
                    "(default: none named, kubectl's current one)")
-    p.add_argument("--storage", default="1Gi", help="each node's volume claim (default 1Gi)")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"each node's volume claim (default {DEFAULT_STORAGE})")
     p.add_argument("--storage-class", help="StorageClass of the claims (default: the cluster's default)")
     add_seed_arg(p)
     p.add_argument("--with-locust", action="store_true", help="also a headless Locust master and its workers, "
@@ -82,7 +84,7 @@ def k8s(args: argparse.Namespace) -> int:
         wanted = {Path(out).name: render(topology, opts, shown)} if single else render_files(topology, opts, shown)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    again = _again(args, config)
+    again = generator_command(opts, out, str(config))
     if out == "-":
         if args.check:
             raise CliError("--check needs --out: a file or a directory to compare")
@@ -110,18 +112,6 @@ def k8s(args: argparse.Namespace) -> int:
           f"--from-literal={SECRET_KEY}=<random>` (see the header), and push {opts.image} (built with config/"
           f"{config.name} in it) where the cluster pulls images")
     return EXIT_OK
-
-
-def _again(args: argparse.Namespace, config: Path) -> str:
-    parts = ["idresolve k8s", f"--config {config}", f"--out {args.out}", f"--latency {args.latency}",
-             f"--base-port {args.base_port}", f"--seed-identifiers {args.seed_identifiers}"]
-    for flag, value in (("--image", args.image), ("--load-image", args.load_image), ("--namespace", args.namespace),
-                        ("--storage", args.storage), ("--storage-class", args.storage_class)):
-        if value is not None:
-            parts.append(f"{flag} {value}")
-    if args.with_locust:
-        parts.append(f"--with-locust --locust-workers {args.locust_workers}")
-    return " ".join(parts)
 
 
 def _write(path: Path, text: str) -> None:

@@ -149,9 +149,10 @@ def project_name(topology: Topology) -> str:
     return "idresolve-" + (re.sub(r"[^a-z0-9_-]+", "-", topology.name.lower()).strip("-") or "cluster")
 
 
-def generator_command(opts: ComposeOptions) -> str:
-    parts = ["idresolve compose", f"--config config/{opts.config_name}", f"--latency {opts.latency}",
-             f"--base-port {opts.base_port}"]
+def generator_command(opts: ComposeOptions, config: str | None = None, out: str | None = None) -> str:
+    """The command that writes the file; ``config``: the topology's path (default config/<its name>)."""
+    parts = ["idresolve compose", f"--config {config or 'config/' + opts.config_name}",
+             *([f"--out {out}"] if out else []), f"--latency {opts.latency}", f"--base-port {opts.base_port}"]
     if opts.image != DEFAULT_IMAGE:
         parts.append(f"--image {opts.image}")
     if opts.publish_host != DEFAULT_PUBLISH_HOST:
