@@ -179,7 +179,7 @@ def preflight(wl: Workload) -> str | None:
     return None
 
 
-def wait_for_cluster(wl: Workload, *, poll_s: float = 2.0) -> str | None:
+def wait_for_cluster(wl: Workload, *, poll_s: float = 1.0) -> str | None:
     """``preflight`` until it passes or ``--idr-wait`` seconds have passed; the last problem, or None."""
     deadline = time.monotonic() + wl.settings.wait_s
     said = 0.0

@@ -73,11 +73,15 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 
 def stop_all(procs: list[Proc]) -> list[int]:
-    """SIGTERM to each (what `docker compose stop` and the kubelet send); their exit codes."""
-    codes = []
+    """SIGTERM to all at once (what `docker compose stop` and the kubelet send), then their exit codes."""
     for p in procs:
         with contextlib.suppress(Exception):
-            codes.append(p.stop())
+            if p.proc.poll() is None:
+                p.proc.send_signal(signal.SIGTERM)
+    codes = []
+    for p in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # then close() kills it; its code is missing
+            codes.append(p.proc.wait(timeout=20))
         p.close()
     return codes
 

@@ -225,6 +225,20 @@ def test_locust_finds_the_containers_from_the_topology():
         ci.cluster_from_topology(ROOT / "config" / "no-such.toml", 27000, "names")
 
 
+def test_locust_gives_up_when_the_cluster_does_not_come(tmp_path):
+    """--idr-wait bounds the start-up check: no cluster at the topology's ports, a clear exit 1."""
+    if not LOCUST.exists():
+        pytest.skip("locust is not installed (pip install -e '.[load]')")
+    base = free_base_port(12)
+    opts = ComposeOptions("minimal.toml", base_port=base, seed_identifiers=10)
+    argv = localize(compose_dict(load_topology(MINIMAL), opts)["services"]["locust"]["command"], MINIMAL,
+                    csv=str(tmp_path / "run"), run_time="1s", extra=("--idr-wait", "1"))
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path, env=clean_env())
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert f"idresolve load test: cannot reach the recursive node rec-jinan at http://127.0.0.1:{base + 11}" in r.stderr
+    assert re.search(r"waiting up to \d+ s more for the cluster", r.stderr) and "Traceback" not in r.stderr
+
+
 def test_bootstrap_refuses_to_run_without_the_cluster_secret(tmp_path):
     r = run_idresolve("bootstrap", "--config", str(MINIMAL), "--data-dir", str(tmp_path), "--wait", "0")
     assert r.returncode == 2 and "no cluster secret" in r.stderr
