@@ -21,7 +21,7 @@ SEEDED, UNKNOWN, NEW = "/api/handles/[seeded]", "/api/handles/[unknown]", "/api/
 
 def _settle(workload: Workload, resp: Any, expected: int) -> None:
     """Mark a ``catch_response`` answer as success or failure by its HTTP status (no JSON parsing: the
-    REST API maps every Handle code to one status)."""
+    REST API maps every Handle code to one status, DOMAIN.md section 5)."""
     status = resp.status_code
     if not status:  # connection error: FastHttp reports status 0 with the error
         resp.failure(resp.error or "no answer")

@@ -20,7 +20,7 @@ DIAL_HOSTS = ("names", "same")
 KEY_DISTRIBUTIONS = ("uniform", "zipf")
 FAIL_ON = ("unexpected", "non-success", "transport")
 REGISTRAR_MODES = ("batch", "rest")
-MAX_BATCH = 2000  # the batch API's limit (the nodes refuse larger batches)
+MAX_BATCH = 2000  # the batch API's limit (DOMAIN.md section 6)
 
 
 def _env(name: str) -> str:
