@@ -1,13 +1,14 @@
 # syntax=docker/dockerfile:1
-# idresolve: one image for every node role. docker-compose.yml (written by `idresolve compose`) runs one
-# node per container with `python -m idresolve.cluster.worker --node NAME ...`; by itself the image prints
-# the CLI's help. Build-time only from the network: PyPI for the dependencies.
+# idresolve: one image for every node role. docker-compose.yml (written by `idresolve compose`) and the
+# manifests of `idresolve k8s` run one node per container with `python -m idresolve.cluster.worker --node
+# NAME ...`; by itself the image prints the CLI's help. Build-time only from the network: PyPI for the
+# dependencies.
 #
 #   docker build -t idresolve .                           # nodes and `idresolve bootstrap`
-#   docker build -t idresolve-load --build-arg EXTRAS=load .   # plus Locust (the compose `locust` service)
+#   docker build -t idresolve-load --build-arg EXTRAS=load .   # plus Locust (the `locust` service, k8s Jobs)
 #
 # Layers, from least to most often changed: the dependencies (rebuilt only when pyproject.toml or EXTRAS
-# change), the package, then config/ (a topology edit rebuilds nothing but its copy).
+# change), the package, then config/ and loadtests/ (a topology edit rebuilds nothing but its copy).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -38,8 +39,11 @@ RUN mkdir -p src/idresolve \
 COPY src ./src
 RUN pip install --no-deps . && rm -rf build src/*.egg-info
 
-# 3. Topologies: the compose file names /app/config/<file>.toml.
+# 3. Topologies: the compose file and the manifests name /app/config/<file>.toml; Locust reads it too.
 COPY config ./config
+
+# 4. The Locust load test (run by the idresolve-load image; a few kB in the other).
+COPY loadtests ./loadtests
 
 USER idresolve
 # Each node's store (SQLite under /data/nodes/<name>/) and the cluster secret file live here.

@@ -1,8 +1,12 @@
-"""What a load test needs to know about a running ``idresolve up`` cluster, from its data directory.
+"""What a load test needs to know about a running cluster: from the data directory of ``idresolve up``,
+or from the topology file of a cluster that runs in containers.
 
 ``cluster.json`` gives every node's addresses, the recursive nodes, and each enterprise prefix with the
 node that holds it; ``credentials.json`` (mode 0600) gives each prefix admin's secret, needed for writes
-only. No Locust here, so tests can import it.
+only. A cluster in containers (``idresolve compose``, ``idresolve k8s``) has neither file where Locust
+runs, but its addresses follow from the topology: the plan's ports, each node at its name. The same
+description is built from it, by the code ``idresolve up`` writes cluster.json with; it has no secrets.
+No Locust here, so tests can import it.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from idresolve.cluster.credentials import read_credentials
-from idresolve.cluster.plan import identity_of
-from idresolve.cluster.supervisor import ClusterError, load_cluster
+from idresolve.cluster.plan import identity_of, make_plan
+from idresolve.cluster.supervisor import ClusterError, UpOptions, cluster_description, load_cluster
+from idresolve.core.topology import TopologyError, load_topology
 
 
 class ClusterInfoError(RuntimeError):
@@ -37,7 +42,9 @@ class Enterprise:
 
 @dataclass(frozen=True, slots=True)
 class ClusterInfo:
-    data_dir: Path
+    source: str  # where the description came from, for messages
+    seed_hint: str  # how to seed more identifiers ({n}: how many), for messages
+    secrets_hint: str  # why there may be no admin secrets, for messages
     nodes: dict[str, Node]
     enterprises: tuple[Enterprise, ...]  # in cluster.json order: the order ``idresolve seed`` fills them
     secrets: dict[str, str]  # admin identity -> secret; empty when credentials.json is unreadable
@@ -70,24 +77,55 @@ def _endpoint(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def read_cluster(data_dir: Path) -> ClusterInfo:
-    """The cluster in ``data_dir``; without a readable credentials.json it has no secrets (reads only)."""
+def _parse(raw: dict[str, Any], source: str) -> tuple[dict[str, Node], tuple[Enterprise, ...]]:
     try:
-        raw: dict[str, Any] = load_cluster(data_dir)
         nodes = {n["name"]: Node(n["name"], n["role"], str(n["http"]), _endpoint(str(n["tcp"])))
                  for n in raw["nodes"]}
         connected = {n["name"]: bool(n.get("connected")) for n in raw["nodes"] if n["role"] == "secondary"}
         enterprises = tuple(Enterprise(e["prefix"], nodes[e["holder"]], connected.get(e["secondary"], False))
                             for e in raw["enterprises"] if e.get("prefix"))
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise ClusterInfoError(f"cannot use {data_dir}/cluster.json: {exc!r}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ClusterInfoError(f"cannot use {source}: {exc!r}") from None
+    if not enterprises:
+        raise ClusterInfoError(f"the cluster of {source} has no enterprise prefixes")
+    return nodes, enterprises
+
+
+def read_cluster(data_dir: Path) -> ClusterInfo:
+    """The cluster in ``data_dir``; without a readable credentials.json it has no secrets (reads only)."""
+    source = f"{data_dir}/cluster.json"
+    try:
+        raw: dict[str, Any] = load_cluster(data_dir)
+    except (OSError, ValueError) as exc:
+        raise ClusterInfoError(f"cannot use {source}: {exc!r}") from None
     except ClusterError:  # no cluster.json
         raise ClusterInfoError(f"no cluster in {data_dir} (cluster.json is missing): start one with `idresolve up "
                                f"--data-dir {data_dir}`, or point --idr-data-dir at its data directory") from None
-    if not enterprises:
-        raise ClusterInfoError(f"the cluster in {data_dir} has no enterprise prefixes")
+    nodes, enterprises = _parse(raw, source)
     try:
         secrets = read_credentials(data_dir)
     except (OSError, ValueError, KeyError):
         secrets = {}
-    return ClusterInfo(data_dir, nodes, enterprises, secrets)
+    return ClusterInfo(source, f"`idresolve seed --identifiers {{n}} --data-dir {data_dir}`",
+                       f"{data_dir}/credentials.json is missing or unreadable", nodes, enterprises, secrets)
+
+
+def cluster_from_topology(path: Path, base_port: int, dial_hosts: str) -> ClusterInfo:
+    """The cluster of the topology at ``path`` as containers run it: each node at its name (``dial_hosts``
+    'names') or all at 127.0.0.1 ('same'), at the ports of ``base_port``. No secrets: reads only."""
+    source = f"the topology {path}"
+    try:
+        topology = load_topology(path)
+        names = {n.name: n.name for n in topology.running_nodes()} if dial_hosts == "names" else None
+        plan = make_plan(topology, base_port=base_port, workers=1, dial_hosts=names)
+    except OSError as exc:
+        raise ClusterInfoError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (TopologyError, ValueError) as exc:
+        raise ClusterInfoError(f"cannot use {source}: {exc}") from None
+    # The description `idresolve up` writes to cluster.json, made the same way (only its nodes and
+    # enterprises are read; the options fill fields of it that are not).
+    raw = cluster_description(plan, UpOptions(path, Path("."), base_port, 1, "off", None))
+    nodes, enterprises = _parse(raw, source)
+    return ClusterInfo(source, "`idresolve bootstrap --seed {n}`, the bootstrap container's step",
+                       "a cluster found from its topology comes without them (use --idr-data-dir)", nodes,
+                       enterprises, {})

@@ -67,6 +67,11 @@ class KeySpace:
         prefix, number = self.locate(rank)
         return f"{prefix}/{self.tag}{number:09d}"
 
+    def last_of_each(self) -> list[str]:
+        """Every enterprise's last seeded handle: seeding writes each enterprise's in order, so these all
+        existing means every identifier drawn from is in place."""
+        return [f"{p}/{self.tag}{c - 1:09d}" for p, c in zip(self.prefixes, self.counts, strict=True) if c]
+
 
 class UniformSampler:
     def __init__(self, size: int, rng: random.Random) -> None:

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from idresolve.cluster.plan import DEFAULT_BASE_PORT
+
 TARGETS = ("recursive", "authoritative")
+DIAL_HOSTS = ("names", "same")
 KEY_DISTRIBUTIONS = ("uniform", "zipf")
 FAIL_ON = ("unexpected", "non-success", "transport")
 REGISTRAR_MODES = ("batch", "rest")
@@ -32,6 +35,13 @@ def add_arguments(parser: Any) -> None:
 
     knob("data-dir", default=None,
          help="the cluster's data directory (cluster.json, credentials.json); default $IDRESOLVE_DATA_DIR or ./data")
+    knob("topology", default=None,
+         help="instead of --idr-data-dir: find the nodes from this topology file, as containers run them (each at "
+              "its name, the ports of --idr-base-port); no admin secrets, so reads only")
+    knob("base-port", type=int, default=DEFAULT_BASE_PORT,
+         help=f"with --idr-topology: the cluster's first port (default {DEFAULT_BASE_PORT})")
+    knob("dial-hosts", choices=DIAL_HOSTS, default="names",
+         help="with --idr-topology: reach each node at its name (containers; default) or all at 127.0.0.1 ('same')")
     knob("target", choices=TARGETS, default="recursive",
          help="lookups go to a recursive node (walks the hierarchy, caches) or straight to the node that holds "
               "each prefix (default recursive)")
@@ -58,6 +68,9 @@ def add_arguments(parser: Any) -> None:
          help="tasks per second per user (constant throughput); 0 = as fast as answers come back (default 0)")
     knob("skip-preflight", action="store_true", default=False,
          help="do not check at start that the cluster answers and the last seeded identifier exists")
+    knob("wait", type=float, default=0.0,
+         help="keep repeating the start-up check for up to this many seconds (a cluster still starting or being "
+              "seeded, e.g. on Kubernetes); default 0: check once")
     knob("max-fail-ratio", type=float, default=0.01,
          help="pass/fail: the run fails (exit code 1) above this failure ratio (default 0.01)")
     knob("max-p99-ms", type=float, default=1000.0,
@@ -67,6 +80,9 @@ def add_arguments(parser: Any) -> None:
 @dataclass(frozen=True, slots=True)
 class Settings:
     data_dir: Path
+    topology: Path | None
+    base_port: int
+    dial_hosts: str
     target: str
     recursive: str
     keys: str
@@ -82,6 +98,7 @@ class Settings:
     rate: float
     max_fail_ratio: float
     max_p99_ms: float
+    wait_s: float
 
     @classmethod
     def from_options(cls, options: argparse.Namespace | None) -> Settings:
@@ -92,12 +109,14 @@ class Settings:
             return default if value is None else value
 
         data_dir = get("data_dir", "") or os.environ.get("IDRESOLVE_DATA_DIR") or "data"
-        s = cls(Path(data_dir), str(get("target", "recursive")), str(get("recursive", "")),
+        topology = get("topology", "")
+        s = cls(Path(data_dir), Path(topology) if topology else None, int(get("base_port", DEFAULT_BASE_PORT)),
+                str(get("dial_hosts", "names")), str(get("target", "recursive")), str(get("recursive", "")),
                 str(get("keys", "zipf")), float(get("zipf_s", 1.1)), int(get("identifiers", 1000)),
                 str(get("seed_tag", "SEED")), float(get("unknown_share", 0.0)), float(get("write_share", 0.0)),
                 str(get("registrar_mode", "batch")), int(get("batch_size", 100)), str(get("fail_on", "unexpected")),
                 float(get("timeout", 10.0)), float(get("rate", 0.0)), float(get("max_fail_ratio", 0.01)),
-                float(get("max_p99_ms", 1000.0)))
+                float(get("max_p99_ms", 1000.0)), float(get("wait", 0.0)))
         s.check()
         return s
 
@@ -106,6 +125,12 @@ class Settings:
         problems = []
         if self.target not in TARGETS:
             problems.append(f"--idr-target must be one of {', '.join(TARGETS)}")
+        if self.dial_hosts not in DIAL_HOSTS:
+            problems.append(f"--idr-dial-hosts must be one of {', '.join(DIAL_HOSTS)}")
+        if not 1024 <= self.base_port <= 65535:
+            problems.append("--idr-base-port must be between 1024 and 65535")
+        if self.wait_s < 0:
+            problems.append("--idr-wait must be >= 0")
         if self.keys not in KEY_DISTRIBUTIONS:
             problems.append(f"--idr-keys must be one of {', '.join(KEY_DISTRIBUTIONS)}")
         if self.fail_on not in FAIL_ON:

@@ -19,7 +19,7 @@ from knobs import add_arguments
 from locust import events
 from locust.env import Environment
 from locust.runners import WorkerRunner
-from workload import forget, preflight, settings_of, workload_of
+from workload import forget, settings_of, wait_for_cluster, workload_of
 
 __all__ = ["BinaryResolver", "Registrar", "RestResolver"]
 
@@ -43,10 +43,9 @@ def _check_setup(environment: Environment, **_: Any) -> None:
         raise SystemExit(f"idresolve load test: {exc}") from None
     writes = wl.settings.write_share > 0 or any(getattr(c, "writes", False) for c in environment.user_classes)
     if writes and not wl.writers:
-        raise SystemExit(f"idresolve load test: writes need admin secrets, but {wl.cluster.data_dir}/credentials.json "
-                         "is missing or unreadable")
+        raise SystemExit(f"idresolve load test: writes need admin secrets, but {wl.cluster.secrets_hint}")
     if not environment.parsed_options.idr_skip_preflight:
-        problem = preflight(wl)
+        problem = wait_for_cluster(wl)
         if problem is not None:
             raise SystemExit(f"idresolve load test: {problem}")
     log.info("idresolve: %d seeded identifiers over %d enterprises, keys %s, target %s", wl.keys.size,

@@ -9,13 +9,15 @@ arguments from its master only with the first spawn message; dropped at every te
 from __future__ import annotations
 
 import itertools
+import logging
 import random
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cluster_info import ClusterInfo, Enterprise, Node, read_cluster
+from cluster_info import ClusterInfo, Enterprise, Node, cluster_from_topology, read_cluster
 from keyspace import KeySpace, Names, make_sampler, seeded_counts
 from knobs import Settings
 from locust import constant, constant_throughput
@@ -92,8 +94,7 @@ class Workload:
 
     def next_writer(self) -> Writer:
         if not self.writers:
-            raise RuntimeError(f"writes need admin secrets: {self.cluster.data_dir}/credentials.json is missing "
-                               "or names no enterprise admin")
+            raise RuntimeError(f"writes need admin secrets, but {self.cluster.secrets_hint}")
         return self.writers[self.rng.randrange(len(self.writers))]
 
     def fresh_handle(self, writer: Writer) -> str:
@@ -125,17 +126,24 @@ def record_json(handle: str) -> dict[str, Any]:
 
 
 _workloads: weakref.WeakKeyDictionary[Environment, Workload] = weakref.WeakKeyDictionary()
+log = logging.getLogger("idresolve.loadtest")
 
 
 def settings_of(environment: Environment) -> Settings:
     return Settings.from_options(environment.parsed_options)
 
 
+def cluster_of(settings: Settings) -> ClusterInfo:
+    if settings.topology is not None:
+        return cluster_from_topology(settings.topology, settings.base_port, settings.dial_hosts)
+    return read_cluster(settings.data_dir)
+
+
 def workload_of(environment: Environment) -> Workload:
     wl = _workloads.get(environment)
     if wl is None:
         settings = settings_of(environment)
-        wl = _workloads[environment] = Workload(settings, read_cluster(settings.data_dir))
+        wl = _workloads[environment] = Workload(settings, cluster_of(settings))
     return wl
 
 
@@ -144,19 +152,43 @@ def forget(environment: Environment) -> None:
 
 
 def preflight(wl: Workload) -> str | None:
-    """Ask the holder for the highest-ranked seeded identifier: a missing one means --idr-identifiers is
-    larger than what was seeded (or another tag was used). Returns a problem, or None."""
-    handle = wl.keys.handle(wl.keys.size - 1)
-    holder = wl.holders[handle.split("/", 1)[0]]
-    try:
-        with RestClient(holder.http, timeout_s=wl.settings.timeout_s) as c:
-            answer = c.resolve(handle)
-    except Exception as exc:  # ClientError, or anything http.client raises: report, do not crash Locust
-        return f"cannot reach {holder.name} at {holder.http}: {exc}"
-    if answer.status == 404:
-        return (f"{handle} is not registered: seed at least {wl.settings.identifiers} identifiers "
-                f"(`idresolve seed --identifiers {wl.settings.identifiers} --data-dir {wl.cluster.data_dir}`) "
-                f"or lower --idr-identifiers")
-    if not answer.ok:
-        return f"{holder.name} answered HTTP {answer.status} for {handle}"
+    """Ask each recursive node in use for its health, and each enterprise's holder for its last seeded
+    identifier drawn from: a missing one means --idr-identifiers is larger than what was seeded (or
+    another tag was used), or the seeding has not finished. Returns a problem, or None."""
+    timeout_s = wl.settings.timeout_s
+    for node in wl.recursive:
+        try:
+            with RestClient(node.http, timeout_s=timeout_s) as c:
+                health = c.health()
+        except Exception as exc:  # ClientError, or anything http.client raises: report, do not crash Locust
+            return f"cannot reach the recursive node {node.name} at {node.http}: {exc}"
+        if health.status != 200:
+            return f"the recursive node {node.name} answered HTTP {health.status} to /healthz"
+    for handle in wl.keys.last_of_each():
+        holder = wl.holders[handle.split("/", 1)[0]]
+        try:
+            with RestClient(holder.http, timeout_s=timeout_s) as c:
+                answer = c.resolve(handle)
+        except Exception as exc:
+            return f"cannot reach {holder.name} at {holder.http}: {exc}"
+        if answer.status == 404:
+            return (f"{handle} is not registered: seed at least {wl.settings.identifiers} identifiers "
+                    f"({wl.cluster.seed_hint.replace('{n}', str(wl.settings.identifiers))}) or lower --idr-identifiers")
+        if not answer.ok:
+            return f"{holder.name} answered HTTP {answer.status} for {handle}"
     return None
+
+
+def wait_for_cluster(wl: Workload, *, poll_s: float = 1.0) -> str | None:
+    """``preflight`` until it passes or ``--idr-wait`` seconds have passed; the last problem, or None."""
+    deadline = time.monotonic() + wl.settings.wait_s
+    said = 0.0
+    while True:
+        problem = preflight(wl)
+        left = deadline - time.monotonic()
+        if problem is None or left <= 0:
+            return problem
+        if time.monotonic() - said >= 30:
+            said = time.monotonic()
+            log.info("idresolve: waiting up to %.0f s more for the cluster: %s", left, problem)
+        time.sleep(min(poll_s, left))  # Locust's gevent makes this a cooperative sleep

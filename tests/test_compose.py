@@ -2,41 +2,47 @@
 
 Docker itself is NOT available on this machine: there is no engine (and no compose plugin), so nothing
 here builds the image or starts a container. Instead the last test runs the containers' own commands,
-read from a generated compose file, as plain subprocesses on 127.0.0.1: every node service's worker
-command, its healthcheck and the bootstrap service's command, then resolves the demo identifier through
-the recursive node's published port. Only what needs container DNS or a container network is replaced:
-``--host NAME``/``--dial-hosts names`` become ``127.0.0.1``/``same``, ``--bind 0.0.0.0`` becomes
-``127.0.0.1`` (no traffic leaves loopback), and the in-image paths ``/app/config`` and ``/data`` become
-files under ``tmp_path``.
-
-The file is parsed with PyYAML where it is installed (here: the system python3's python3-yaml, since the
-project does not depend on PyYAML).
+read from a generated compose file, as plain subprocesses on 127.0.0.1 (``containerutil.localize`` says
+what is replaced: only names, the bind address and in-image paths): every node service's worker command,
+its healthcheck, the bootstrap service's command (which seeds identifiers), a resolution of the demo
+identifier through the recursive node's published port, and the ``locust`` service's command, as a short
+headless run whose requests must all succeed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import importlib.util
 import json
-import os
-import queue
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from clusterutil import free_base_port
-from idresolve.cli.main import main
+from containerutil import (
+    DEMO,
+    LOCUST,
+    MINIMAL,
+    ROOT,
+    SHANDONG,
+    WORKER,
+    Proc,
+    arg,
+    check_locust_run,
+    clean_env,
+    cli,
+    load_yaml,
+    localize,
+    run_idresolve,
+    secret_like_lines,
+    stop_all,
+    strings_in,
+)
 from idresolve.cluster.compose import (
     APP_DIR,
     DATA_DIR,
@@ -54,68 +60,8 @@ from idresolve.core.codes import ResponseCode
 from idresolve.core.topology import load_topology
 from idresolve.net.blocking import BlockingClient
 
-ROOT = Path(__file__).resolve().parent.parent
-_SCRIPT = Path(sys.executable).with_name("idresolve")
-IDRESOLVE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from idresolve.cli.main import entry; entry()"]
-SHANDONG = ROOT / "config" / "shandong.toml"
-MINIMAL = ROOT / "config" / "minimal.toml"
 CHECKED_IN = ROOT / "docker-compose.yml"
-DEMO = "88.118.8/JXDY2106023"
-WORKER = ["python", "-m", "idresolve.cluster.worker"]
 
-_LOAD = ("import json, sys, yaml; loader = getattr(yaml, 'CSafeLoader', yaml.SafeLoader); "
-         "json.dump(yaml.load(open(sys.argv[1], encoding='utf-8'), Loader=loader), sys.stdout)")
-
-
-@functools.cache
-def _yaml_interpreter() -> tuple[str, ...] | None:
-    if importlib.util.find_spec("yaml") is not None:
-        return (sys.executable,)
-    for candidate in ("/usr/bin/python3", shutil.which("python3")):
-        if candidate and Path(candidate).exists() and subprocess.run(
-                [candidate, "-c", "import yaml"], capture_output=True, timeout=20).returncode == 0:
-            return (candidate,)
-    return None
-
-
-def load_yaml(path: Path) -> Any:
-    """``path`` read by PyYAML (a YAML 1.1 reader: stricter about on/off/yes/no than compose's 1.2)."""
-    python = _yaml_interpreter()
-    if python is None:
-        pytest.skip("PyYAML is not installed in this venv nor for the system python3 (apt python3-yaml)")
-    out = subprocess.run([*python, "-c", _LOAD, str(path)], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without IDRESOLVE_* settings leaking in from the developer's shell."""
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("IDRESOLVE_")}, **extra}
-
-
-def run_idresolve(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*IDRESOLVE, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env if env is not None else clean_env())
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """``idresolve ARGS`` in this process: exit code, stdout, stderr."""
-    capsys.readouterr()
-    rc = main(list(args))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def strings_in(value: Any) -> list[str]:
-    if isinstance(value, dict):
-        return [s for k, v in value.items() for s in [k, *strings_in(v)]]
-    if isinstance(value, list):
-        return [s for v in value for s in strings_in(v)]
-    return [value] if isinstance(value, str) else []
-
-
-def arg(command: list[str], flag: str) -> str:
-    return command[command.index(flag) + 1]
 
 
 # -- the checked-in file ------------------------------------------------------------------------------------
@@ -161,12 +107,20 @@ def test_checked_in_file_runs_every_node_with_the_plan_ports():
 
     boot = services["bootstrap"]
     assert boot["command"][:2] == ["idresolve", "bootstrap"] and arg(boot["command"], "--dial-hosts") == "names"
+    assert arg(boot["command"], "--seed") == "1000"  # the identifiers Locust asks for
     assert boot["depends_on"] == {n.name: {"condition": "service_healthy"} for n in plan.nodes}
     assert boot["restart"] == "no"
     locust = services["locust"]
     assert locust["profiles"] == ["load"]
     assert arg(locust["command"], "-f") == "/app/loadtests/locustfile.py" and "--headless" in locust["command"]
-    assert arg(locust["command"], "--host") == f"http://{recursive[0].name}:{recursive[0].http_port}"
+    # Where the nodes are and what was seeded: from the topology in the image and the bootstrap's count,
+    # not from a volume (the bootstrap writes none) nor from cluster.json (only `idresolve up` writes it).
+    cmd = locust["command"]
+    assert arg(cmd, "--idr-topology") == f"{APP_DIR}/config/shandong.toml" and arg(cmd, "--idr-dial-hosts") == "names"
+    assert arg(cmd, "--idr-base-port") == str(plan.base_port) and arg(cmd, "--idr-identifiers") == "1000"
+    assert "--idr-data-dir" not in cmd and "--host" not in cmd  # users spread over every recursive node
+    assert cmd[-2:] == ["RestResolver", "BinaryResolver"]  # reads only: Locust holds no admin secret
+    assert "secrets" not in locust and locust["volumes"] == [f"locust-data:{DATA_DIR}"]
     assert locust["depends_on"] == {"bootstrap": {"condition": "service_completed_successfully"}}
     assert set(doc["volumes"]) == {f"{name}-data" for name in services}
 
@@ -190,7 +144,7 @@ def test_no_secret_is_written_into_the_file(tmp_path, monkeypatch, capsys):
             assert "environment" not in svc and "env_file" not in svc, name
         # The variable is named once, as the secret's source; no string anywhere holds a value for it.
         assert [s for s in strings_in(doc) if SECRET_ENV in s] == [SECRET_ENV]
-        assert not re.search(r"(?im)^[^#]*(secret|password|token)\w*[ \t]*[:=][ \t]*\S{16,}", path.read_text())
+        assert not secret_like_lines(path.read_text())
 
 
 # -- the generator --------------------------------------------------------------------------------------------
@@ -246,6 +200,45 @@ def test_drift_summary_names_removed_and_changed_services():
     assert "services to remove (1): rec-old" in drift_summary(removed, a)
 
 
+def _cluster_info():  # loadtests/ is not a package: its modules import each other by plain name
+    sys.path.insert(0, str(ROOT / "loadtests"))
+    try:
+        import cluster_info
+    finally:
+        sys.path.remove(str(ROOT / "loadtests"))
+    return cluster_info
+
+
+def test_locust_finds_the_containers_from_the_topology():
+    """What the locust service reads instead of a cluster.json: the nodes at their names, the plan's ports."""
+    ci = _cluster_info()
+    plan = make_plan(load_topology(MINIMAL), base_port=27000)
+    info = ci.cluster_from_topology(MINIMAL, 27000, "names")
+    assert info.secrets == {} and "topology" in info.source
+    assert {n.name: (n.role, n.http, n.tcp) for n in info.nodes.values()} == {
+        n.name: (n.role, f"http://{n.name}:{n.http_port}", (n.name, n.tcp_port)) for n in plan.nodes}
+    assert [(e.prefix, e.holder.name, e.reachable) for e in info.enterprises] == [
+        ("88.118.8", "ent-tyre-qingdao-8", True), ("88.118.9", "sec-tyre-qingdao", True)]
+    local = ci.cluster_from_topology(MINIMAL, 27000, "same")
+    assert [n.http for n in local.recursive] == ["http://127.0.0.1:27011"]
+    with pytest.raises(ci.ClusterInfoError, match="no-such.toml: file does not exist"):
+        ci.cluster_from_topology(ROOT / "config" / "no-such.toml", 27000, "names")
+
+
+def test_locust_gives_up_when_the_cluster_does_not_come(tmp_path):
+    """--idr-wait bounds the start-up check: no cluster at the topology's ports, a clear exit 1."""
+    if not LOCUST.exists():
+        pytest.skip("locust is not installed (pip install -e '.[load]')")
+    base = free_base_port(12)
+    opts = ComposeOptions("minimal.toml", base_port=base, seed_identifiers=10)
+    argv = localize(compose_dict(load_topology(MINIMAL), opts)["services"]["locust"]["command"], MINIMAL,
+                    csv=str(tmp_path / "run"), run_time="1s", extra=("--idr-wait", "1"))
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path, env=clean_env())
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert f"idresolve load test: cannot reach the recursive node rec-jinan at http://127.0.0.1:{base + 11}" in r.stderr
+    assert re.search(r"waiting up to \d+ s more for the cluster", r.stderr) and "Traceback" not in r.stderr
+
+
 def test_bootstrap_refuses_to_run_without_the_cluster_secret(tmp_path):
     r = run_idresolve("bootstrap", "--config", str(MINIMAL), "--data-dir", str(tmp_path), "--wait", "0")
     assert r.returncode == 2 and "no cluster secret" in r.stderr
@@ -262,74 +255,17 @@ def test_bootstrap_gives_up_when_the_nodes_do_not_come(tmp_path):
 
 # -- the containers' commands, without docker ------------------------------------------------------------
 
-class Proc:
-    """A subprocess whose stdout lines a reader thread queues, so waits on it have deadlines."""
-
-    def __init__(self, argv: list[str], log: Path, env: dict[str, str]) -> None:
-        self.log_path = log
-        self._log = open(log, "wb")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL,
-                                     text=True, env=env)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def ready(self, deadline: float) -> dict[str, Any]:
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no readiness line in time; stderr: {self.stderr()}") from None
-            if line is None:
-                raise AssertionError(f"exited ({self.proc.wait(10)}) before ready; stderr: {self.stderr()}")
-            event = json.loads(line)
-            assert event.get("event") == "ready", event
-            return event
-
-    def stderr(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(timeout=10)
-
-    def close(self) -> None:
-        self.stop()
-        self._reader.join(timeout=10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._log.close()
-
-
-def localize(command: list[str], cfg: Path, data_dir: Path) -> list[str]:
-    """A container's command for this machine: loopback instead of service names, tmp paths for in-image ones."""
-    replace = {"--host": "127.0.0.1", "--bind": "127.0.0.1", "--dial-hosts": "same", "--config": str(cfg),
-               "--data-dir": str(data_dir)}
-    out = list(command)
-    for flag, value in replace.items():
-        if flag in out:
-            out[out.index(flag) + 1] = value
-    if out[0] == "python":
-        return [sys.executable, *out[1:]]
-    assert out[0] == "idresolve"
-    return [*IDRESOLVE, *out[1:]]
+def _resolutions(http_port: int) -> int:
+    """Resolutions a recursive node has served: every one is a hit or a miss of its answer cache."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=10) as resp:
+        health = json.loads(resp.read())
+    return int(health["cacheHits"]) + int(health["cacheMisses"])
 
 
 def test_compose_commands_run_a_cluster_without_docker(tmp_path):
     """Start each node service's command as the compose file says, check their healthchecks, run the
-    bootstrap service's command, and resolve the demo identifier at the recursive node's published port."""
+    bootstrap service's command (allocation and seeding), resolve the demo identifier at the recursive
+    node's published port, then run the locust service's command: `docker compose --profile load up locust`."""
     (tmp_path / "config").mkdir()
     cfg = tmp_path / "config" / "minimal.toml"
     shutil.copy(MINIMAL, cfg)
@@ -376,6 +312,7 @@ def test_compose_commands_run_a_cluster_without_docker(tmp_path):
         assert b.returncode == 0, b.stdout + b.stderr
         assert re.search(r"bootstrap of 'minimal': [1-9]\d* prefix records written", b.stdout), b.stdout
         assert f"demo identifier: {DEMO}" in b.stdout
+        assert re.search(r"seeded: 1000 identifiers over [1-9]\d* enterprises .*, 0 failed", b.stdout), b.stdout
         assert secret not in b.stdout + b.stderr
 
         # Again, with the secret from the data dir this time (the docker secret's place): nothing left to do.
@@ -385,6 +322,7 @@ def test_compose_commands_run_a_cluster_without_docker(tmp_path):
         report = json.loads(again.stdout)
         assert report["created"] == [] and report["demo"] == DEMO
         assert {"0.NA/88.118", "0.NA/88.118.8", "0.NA/88.118.9"} <= set(report["unchanged"])
+        assert report["seeded"]["registered"] == 1000 and report["seeded"]["failed"] == 0  # all in place already
 
         rec_name = next(name for name, svc in services.items() if "ports" in svc)
         ports = services[rec_name]["ports"]
@@ -399,10 +337,20 @@ def test_compose_commands_run_a_cluster_without_docker(tmp_path):
         with BlockingClient("127.0.0.1", binary, timeout_s=10) as c:
             answer = c.resolve(DEMO)
         assert answer.code == ResponseCode.SUCCESS and any(v.type == "URL" for v in answer.values)
+
+        if not LOCUST.exists():
+            pytest.skip("the cluster part passed; locust is not installed for the load part (pip install -e '.[load]')")
+        served = _resolutions(rest)
+        stats = tmp_path / "locust" / "run"
+        stats.parent.mkdir()
+        argv = localize(services["locust"]["command"], cfg, csv=str(stats), run_time="2s", users="4",
+                        spawn_rate="4")
+        run = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=stats.parent,
+                             env=clean_env(PYTHONWARNINGS="error"))
+        rows = check_locust_run(run, stats)
+        # Through the recursive node, found from the topology by its name (here: loopback).
+        counted = int(rows["/api/handles/[seeded]"]["Request Count"]) + int(rows["resolve"]["Request Count"])
+        assert _resolutions(rest) - served >= counted, rows
     finally:
-        codes = []
-        for p in procs:
-            with contextlib.suppress(Exception):
-                codes.append(p.stop())
-            p.close()
+        codes = stop_all(procs)
     assert codes == [0] * len(procs), "every node stops cleanly on SIGTERM (what `docker compose stop` sends)"

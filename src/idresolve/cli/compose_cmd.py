@@ -1,10 +1,11 @@
 """``idresolve compose | bootstrap``: write (or check) docker-compose.yml for a topology, and allocate the
-prefixes of a cluster whose nodes run elsewhere (the compose file's one-shot ``bootstrap`` service).
+prefixes of a cluster whose nodes run elsewhere (the one-shot ``bootstrap`` service of the compose file,
+and the ``bootstrap`` Job of ``idresolve k8s``).
 
 ``compose`` is a thin shell around the pure ``cluster.compose``. ``bootstrap`` reads the cluster secret
 from ``IDRESOLVE_CLUSTER_SECRET`` or ``DATA_DIR/cluster-secret`` (never generating one: a secret the nodes
 do not share would only fail later), waits for every node's binary port, then runs
-``cluster.bootstrap.bootstrap``, which is idempotent.
+``cluster.bootstrap.bootstrap`` and, with ``--seed N``, ``cluster.seeding.seed_plan``: both idempotent.
 """
 
 from __future__ import annotations
@@ -15,20 +16,23 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..cluster.bootstrap import BootstrapError, BootstrapReport, bootstrap
 from ..cluster.compose import (
-    DEFAULT_IMAGE,
     DEFAULT_PUBLISH_HOST,
-    SECRET_ENV,
     ComposeOptions,
     compose_plan,
     drift_summary,
+    generator_command,
     render,
 )
+from ..cluster.containers import DEFAULT_IMAGE, DEFAULT_SEED, SECRET_ENV, SEED_TAG, has_load_test
 from ..cluster.credentials import CLUSTER_SECRET_FILE, cluster_secret
 from ..cluster.plan import DEFAULT_BASE_PORT, ClusterPlan, make_plan
+from ..cluster.seeding import seed_plan
 from ..core.topology import Topology, TopologyError, load_topology
 from ..net.blocking import ProtocolClientError
 from .cluster_cmd import data_dir_of, default_config
@@ -55,6 +59,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--image", default=DEFAULT_IMAGE, help=f"image every node runs (default {DEFAULT_IMAGE})")
     p.add_argument("--publish-host", default=DEFAULT_PUBLISH_HOST,
                    help=f"host address the recursive nodes' ports are published on (default {DEFAULT_PUBLISH_HOST})")
+    add_seed_arg(p)
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 with a summary when --out differs from what the topology generates")
     p.set_defaults(func=compose)
@@ -72,14 +77,27 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT, help=f"first port (default {DEFAULT_BASE_PORT})")
     p.add_argument("--wait", type=float, default=120.0, metavar="SECONDS",
                    help="how long to wait for the nodes (default 120)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help=f"then register N identifiers spread over the enterprises (suffixes {SEED_TAG}<n>, as "
+                   "`idresolve seed`; existing ones are kept), for the load test (default 0: none)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run_bootstrap)
+
+    from . import k8s_cmd  # it builds on this module
+
+    k8s_cmd.add_parser(sub)
 
 
 add_parser = add_parsers
 
 
-def _topology(config: Path) -> Topology:
+def add_seed_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed-identifiers", type=int, default=DEFAULT_SEED, metavar="N",
+                   help=f"identifiers the bootstrap registers for Locust to ask for (default {DEFAULT_SEED}; "
+                   "0: none, and no Locust)")
+
+
+def read_topology(config: Path) -> Topology:
     try:
         return load_topology(config)
     except OSError as exc:
@@ -92,22 +110,17 @@ def _topology(config: Path) -> Topology:
 
 def compose(args: argparse.Namespace) -> int:
     config: Path = args.config or default_config()
-    topology = _topology(config)
+    topology = read_topology(config)
     try:
         opts = ComposeOptions(config_name=config.name, latency=args.latency, base_port=args.base_port,
-                              image=args.image, publish_host=args.publish_host)
+                              image=args.image, publish_host=args.publish_host, seed_identifiers=args.seed_identifiers)
         text = render(topology, opts)
         plan = compose_plan(topology, opts)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     out: Path = args.out
     if args.check:
-        again = f"idresolve compose --config {config} --out {out} --latency {opts.latency} --base-port {opts.base_port}"
-        if opts.image != DEFAULT_IMAGE:
-            again += f" --image {opts.image}"
-        if opts.publish_host != DEFAULT_PUBLISH_HOST:
-            again += f" --publish-host {opts.publish_host}"
-        return _check(out, text, again, plan)
+        return _check(out, text, generator_command(opts, str(config), str(out)), plan)
     tmp = out.with_name(out.name + ".tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
@@ -115,8 +128,9 @@ def compose(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(f"cannot write {out}: {exc.strerror or exc}") from None
     rec = ", ".join(f"{n.name} REST {n.http_port} binary {n.tcp_port}" for n in plan.by_role("recursive"))
-    print(f"wrote {out}: {len(plan.nodes)} node services of {topology.name!r} (latency {opts.latency}), bootstrap, "
-          f"locust (profile load); published: {rec}")
+    locust = ", locust (profile load)" if has_load_test(plan, opts) else ""
+    print(f"wrote {out}: {len(plan.nodes)} node services of {topology.name!r} (latency {opts.latency}), bootstrap"
+          f"{locust}; published: {rec}")
     print(f"before `docker compose up`: put {SECRET_ENV}=<random> in .env beside it (see the file's header)")
     in_image = out.resolve().parent / "config" / config.name
     if not in_image.exists() or not in_image.samefile(config):
@@ -126,17 +140,26 @@ def compose(args: argparse.Namespace) -> int:
 
 
 def _check(out: Path, text: str, again: str, plan: ClusterPlan) -> int:
-    config = plan.topology.source
     try:
         existing = out.read_text(encoding="utf-8")
     except FileNotFoundError:
-        print(f"{out} does not exist: write it with `{again}`", file=sys.stderr)
-        return EXIT_DRIFT
-    if existing == text:
-        print(f"{out} is up to date with {config} ({len(plan.nodes)} node services)")
+        return report_missing(out, again)
+    return report_check(out, existing == text, str(plan.topology.source), f"{len(plan.nodes)} node services",
+                        lambda: drift_summary(existing, text), again)
+
+
+def report_missing(out: Path, again: str) -> int:
+    print(f"{out} does not exist: write it with `{again}`", file=sys.stderr)
+    return EXIT_DRIFT
+
+
+def report_check(out: Path, same: bool, config: str, what: str, summary: Callable[[], list[str]], again: str) -> int:
+    """``--check``'s verdict on generated files: up to date (exit 0), or how they drifted (exit 1)."""
+    if same:
+        print(f"{out} is up to date with {config} ({what})")
         return EXIT_OK
     print(f"{out} has drifted from what {config} generates:", file=sys.stderr)
-    for line in drift_summary(existing, text):
+    for line in summary():
         print(f"  {line}", file=sys.stderr)
     print(f"regenerate it with `{again}`", file=sys.stderr)
     return EXIT_DRIFT
@@ -153,7 +176,7 @@ def _secret(data_dir: Path) -> str:
                 raise CliError(f"{path} is empty")
         except FileNotFoundError:
             raise CliError(f"no cluster secret: set {SECRET_ENV}, or put the nodes' secret in {path} "
-                           "(docker compose mounts the secret there)") from None
+                           "(docker compose and the Kubernetes manifests mount the secret there)") from None
         except OSError as exc:
             raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
     return cluster_secret(data_dir, given)
@@ -180,7 +203,7 @@ def wait_for_nodes(plan: ClusterPlan, timeout_s: float) -> list[str]:
 
 def run_bootstrap(args: argparse.Namespace) -> int:
     config: Path = args.config or default_config()
-    topology = _topology(config)
+    topology = read_topology(config)
     dial = {n.name: n.name for n in topology.running_nodes()} if args.dial_hosts == "names" else None
     try:
         plan = make_plan(topology, base_port=args.base_port, workers=1, host=args.host, dial_hosts=dial)
@@ -196,24 +219,36 @@ def run_bootstrap(args: argparse.Namespace) -> int:
     if down:
         more = f" and {len(down) - 5} more" if len(down) > 5 else ""
         raise CliError(f"not reachable after {args.wait:g} s: {', '.join(down[:5])}{more}", EXIT_UNREACHABLE)
+    if args.seed < 0:
+        raise CliError("--seed cannot be negative")
     try:
         report = bootstrap(plan, master, progress=say)
     except (BootstrapError, ProtocolClientError, OSError) as exc:
         raise CliError(f"allocation failed: {exc}", EXIT_HANDLE_ERROR) from None
-    _print_report(plan, report, as_json=args.json)
-    return EXIT_OK
+    seeded = None
+    if args.seed:
+        say(f"seeding {args.seed} identifiers")
+        try:
+            seeded = seed_plan(plan, master, args.seed, tag=SEED_TAG)
+        except (ProtocolClientError, OSError, ValueError) as exc:
+            raise CliError(f"seeding failed: {exc}", EXIT_HANDLE_ERROR) from None
+    _print_report(plan, report, seeded, as_json=args.json)
+    return EXIT_OK if seeded is None or seeded["failed"] == 0 else EXIT_HANDLE_ERROR
 
 
-def _print_report(plan: ClusterPlan, report: BootstrapReport, *, as_json: bool) -> None:
+def _print_report(plan: ClusterPlan, report: BootstrapReport, seeded: dict[str, Any] | None, *, as_json: bool) -> None:
     recursive = [{"name": n.name, "http": n.http_url, "tcp": f"{n.dial_host}:{n.tcp_port}"}
                  for n in plan.by_role("recursive")]
     if as_json:
         print(json.dumps({"topology": plan.topology.name, "created": report.created, "unchanged": report.unchanged,
-                          "demo": report.demo, "recursive": recursive}, indent=2))
+                          "demo": report.demo, "recursive": recursive, "seeded": seeded}, indent=2))
         return
     print(f"bootstrap of {plan.topology.name!r}: {len(report.created)} prefix records written, "
           f"{len(report.unchanged)} already in place")
     if report.demo:
         print(f"  demo identifier: {report.demo}")
+    if seeded is not None:
+        print(f"  seeded: {seeded['registered']} identifiers over {seeded['enterprises']} enterprises "
+              f"({SEED_TAG}000000000 on), {seeded['failed']} failed; e.g. {seeded['example'] or '(all in place)'}")
     for r in recursive:
         print(f"  recursive {r['name']}: REST {r['http']}  binary tcp/udp {r['tcp']}")

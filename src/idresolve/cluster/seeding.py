@@ -1,20 +1,41 @@
-"""``idresolve seed``: register N identifiers spread evenly over every enterprise of a running cluster,
-through the batch API (binary protocol) of the node that holds each prefix, with each enterprise admin's
-own credentials. Suffixes are ``<tag><n>`` so reruns with another tag add more; a rerun with the same tag
-skips identifiers that exist (the batch is retried without them)."""
+"""Seeding: register N identifiers spread evenly over every enterprise of a running cluster, through the
+batch API (binary protocol) of the node that holds each prefix, with each enterprise admin's own
+credentials. Suffixes are ``<tag><n>`` so reruns with another tag add more; a rerun with the same tag
+skips identifiers that exist (the batch is retried without them).
+
+Two ways in, one loop: ``idresolve seed`` reads the cluster from ``cluster.json`` and the admins' secrets
+from ``credentials.json`` (``seed_cluster``); ``idresolve bootstrap --seed N`` (the containers' one-shot
+step, which has neither file) takes them from the plan and the cluster secret (``seed_plan``). Both fill
+the enterprises in topology order, enterprise i getting N // E plus one for the first N % E: the layout
+``loadtests/keyspace.py`` draws from.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..core.codes import ResponseCode
 from ..core.values import string_value
 from ..net.blocking import BlockingClient
-from .credentials import read_credentials
-from .plan import identity_of
+from .credentials import read_credentials, secret_for
+from .plan import ClusterPlan, identity_of
+
+
+@dataclass(frozen=True, slots=True)
+class SeedTarget:
+    prefix: str
+    host: str  # the node that holds the prefix's identifiers
+    port: int
+    secret: str  # the prefix admin's
+
+    @property
+    def identity(self) -> str:
+        return identity_of(self.prefix)
 
 
 def _endpoint(nodes: dict[str, dict[str, Any]], name: str) -> tuple[str, int]:
@@ -32,24 +53,40 @@ def _bar(done: int, total: int, t0: float) -> None:
 
 def seed_cluster(cluster: dict[str, Any], data_dir: Path, count: int, *, batch_size: int = 1000, tag: str = "SEED",
                  show_progress: bool = True) -> dict[str, Any]:
+    """Seed the cluster ``cluster.json`` describes, with the secrets of ``data_dir/credentials.json``."""
     creds = read_credentials(data_dir)
     nodes = {n["name"]: n for n in cluster["nodes"]}
-    enterprises = [e for e in cluster["enterprises"] if e.get("prefix")]
-    if not enterprises:
+    targets = [SeedTarget(e["prefix"], *_endpoint(nodes, e["holder"]), creds[identity_of(e["prefix"])])
+               for e in cluster["enterprises"] if e.get("prefix")]
+    return seed_targets(targets, count, batch_size=batch_size, tag=tag, show_progress=show_progress)
+
+
+def seed_plan(plan: ClusterPlan, master: str, count: int, *, batch_size: int = 1000, tag: str = "SEED",
+              show_progress: bool = False) -> dict[str, Any]:
+    """Seed the cluster of ``plan`` (the nodes at their dial hosts), each admin's secret derived from ``master``."""
+    targets = []
+    for e in plan.enterprises():
+        if e.prefix:
+            holder = plan.holder_of(e.prefix)
+            targets.append(SeedTarget(e.prefix, holder.dial_host, holder.tcp_port, secret_for(master, e.prefix)))
+    return seed_targets(targets, count, batch_size=batch_size, tag=tag, show_progress=show_progress)
+
+
+def seed_targets(targets: Sequence[SeedTarget], count: int, *, batch_size: int = 1000, tag: str = "SEED",
+                 show_progress: bool = True) -> dict[str, Any]:
+    if not targets:
         raise ValueError("the cluster has no enterprises to seed")
-    share, extra = divmod(count, len(enterprises))
+    share, extra = divmod(count, len(targets))
     t0 = time.monotonic()
     done = failed = 0
     example = ""
     shown = 0.0
-    for i, ent in enumerate(enterprises):
+    for i, ent in enumerate(targets):
         n = share + (1 if i < extra else 0)
         if n == 0:
             continue
-        prefix = ent["prefix"]
-        identity = identity_of(prefix)
-        host, port = _endpoint(nodes, ent["holder"])
-        with BlockingClient(host, port, timeout_s=60.0, auth=(identity, creds[identity].encode())) as c:
+        prefix = ent.prefix
+        with BlockingClient(ent.host, ent.port, timeout_s=60.0, auth=(ent.identity, ent.secret.encode())) as c:
             for start in range(0, n, batch_size):
                 items = [(f"{prefix}/{tag}{k:09d}",
                           (string_value(1, "URL", f"https://example.com/{prefix}/{tag}{k:09d}"),
@@ -76,5 +113,5 @@ def seed_cluster(cluster: dict[str, Any], data_dir: Path, count: int, *, batch_s
         _bar(done + failed, count, t0)
         print(file=sys.stderr)
     seconds = time.monotonic() - t0
-    return {"registered": done, "failed": failed, "enterprises": len(enterprises), "seconds": seconds,
+    return {"registered": done, "failed": failed, "enterprises": len(targets), "seconds": seconds,
             "perSecond": done / seconds if seconds > 0 else 0.0, "example": example}
