@@ -136,20 +136,28 @@ def _answer_body(request: Message, response: Response, nonce: bytes | None) -> B
     return ErrorBody(response.message)
 
 
-def to_native_response(request: Message, response: Response, *, now: float, site_serial: int,
-                       authoritative: bool = True, session_id: int | None = None,
-                       nonce: bytes | None = None) -> Message:
-    """The native answer to ``request`` that carries ``response`` (see the module docstring)."""
+def answer_to(request: Message, body: Body, *, opcode: int, code: int, now: float, site_serial: int,
+              authoritative: bool = True, session_id: int | None = None) -> Message:
+    """A native answer to ``request`` with ``body``: envelope, header flags and request digest as the
+    reference sets them (see the module docstring). For answers the pipeline does not make, such as
+    session setup."""
     version = answer_version(request.envelope)
     envelope = Envelope(version[0], version[1], 0, PROTOCOL_VERSION[0], PROTOCOL_VERSION[1],
                         request.envelope.session_id if session_id is None else session_id,
                         request.envelope.request_id)
-    challenge = response.code == ResponseCode.AUTHENTICATION_NEEDED
-    flags = answer_flags(request.header.op_flags, authoritative=authoritative, challenge=challenge)
-    header = Header(response.opcode, response.code, flags, site_serial, request.header.recursion,
-                    int(now) + EXPIRATION_S)
+    flags = answer_flags(request.header.op_flags, authoritative=authoritative,
+                         challenge=code == ResponseCode.AUTHENTICATION_NEEDED)
+    header = Header(opcode, code, flags, site_serial, request.header.recursion, int(now) + EXPIRATION_S)
     digest = request_digest(request.header_and_body(), digest_alg_for(version)) if flags & OpFlag.RD else None
-    return Message(envelope, header, _answer_body(request, response, nonce), None, digest)
+    return Message(envelope, header, body, None, digest)
+
+
+def to_native_response(request: Message, response: Response, *, now: float, site_serial: int,
+                       authoritative: bool = True, session_id: int | None = None,
+                       nonce: bytes | None = None) -> Message:
+    """The native answer to ``request`` that carries ``response`` (see the module docstring)."""
+    return answer_to(request, _answer_body(request, response, nonce), opcode=response.opcode, code=response.code,
+                     now=now, site_serial=site_serial, authoritative=authoritative, session_id=session_id)
 
 
 def challenge_for(request: Message, nonce: bytes, *, now: float, site_serial: int, session_id: int) -> Message:
