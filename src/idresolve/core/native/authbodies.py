@@ -18,6 +18,7 @@ form, a u32 length and the digest.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -215,14 +216,14 @@ def read_session_exchange_key(r: Reader) -> SessionExchangeKey:
     return SessionExchangeKey(r.octets("encrypted key", 64 * 1024) if r.remaining else None)
 
 
-AUTH_REQUEST_READERS = {
+AUTH_REQUEST_READERS: dict[int, Callable[[Reader], object]] = {
     OpCode.CHALLENGE_RESPONSE: read_challenge_answer,
     OpCode.VERIFY_RESPONSE: read_verify_request,
     OpCode.SESSION_SETUP: read_session_setup_request,
     OpCode.SESSION_EXCHANGEKEY: read_session_exchange_key,
 }
 
-AUTH_SUCCESS_READERS = {
+AUTH_SUCCESS_READERS: dict[int, Callable[[Reader], object]] = {
     OpCode.VERIFY_RESPONSE: read_verify_response,
     OpCode.SESSION_SETUP: read_session_setup_response,
 }

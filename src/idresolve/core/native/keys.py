@@ -88,8 +88,8 @@ def decode_public_key(data: bytes) -> PublicKey:
             return dsa.DSAPublicNumbers(y, dsa.DSAParameterNumbers(p, q, g)).public_key()
         if key_type == RSA_PUB_KEY:
             e, n = _number(r, "e"), _number(r, "n")
-            if r.remaining == 4 and r.u32() == 0:
-                pass  # the reference's trailing zero
+            if r.remaining == 4 and r.raw(4, "trailer") != bytes(4):
+                raise DecodeError("RSA key ends with a nonzero trailer")
             r.done("RSA key")
             return rsa.RSAPublicNumbers(e, n).public_key()
     except DecodeError as exc:

@@ -117,9 +117,9 @@ BodyReader = Callable[[Reader], object]
 def body_reader(header: Header) -> BodyReader:
     op, code = header.opcode, header.code
     if code == 0:
-        return REQUEST_READERS.get(op) or AUTH_REQUEST_READERS.get(op) or read_raw  # type: ignore[return-value]
+        return REQUEST_READERS.get(op) or AUTH_REQUEST_READERS.get(op) or read_raw
     if code == ResponseCode.SUCCESS:
-        return SUCCESS_READERS.get(op) or AUTH_SUCCESS_READERS.get(op) or read_raw  # type: ignore[return-value]
+        return SUCCESS_READERS.get(op) or AUTH_SUCCESS_READERS.get(op) or read_raw
     if code == ResponseCode.AUTHENTICATION_NEEDED:
         return read_challenge
     reader = CODE_READERS.get(code)
