@@ -224,3 +224,14 @@ def test_create_values_carry_no_timestamp() -> None:
     assert isinstance(create.body, HandleValues)
     assert [(v.index, v.type, v.timestamp) for v in create.body.values] == [(100, "HS_ADMIN", 0), (1, "URL", 0)]
     assert AdminRef.from_bytes(create.body.values[0].data).handle == "88.100/ADMIN"
+
+
+def test_hs_vlist_is_rfc_3651s_layout() -> None:
+    from idresolve.core.values import decode_vlist, encode_vlist
+
+    refs = [("88.100/ADMIN", 300), ("88.100/group", 200)]
+    data = encode_vlist(refs)
+    # A u32 count, then per reference a UTF-8 string (u32 length + octets) and a u32 index.
+    assert data == (b"\0\0\0\x02" + b"\0\0\0\x0c88.100/ADMIN" + (300).to_bytes(4, "big")
+                    + b"\0\0\0\x0c88.100/group" + (200).to_bytes(4, "big"))
+    assert decode_vlist(data) == refs

@@ -17,20 +17,30 @@ from cryptography.hazmat.primitives.asymmetric import dsa
 from idresolve.core.codes import OpCode, ResponseCode
 from idresolve.core.native import (
     EXPIRATION_S,
+    AbsoluteTTLValue,
     Challenge,
+    ErrorBody,
+    HandleBody,
+    HandleList,
     HandleValues,
     Message,
+    OpFlag,
+    Referral,
     SessionSetupResponse,
     SiteInfoBody,
     answer_to,
     certify,
     challenge_for,
     check_certified,
+    decode_message,
     encode_message,
+    error_for_bytes,
+    request_digest,
     split_message,
     to_native_response,
     to_request,
 )
+from idresolve.core.native.valuecodec import stamp_absolute
 from idresolve.core.values import HandleValue
 from idresolve.core.wire import FLAG_AUTHORITATIVE, Request, Response
 from nativeutil import captured, exchanges
@@ -166,3 +176,59 @@ def test_to_request_refuses_answers_and_native_only_opcodes() -> None:
         to_request(captured("01-resolve-udp")[1].message, now=0)
     with pytest.raises(ValueError, match="native layer"):
         to_request(captured("06-create-add-auth-session")[0].message, now=0)
+
+
+def test_referral_answers_carry_the_handle_and_site_values() -> None:
+    request = captured("09-resolve-prefix-not-here")[0].message
+    site = captured("05-get-siteinfo")[1].message.body.site  # type: ignore[union-attr]
+    values = (HandleValue(1, "HS_SITE", site.to_bytes()),)
+    for code in (ResponseCode.PREFIX_REFERRAL, ResponseCode.SERVICE_REFERRAL):
+        response = Response(request.envelope.request_id, OpCode.RESOLUTION, code, "0.NA/88", values=values)
+        built = to_native_response(request, response, now=1000, site_serial=7, authoritative=False)
+        msg = decode_message_of(built)
+        assert msg.header.code == code and not msg.header.has(OpFlag.AT) and msg.header.site_serial == 7
+        assert msg.body == Referral("0.NA/88", values)
+        assert msg.header.expiration == 1000 + EXPIRATION_S
+
+
+def test_list_handles_and_rd_digest_on_request() -> None:
+    request = captured("08-create-delete-auth-nosession")[4].message  # a delete: reuse its envelope
+    asked = replace(request, header=replace(request.header, opcode=OpCode.LIST_HANDLES,
+                                            op_flags=request.header.op_flags | OpFlag.RD),
+                    body=HandleBody("0.NA/88.100"), wire=b"")
+    req = to_request(asked, now=0)
+    assert (req.opcode, req.handle) == (OpCode.LIST_HANDLES, "0.NA/88.100")
+    response = Response(req.request_id, OpCode.LIST_HANDLES, ResponseCode.SUCCESS, req.handle,
+                        handles=("88.100/a", "88.100/b"))
+    msg = decode_message_of(to_native_response(asked, response, now=0, site_serial=1))
+    assert msg.body == HandleList(("88.100/a", "88.100/b"))
+    assert msg.header.has(OpFlag.RD) and msg.digest == request_digest(asked.header_and_body())
+
+
+def test_absolute_ttls_become_relative_in_requests() -> None:
+    create = captured("08-create-delete-auth-nosession")[0].message
+    assert isinstance(create.body, HandleValues)
+    url = create.body.values[1]
+    absolute = stamp_absolute(replace(url, ttl_s=5000))
+    msg = replace(create, body=HandleValues(create.body.handle, (create.body.values[0], absolute)), wire=b"")
+    again = decode_message_of(msg)
+    assert isinstance(again.body.values[1], AbsoluteTTLValue)  # type: ignore[union-attr]
+    req = to_request(again, now=4000)
+    assert req.values[1].ttl_s == 1000 and type(req.values[1]) is HandleValue
+    assert to_request(again, now=9000).values[1].ttl_s == 0
+
+
+def test_error_answer_for_undecodable_bytes() -> None:
+    raw = captured("02-resolve-tcp")[0].raw
+    broken = raw[:-6]  # truncated: does not decode
+    answer = error_for_bytes(broken, ResponseCode.PROTOCOL_ERROR, "bad message", now=0, site_serial=1)
+    assert answer is not None
+    msg = decode_message_of(answer)
+    assert (msg.envelope.request_id, msg.header.opcode, msg.header.code, msg.body) == (
+        decode_message(raw).envelope.request_id, OpCode.RESOLUTION, ResponseCode.PROTOCOL_ERROR,
+        ErrorBody("bad message"))
+    assert error_for_bytes(b"\x02\x0a", ResponseCode.PROTOCOL_ERROR, "", now=0, site_serial=1) is None
+
+
+def decode_message_of(msg: Message) -> Message:
+    return decode_message(encode_message(msg))

@@ -63,7 +63,8 @@ NEUTRAL_OPCODES = frozenset({OpCode.RESOLUTION, OpCode.GET_SITEINFO, OpCode.CREA
                              OpCode.LIST_PREFIXES})
 NATIVE_OPCODES = frozenset({OpCode.CHALLENGE_RESPONSE, OpCode.VERIFY_RESPONSE, OpCode.SESSION_SETUP,
                             OpCode.SESSION_TERMINATE, OpCode.SESSION_EXCHANGEKEY})
-_ECHOED = OpFlag.CT | OpFlag.CA | OpFlag.PO | OpFlag.RD | OpFlag.DNRF
+_ECHOED = int(OpFlag.CT | OpFlag.CA | OpFlag.PO | OpFlag.RD | OpFlag.DNRF)
+_AT, _REC, _RD, _OVERWRITE = int(OpFlag.AT), int(OpFlag.REC), int(OpFlag.RD), int(OpFlag.OVERWRITE)
 
 
 def is_native_only(msg: Message) -> bool:
@@ -79,8 +80,8 @@ def to_request(msg: Message, *, now: float) -> Request:
     op = msg.header.opcode
     if op in NATIVE_OPCODES:
         raise ValueError(f"opcode {op} is handled by the native layer")
-    flags = ((FLAG_AUTHORITATIVE if msg.header.op_flags & OpFlag.AT else 0)
-             | (FLAG_OVERWRITE if msg.header.op_flags & OpFlag.OVERWRITE else 0))
+    flags = ((FLAG_AUTHORITATIVE if msg.header.op_flags & _AT else 0)
+             | (FLAG_OVERWRITE if msg.header.op_flags & _OVERWRITE else 0))
     body = msg.body
     rid, hops = msg.envelope.request_id, msg.header.recursion
     if isinstance(body, ResolutionRequest):
@@ -96,12 +97,12 @@ def to_request(msg: Message, *, now: float) -> Request:
 
 
 def answer_flags(request_flags: int, *, authoritative: bool, challenge: bool = False) -> int:
-    flags = OpFlag.REC | (request_flags & _ECHOED)
+    flags = _REC | (request_flags & _ECHOED)
     if authoritative:
-        flags |= OpFlag.AT
+        flags |= _AT
     if challenge:
-        flags |= OpFlag.RD
-    return int(flags)
+        flags |= _RD
+    return flags
 
 
 def _request_handle(request: Message) -> str:
@@ -148,7 +149,7 @@ def answer_to(request: Message, body: Body, *, opcode: int, code: int, now: floa
     flags = answer_flags(request.header.op_flags, authoritative=authoritative,
                          challenge=code == ResponseCode.AUTHENTICATION_NEEDED)
     header = Header(opcode, code, flags, site_serial, request.header.recursion, int(now) + EXPIRATION_S)
-    digest = request_digest(request.header_and_body(), digest_alg_for(version)) if flags & OpFlag.RD else None
+    digest = request_digest(request.header_and_body(), digest_alg_for(version)) if flags & _RD else None
     return Message(envelope, header, body, None, digest)
 
 

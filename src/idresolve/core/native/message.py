@@ -76,6 +76,9 @@ _NO_CREDENTIAL = b"\0\0\0\0"
 
 @dataclass(frozen=True, slots=True)
 class Message:
+    """A native message. ``wire`` is set by the decoder only; a message changed with ``replace`` (other than
+    its envelope or credential) must also drop it (``wire=b""``), or signatures would cover stale bytes."""
+
     envelope: Envelope
     header: Header
     body: Body
@@ -92,8 +95,12 @@ class Message:
         return self.wire or encode_header_body(self)
 
 
+_RD = int(OpFlag.RD)
+_CP_EC = int(EnvelopeFlag.CP | EnvelopeFlag.EC)
+
+
 def _needs_digest(header: Header) -> bool:
-    return header.code != 0 and bool(header.op_flags & OpFlag.RD)
+    return header.code != 0 and bool(header.op_flags & _RD)
 
 
 def encode_header_body(msg: Message) -> bytes:
@@ -142,7 +149,7 @@ def _decode(data: memoryview, limits: Limits) -> Message:
         raise FrameTooLarge(f"message of {length} bytes exceeds the limit of {limits.max_message}")
     if len(data) != ENVELOPE_SIZE + length:
         raise DecodeError(f"envelope announces {length} bytes, {len(data) - ENVELOPE_SIZE} present")
-    if envelope.flags & (EnvelopeFlag.CP | EnvelopeFlag.EC):
+    if envelope.flags & _CP_EC:
         raise DecodeError("compressed or encrypted messages are not supported")
     if length < HEADER_SIZE:
         raise DecodeError(f"a message of {length} bytes cannot hold its {HEADER_SIZE}-byte header")

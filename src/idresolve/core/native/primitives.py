@@ -58,28 +58,32 @@ class Reader:
             raise DecodeError(f"truncated {what}: {n} bytes needed, {self.end - self.pos} left")
 
     def u8(self, what: str = "octet") -> int:
-        self._need(1, what)
-        (v,) = _U8.unpack_from(self.buf, self.pos)
-        self.pos += 1
-        return int(v)
+        pos = self.pos
+        if pos + 1 > self.end:
+            self._need(1, what)
+        self.pos = pos + 1
+        return int(_U8.unpack_from(self.buf, pos)[0])
 
     def u16(self, what: str = "int2") -> int:
-        self._need(2, what)
-        (v,) = _U16.unpack_from(self.buf, self.pos)
-        self.pos += 2
-        return int(v)
+        pos = self.pos
+        if pos + 2 > self.end:
+            self._need(2, what)
+        self.pos = pos + 2
+        return int(_U16.unpack_from(self.buf, pos)[0])
 
     def u32(self, what: str = "int4") -> int:
-        self._need(4, what)
-        (v,) = _U32.unpack_from(self.buf, self.pos)
-        self.pos += 4
-        return int(v)
+        pos = self.pos
+        if pos + 4 > self.end:
+            self._need(4, what)
+        self.pos = pos + 4
+        return int(_U32.unpack_from(self.buf, pos)[0])
 
     def i32(self, what: str = "int4") -> int:
-        self._need(4, what)
-        (v,) = _I32.unpack_from(self.buf, self.pos)
-        self.pos += 4
-        return int(v)
+        pos = self.pos
+        if pos + 4 > self.end:
+            self._need(4, what)
+        self.pos = pos + 4
+        return int(_I32.unpack_from(self.buf, pos)[0])
 
     def raw(self, n: int, what: str = "octets") -> bytes:
         self._need(n, what)

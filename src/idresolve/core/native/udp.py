@@ -28,16 +28,19 @@ MAX_PAYLOAD = MAX_DATAGRAM - ENVELOPE_SIZE  # 492
 def split_message(message: bytes, *, truncated: bool = False, payload_size: int = MAX_PAYLOAD) -> list[bytes]:
     """The datagrams that carry ``message`` (an encoded message, envelope included). A message that fits
     is returned whole; ``truncated`` sets TC on the datagrams of a split message (clients do)."""
-    envelope, length = decode_envelope(message)
-    payload = message[ENVELOPE_SIZE:]
-    if len(payload) != length:
+    _, length = decode_envelope(message)
+    if len(message) - ENVELOPE_SIZE != length:
         raise ValueError("message length does not match its envelope")
     if length <= payload_size:
         return [message]
+    head = bytearray(message[:ENVELOPE_SIZE])
     if truncated:
-        envelope = replace(envelope, flags=envelope.flags | EnvelopeFlag.TC)
-    return [replace(envelope, sequence=i).encode(length) + payload[off:off + payload_size]
-            for i, off in enumerate(range(0, length, payload_size))]
+        head[2] |= EnvelopeFlag.TC
+    out = []
+    for i, off in enumerate(range(ENVELOPE_SIZE, len(message), payload_size)):
+        head[12:16] = i.to_bytes(4, "big")
+        out.append(bytes(head) + message[off:off + payload_size])
+    return out
 
 
 @dataclass(slots=True)

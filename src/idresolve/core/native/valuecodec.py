@@ -12,12 +12,13 @@ bits are kept (the reference reads no others).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..errors import DecodeError
 from ..values import HandleValue
-from .primitives import Reader, put_i32, put_octets, put_text, put_u8, put_u32
+from .primitives import Reader, put_text, put_u32
 
 TTL_RELATIVE, TTL_ABSOLUTE = 0, 1
 #: The fixed part of a value: index, timestamp, ttl type, ttl, permissions, and the three u32 counts.
@@ -37,18 +38,22 @@ def relative_ttl(value: HandleValue, now: float) -> HandleValue:
     return value
 
 
+_HEAD = struct.Struct(">iIBiBI")
+_U32 = struct.Struct(">I")
+_REF_INDEX = struct.Struct(">i")
+
+
 def write_value(out: bytearray, value: HandleValue) -> None:
-    put_i32(out, value.index)
-    put_u32(out, value.timestamp)
-    put_u8(out, TTL_ABSOLUTE if isinstance(value, AbsoluteTTLValue) else TTL_RELATIVE)
-    put_i32(out, value.ttl_s)
-    put_u8(out, value.perms & 0x0F)
-    put_text(out, value.type)
-    put_octets(out, value.data)
-    put_u32(out, len(value.refs))
+    vtype = value.type.encode("utf-8")
+    ttl_type = TTL_ABSOLUTE if isinstance(value, AbsoluteTTLValue) else TTL_RELATIVE
+    out += _HEAD.pack(value.index, value.timestamp, ttl_type, value.ttl_s, value.perms & 0x0F, len(vtype))
+    out += vtype
+    out += _U32.pack(len(value.data))
+    out += value.data
+    out += _U32.pack(len(value.refs))
     for handle, index in value.refs:
         put_text(out, handle)
-        put_i32(out, index)
+        out += _REF_INDEX.pack(index)
 
 
 def read_value(r: Reader) -> HandleValue:
