@@ -2,8 +2,13 @@
 
 Binary layout (big-endian): version u16, protocol version u8.u8, serial u16, primary mask u8, hash option
 u8, hash filter (u32 length + UTF-8), attributes (u32 count, each key and value as u32 length + UTF-8),
-servers (u32 count, each: server id u32, 16-byte IPv6 address (IPv4 mapped), public key (u32 length +
-bytes), interfaces (u32 count, each: type u8, protocol u8, port u32)).
+servers (u32 count, each: server id u32, 16-byte address, public key (u32 length + bytes), interfaces
+(u32 count, each: type u8, protocol u8, port u32)).
+
+Addresses: an IPv4 address is written as the reference writes it, 12 zero octets and the 4 address
+octets; reading accepts that and the IPv4-mapped form (``::ffff:a.b.c.d``). So 16 octets whose first 12
+are zero read as IPv4, except ``::`` and ``::1``, which the reference cannot mean as IPv4 (0.0.0.0,
+0.0.0.1) and which stay IPv6.
 
 idresolve also needs host names (containers): an attribute ``host`` on a server is kept in the site's
 attribute list as ``host.<serverId>``.
@@ -57,6 +62,8 @@ class SiteInfo:
     primary: bool = True
     multi_primary: bool = False
     attributes: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    hash_option: int = 0  # how a client picks the server of a multi-server site (0 prefix, 1 suffix, 2 all)
+    hash_filter: str = ""
 
     def endpoint(self, protocol: str) -> tuple[str, int] | None:
         for server in self.servers:
@@ -69,8 +76,8 @@ class SiteInfo:
     def to_bytes(self) -> bytes:
         out = bytearray()
         mask = (0x80 if self.primary else 0) | (0x40 if self.multi_primary else 0)
-        out += struct.pack(">HBBHBB", self.version, *self.protocol_version, self.serial, mask, 0)
-        _put_str(out, "")  # hash filter
+        out += struct.pack(">HBBHBB", self.version, *self.protocol_version, self.serial, mask, self.hash_option)
+        _put_str(out, self.hash_filter)
         attrs = list(self.attributes) + [(f"host.{s.server_id}", s.host) for s in self.servers if s.host]
         out += struct.pack(">I", len(attrs))
         for k, v in attrs:
@@ -79,9 +86,7 @@ class SiteInfo:
         out += struct.pack(">I", len(self.servers))
         for s in self.servers:
             out += struct.pack(">I", s.server_id)
-            out += ipaddress.ip_address(s.address).packed.rjust(16, b"\0") if ":" in s.address else (
-                b"\0" * 10 + b"\xff\xff" + ipaddress.IPv4Address(s.address).packed
-            )
+            out += ipaddress.ip_address(s.address).packed.rjust(16, b"\0")
             out += struct.pack(">I", len(s.public_key)) + s.public_key
             out += struct.pack(">I", len(s.interfaces))
             for itf in s.interfaces:
@@ -229,8 +234,8 @@ class _Reader:
 
 def _decode_site(buf: memoryview) -> SiteInfo:
     r = _Reader(buf)
-    version, major, minor, serial, mask, _hash = r.unpack(">HBBHBB")
-    r.string()
+    version, major, minor, serial, mask, hash_option = r.unpack(">HBBHBB")
+    hash_filter = r.string()
     (nattr,) = r.unpack(">I")
     if nattr > 10_000:
         raise ValueError("too many attributes")
@@ -243,9 +248,7 @@ def _decode_site(buf: memoryview) -> SiteInfo:
     servers = []
     for _ in range(nserv):
         (sid,) = r.unpack(">I")
-        packed = r.raw(16)
-        ip = ipaddress.IPv6Address(packed)
-        addr = str(ip.ipv4_mapped) if ip.ipv4_mapped else str(ip)
+        addr = _address(r.raw(16))
         (klen,) = r.unpack(">I")
         key = r.raw(klen)
         (nitf,) = r.unpack(">I")
@@ -258,4 +261,14 @@ def _decode_site(buf: memoryview) -> SiteInfo:
         servers.append(Server(sid, addr, tuple(itfs), hosts.get(str(sid)), key))
     if r.pos != len(buf):
         raise ValueError("trailing bytes")
-    return SiteInfo(tuple(servers), serial, version, (major, minor), bool(mask & 0x80), bool(mask & 0x40), tuple(attrs))
+    return SiteInfo(tuple(servers), serial, version, (major, minor), bool(mask & 0x80), bool(mask & 0x40), tuple(attrs),
+                    hash_option, hash_filter)
+
+
+def _address(packed: bytes) -> str:
+    ip = ipaddress.IPv6Address(packed)
+    if ip.ipv4_mapped:
+        return str(ip.ipv4_mapped)
+    if packed[:12] == bytes(12) and packed[12:] not in (bytes(4), b"\0\0\0\1"):
+        return str(ipaddress.IPv4Address(packed[12:]))
+    return str(ip)
