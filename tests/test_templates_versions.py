@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -366,3 +368,24 @@ def test_the_demo_identifier_fits_the_tyre_batch_template() -> None:
     check_record(t, (*demo, TemplateRef(template_handle("88.118", "tyre-batch"), 1).to_value()))
     full = generate_values(t, "88.118.8/JXDY2106023", seed=0, optional_share=1.0)
     assert len(Record("88.118.8/JXDY2106023", (*demo[:2], *full)).encode()) > 512  # a UDP answer truncates
+
+
+# -- the micro-benchmark, run as a user runs it ----------------------------------------------------------
+
+def test_the_validation_micro_benchmark_runs(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "idresolve.bench.templates", "--records", "20", "--repeat", "1",
+                           "--json"], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [r["template"] for r in rows] == [p.stem for p in SHIPPED]
+    for r in rows:
+        assert r["records"] == 20 and r["checkValuesUs"] > 0 and r["validateUs"] > 0 and r["compileMs"] > 0
+        assert r["valuesPerRecord"] > 10
+    table = subprocess.run([sys.executable, "-m", "idresolve.bench.templates", "--records", "5", "--repeat", "1"],
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert table.returncode == 0 and "both/check" in table.stdout and "tyre-batch" in table.stdout
+    (tmp_path / "bad.json").write_text('{"name": "x"}')
+    for where in (tmp_path / "missing", tmp_path):
+        failed = subprocess.run([sys.executable, "-m", "idresolve.bench.templates", "--templates", str(where)],
+                                capture_output=True, text=True, timeout=120, check=False)
+        assert failed.returncode == 1 and failed.stderr.startswith("error: ")
