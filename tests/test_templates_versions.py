@@ -22,6 +22,7 @@ from idresolve.core.templates import (
     MAX_TEMPLATE_VERSIONS,
     TEMPLATE_DEFINITION_TYPE,
     ChangeKind,
+    FieldType,
     Template,
     TemplateRef,
     check_record,
@@ -39,7 +40,14 @@ from idresolve.core.templates import (
     validate,
     version_value,
 )
-from idresolve.core.values import TEMPLATE_REF_INDEX, HandleValue, admin_value, check_values, string_value
+from idresolve.core.values import (
+    TEMPLATE_REF_INDEX,
+    HandleValue,
+    admin_value,
+    check_values,
+    string_value,
+    value_from_json,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "config" / "templates").glob("*.json"))
@@ -389,3 +397,16 @@ def test_the_validation_micro_benchmark_runs(tmp_path: Path) -> None:
         failed = subprocess.run([sys.executable, "-m", "idresolve.bench.templates", "--templates", str(where)],
                                 capture_output=True, text=True, timeout=120, check=False)
         assert failed.returncode == 1 and failed.stderr.startswith("error: ")
+
+
+def test_the_documented_examples_hold() -> None:
+    text = (ROOT / "docs" / "templates.md").read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in text.split("```json\n")[1:]]
+    t = parse_definition_text(blocks[0])  # the complete example of the format
+    assert t.name == "tyre-batch" and len(t.fields) == 11
+    assert {f.type for f in t.fields} == set(FieldType)
+    record = next(json.loads(b) for b in blocks if '"type": "TEMPLATE"' in b)
+    values = tuple(value_from_json(v) for v in record["values"])
+    assert template_ref_of(values) == TemplateRef("88.118/TPL-tyre-batch", 1)
+    check_record(t, values)
+    check_record(load("tyre-batch"), values)

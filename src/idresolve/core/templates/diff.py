@@ -87,10 +87,10 @@ class TemplateDiff:
                  + (f"{bad} incompatible" if bad else "all compatible")]
         for c in self.changes:
             mark = {ChangeKind.ADDED: "+", ChangeKind.REMOVED: "-", ChangeKind.CHANGED: "~"}[c.kind]
-            if c.attribute is None:
-                what = f"{c.kind} ({_show(c.new if c.kind is ChangeKind.ADDED else c.old)})"
-            else:
+            if c.kind is ChangeKind.CHANGED:
                 what = f"{_show(c.old)} -> {_show(c.new)}"
+            else:  # a whole field (its summary), or values of a list (which ones)
+                what = f"{c.kind} {_show(c.new if c.kind is ChangeKind.ADDED else c.old)}"
             note = "" if c.compatible else f"  [incompatible: {c.reason}]"
             lines.append(f"  {mark} {c.where}: {what}{note}")
         if bad:
