@@ -82,8 +82,13 @@ TABLE: list[tuple[int, str, bytes, str | None]] = [
     (2000, "s", b"abcde", None),
     (2000, "s", "汉字也算字符".encode()[:15], None),  # five characters, fifteen bytes
     (2000, "s", b"abcdef", "longer than 5 characters (6)"),
-    (2000, "s", b"a\x00b", "holds control characters"),
-    (2000, "s", b"a\nb", "holds control characters"),
+    (2000, "s", b"a\x00b", "holds control or invisible characters"),
+    (2000, "s", b"a\nb", "holds control or invisible characters"),
+    (2000, "s", b"a\tb", "holds control or invisible characters"),
+    (2000, "s", "ab\u202ec".encode(), "holds control or invisible characters"),  # a bidi override
+    (2000, "s", "a\u2028b".encode(), "holds control or invisible characters"),  # a line separator
+    (2000, "s", "十\u3000公斤".encode(), None),  # the ideographic space is a space, not a control
+    (2000, "s", "a\u00a0b".encode(), None),
     (2000, "s", b"\xff\xfe", "not valid UTF-8 text"),
     (2000, "s", b"", "empty"),
     # pattern
@@ -282,6 +287,11 @@ def with_field(**changes: Any) -> dict[str, Any]:
     (with_field(type="integer", minimum=1.5), "minimum: must be an integer for an integer field"),
     (with_field(type="integer", minimum=10, maximum=1), "maximum: is below the minimum 10"),
     (with_field(type="decimal", minimum=True), "minimum: must be a finite number"),
+    (with_field(type="integer", maximum=10**30), "maximum: must be between -1000000000000000000 and"),
+    (with_field(type="decimal", minimum=-1e300), "minimum: must be between -1000000000000000000 and"),
+    (with_field(examples=["\ud800"]), "does not fit the field: not valid UTF-8 text"),
+    (with_field(label={"zh": "两\n行", "en": "x"}), "label.zh: holds control or invisible characters"),
+    (with_field(description="x\u202ey"), "description: holds control or invisible characters"),
     (with_field(type="decimal", maximum="9"), "maximum: must be a finite number"),
     (with_field(type="integer", examples=["007"]), "'007' does not fit the field: not an integer"),
     (tdef(fdef(2000, "a", "string"), fdef(2000, "b", "string")), "2000 is already the index of a"),
@@ -404,9 +414,11 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_
                     max_leaves=20)
 FIELD_KEYS = ["index", "name", "label", "type", "required", "description", "unit", "maxLength", "pattern",
               "values", "minimum", "maximum", "examples", "bogus"]
+ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=4)  # surrogates and controls too
 RULE_VALUES = st.one_of(JSON, st.sampled_from([t.value for t in FieldType]), st.integers(1999, 2003),
-                        st.sampled_from(["[0-9]+", "(a+)+", "(", "mm", "f", "g"]), st.just(LABEL),
-                        st.lists(st.sampled_from(["A", "B", "7"]), max_size=3))
+                        st.integers(-(10**30), 10**30), st.sampled_from(["[0-9]+", "(a+)+", "(", "mm", "f", "g"]),
+                        st.just(LABEL), st.lists(st.sampled_from(["A", "B", "7"]), max_size=3), ANY_TEXT,
+                        st.lists(ANY_TEXT, min_size=1, max_size=3), st.fixed_dictionaries({"zh": ANY_TEXT, "en": ANY_TEXT}))
 
 
 @st.composite

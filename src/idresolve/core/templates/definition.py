@@ -37,7 +37,17 @@ import orjson
 
 from ..errors import InvalidValue
 from ..values import TEMPLATE_FIELD_MAX_CHARS, TEMPLATE_FIELD_MIN_INDEX
-from .fields import NUMERIC_TYPES, TEXT_TYPES, Checker, EnumValue, Field, FieldType, Label, make_checker
+from .fields import (
+    NUMERIC_TYPES,
+    TEXT_TYPES,
+    Checker,
+    EnumValue,
+    Field,
+    FieldType,
+    Label,
+    is_printable,
+    make_checker,
+)
 from .patterns import compile_pattern
 
 MAX_SOURCE_BYTES = 64 * 1024
@@ -51,6 +61,8 @@ MAX_DESCRIPTION_CHARS = 1000
 MAX_UNIT_CHARS = 32
 MAX_PROBLEMS = 20
 MAX_FIELD_INDEX = 2**31 - 1
+#: A minimum or maximum fits a 64-bit integer (the canonical JSON writes it as a number).
+MAX_BOUND = 10**18
 
 _TEMPLATE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
@@ -124,8 +136,8 @@ def _text(raw: object, where: str, problems: _Problems, *, limit: int, pattern: 
     if len(raw) > limit:
         problems.add(where, f"longer than {limit} characters")
         return None
-    if not raw.isprintable():
-        problems.add(where, "holds control characters")
+    if not is_printable(raw):
+        problems.add(where, "holds control or invisible characters (one line of text)")
         return None
     if pattern is not None and not pattern.fullmatch(raw):
         problems.add(where, f"{raw!r} is not {rule}")
@@ -159,6 +171,9 @@ def _number(raw: object, where: str, problems: _Problems, ftype: FieldType) -> i
         return None
     if ftype is FieldType.INTEGER and not isinstance(raw, int):
         problems.add(where, "must be an integer for an integer field")
+        return None
+    if not -MAX_BOUND <= raw <= MAX_BOUND:
+        problems.add(where, f"must be between -{MAX_BOUND} and {MAX_BOUND}")
         return None
     return raw
 
@@ -274,7 +289,7 @@ def _examples(raw: object, where: str, problems: _Problems, check: Any) -> tuple
         if not isinstance(item, str):
             problems.add(f"{where}[{i}]", "must be a string (values are stored as text)")
             continue
-        problem = check(item.encode("utf-8"))
+        problem = check(item.encode("utf-8", "surrogatepass"))  # a lone surrogate: not valid UTF-8
         if problem is not None:
             problems.add(f"{where}[{i}]", f"{item[:40]!r} does not fit the field: {problem}")
             continue

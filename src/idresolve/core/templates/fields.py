@@ -6,7 +6,7 @@ way the value is stored, so that every node reads a stored value the same way:
 
 | type        | form                                                                   |
 |-------------|------------------------------------------------------------------------|
-| string      | printable text                                                         |
+| string      | printable text (spaces of any script allowed; no newlines or tabs)     |
 | integer     | ``-?(0|[1-9][0-9]*)``: ASCII digits, no leading zeros, no ``+``         |
 | decimal     | an integer, optionally ``.`` and digits (``12.5``); no exponent, NaN    |
 | boolean     | ``true`` or ``false``                                                  |
@@ -25,6 +25,7 @@ The built-in forms are matched with Python's ``re`` on fixed patterns that canno
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -137,6 +138,12 @@ INTEGER_FORM = "not an integer (ASCII digits, optional leading -, no leading zer
 DECIMAL_FORM = "not a decimal number (like 12.5: digits, optional - and fraction)"
 
 TypeCheck = Callable[[str], "str | None"]
+
+
+def is_printable(text: str) -> bool:
+    """Printable, or a space of any script (U+3000, the ideographic space Chinese text uses, is no
+    control character); not control, format (bidi overrides), line or paragraph separators."""
+    return text.isprintable() or all(c.isprintable() or unicodedata.category(c) == "Zs" for c in text)
 
 
 def _check_boolean(text: str) -> str | None:
@@ -275,8 +282,8 @@ def make_checker(ftype: FieldType, *, max_length: int | None, pattern: Pattern |
             return "empty (leave an optional field out instead)"
         if len(text) > limit:
             return f"{too_long} ({len(text)})"
-        if not text.isprintable():
-            return "holds control characters"
+        if not is_printable(text):
+            return "holds control or invisible characters (newlines, tabs, bidi marks...)"
         return None if tail is None else tail(text, data)
 
     return check

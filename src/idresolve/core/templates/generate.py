@@ -82,11 +82,12 @@ def _text_candidates(f: Field, handle: str, rng: random.Random) -> list[str]:
         out.append(example)  # free text (a name, a standard) is kept as the author wrote it
     prefix, _, suffix = handle.partition("/")
     if f.type is FieldType.URL:
-        out.append(f"https://example.com/{quote(prefix)}/{quote(suffix, safe='')}/{f.name}")
+        generic = f"https://example.com/{quote(prefix)}/{quote(suffix, safe='')}/{f.name}"
     elif f.type is FieldType.REFERENCE:
-        out.append(f"{prefix}/{f.name.upper()}{rng.randrange(10**8):08d}")
+        generic = f"{prefix}/{f.name.upper()}{rng.randrange(10**8):08d}"
     else:
-        out.append(f"{f.name}-{rng.randrange(10**6):06d}"[: f.max_length or TEMPLATE_FIELD_MAX_CHARS])
+        generic = f"{f.name}-{rng.randrange(10**6):06d}"
+    out.append(generic[: f.max_length or TEMPLATE_FIELD_MAX_CHARS])  # a long identifier's URL, cut to fit
     return out
 
 
