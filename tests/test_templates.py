@@ -199,6 +199,8 @@ def test_template_reference_at_1001(every_type: Template) -> None:
         (string_value(1001, "TEMPLATE", "TPL-test@1"), "template reference"),
         (string_value(1001, "URL", "88.118/TPL-test@1"), "must have type TEMPLATE"),
         (HandleValue(1001, "TEMPLATE", b"\xff@1"), "not UTF-8"),
+        (HandleValue(1001, "TEMPLATE", b"88.1/" + b"x" * 5000 + b"@1"), "longer than a handle and a version"),
+        (HandleValue(1001, "TEMPLATE", ("88.1/" + "x" * 251 + "@1").encode()), "longer than 255"),
     ]:
         found = problems_of(every_type, [REQ, value])
         assert list(found) == [1001] and expected in found[1001], (value, found)

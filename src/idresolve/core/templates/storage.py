@@ -41,6 +41,8 @@ TEMPLATE_DEFINITION_TYPE = "TEMPLATE_DEFINITION"
 TEMPLATE_VERSION_BASE_INDEX = 1100
 TEMPLATE_SUFFIX_PREFIX = "TPL-"
 
+#: A handle (255 characters of up to 4 UTF-8 bytes), "@" and a version.
+MAX_REF_BYTES = 255 * 4 + 8
 _VERSION = re.compile(r"[1-9][0-9]{0,5}")
 
 
@@ -86,7 +88,10 @@ class TemplateRef:
 
     @classmethod
     def from_value(cls, value: HandleValue) -> TemplateRef:
-        return _ref_from(value.type, value.data)
+        if len(value.data) > MAX_REF_BYTES:  # checked before the cache, which then holds small keys only
+            raise InvalidValue(f"template reference at index {TEMPLATE_REF_INDEX} is longer than a handle "
+                               "and a version")
+        return _ref_from(value.type[:64], value.data)
 
     def to_value(self, *, ttl_s: int = DEFAULT_TTL_S) -> HandleValue:
         return HandleValue(TEMPLATE_REF_INDEX, TEMPLATE_REF_TYPE, str(self).encode("utf-8"), ttl_s)
