@@ -19,4 +19,5 @@ load loop is bounded by time and by count. Modules:
 - ``workload``  identifiers, values and pre-encoded requests of ``bench rest``/``batch``
 - ``suite``     the scenarios ``rest``, ``batch`` and ``suite``
 - ``report``    medians, the printed tables, the JSON report and its environment block
+- ``templates`` template validation per record beside ``check_values`` (``python -m idresolve.bench.templates``)
 """
