@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -31,10 +32,10 @@ class LiveNode:
     secret: str = SECRET
 
 
-@pytest.fixture
-async def live_node(tmp_path: Path) -> AsyncIterator[LiveNode]:
+@contextlib.asynccontextmanager
+async def start_live_node(data_dir: Path) -> AsyncIterator[LiveNode]:
     """An authoritative node serving 88.100 and 88.200 on an ephemeral port, with the durable store."""
-    cfg = NodeConfig(name="t", prefixes=("88.100", "88.200"), http="127.0.0.1:0", data_dir=tmp_path,
+    cfg = NodeConfig(name="t", prefixes=("88.100", "88.200"), http="127.0.0.1:0", data_dir=data_dir,
                      admin_secret=SECRET)
     ready: asyncio.Future[RunningNode] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
@@ -45,6 +46,12 @@ async def live_node(tmp_path: Path) -> AsyncIterator[LiveNode]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
+
+
+@pytest.fixture
+async def live_node(tmp_path: Path) -> AsyncIterator[LiveNode]:
+    async with start_live_node(tmp_path) as node:
+        yield node
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
