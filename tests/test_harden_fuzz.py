@@ -328,12 +328,15 @@ class Nodes:
 @pytest.fixture
 async def tcp_nodes() -> AsyncIterator[Nodes]:
     node = fresh_node()
+    # Shedding off: the fuzz runs its six clients and both nodes flat out in one event loop, which lags by
+    # construction; its checks need each mutated frame's own answer (code 4, an auth refusal, ...), not a
+    # code 3 in its place. Shedding under load has its own suite (test_harden_overload.py).
     auth = HostedAuthoritative(node, limits=Limits(idle_timeout_s=5.0, max_frame=256 * 1024), shed_lag_s=0)
     a = await auth.start(http=None, tcp=f"{LOOPBACK}:0")
     assert a.tcp is not None
     service = RecursiveService("rec-fuzz", RecursiveResolver([Target("auth", LOOPBACK, a.tcp[1])]),
                                ClientPool(connect_timeout_s=1.0), hop_timeout_s=1.0, client_rate=None)
-    service.admission = None
+    service.admission = None  # as above
     rec = HostedRecursive(service, limits=Limits(idle_timeout_s=5.0, max_frame=256 * 1024))
     r = await rec.start(http=None, tcp=f"{LOOPBACK}:0")
     assert r.tcp is not None

@@ -161,7 +161,7 @@ async def rate_limited() -> AsyncIterator[int]:
     node.bootstrap_record(prefix_record("88.100", SECRET))
     node.put_record("88.100/R1", (string_value(1, "URL", "https://r1.example"),),
                     caller=node.authenticate(parse_identity(ADMIN), SECRET.encode()), now=0)
-    auth = HostedAuthoritative(node, shed_lag_s=0)
+    auth = HostedAuthoritative(node, shed_lag_s=0)  # the upstream must answer every admitted request: exact counts
     a = await auth.start(http=None, tcp=f"{LOOPBACK}:0")
     assert a.tcp is not None
     service = RecursiveService("rec-rate", RecursiveResolver([Target("auth", LOOPBACK, a.tcp[1])]), ClientPool(),
