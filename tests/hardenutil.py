@@ -669,10 +669,10 @@ UP_NODES = 6  # running nodes of the minimal topology
 class UpProcess:
     """``idresolve up --config config/minimal.toml --latency off`` on a data dir and base port."""
 
-    def __init__(self, data_dir: Path, port: int, *extra: str) -> None:
+    def __init__(self, data_dir: Path, port: int, *extra: str, env: dict[str, str] | None = None) -> None:
         self.data_dir, self.port = data_dir, port
         self.proc: Proc = spawn([IDRESOLVE, "up", "--config", str(MINIMAL), "--data-dir", str(data_dir),
-                                 "--base-port", str(port), "--latency", "off", *extra], env=cli_env())
+                                 "--base-port", str(port), "--latency", "off", *extra], env=env or cli_env())
         self.workers: list[int] = []
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
@@ -701,12 +701,13 @@ class UpProcess:
         self.proc.join_readers(5)
 
 
-def start_up(data_dir: Path, port: int | None = None, *extra: str, attempts: int = 4) -> UpProcess:
+def start_up(data_dir: Path, port: int | None = None, *extra: str, attempts: int = 4,
+             env: dict[str, str] | None = None) -> UpProcess:
     """Start ``up`` and wait for its "ready in" line; on a free base port (retried if another process took
     one first) unless ``port`` is given (a restart on the same ports)."""
     last = ""
     for _ in range(attempts if port is None else 1):
-        up = UpProcess(data_dir, port if port is not None else base_port(2 * UP_NODES), *extra)
+        up = UpProcess(data_dir, port if port is not None else base_port(2 * UP_NODES), *extra, env=env)
         try:
             up.wait_ready()
             return up
