@@ -10,7 +10,8 @@ help:
 	@echo "make test       set up, then run the test suite (what CI runs)"
 	@echo "make bench      set up, then run the benchmarks (prints ratios to baselines)"
 	@echo "make bench-check the benchmarks, exiting non-zero when a target fails or a figure is missing"
-	@echo "make test-long  the long hardening runs (many kills, many fuzz cases)"
+	@echo "make test-long  the long hardening runs (many kills, many fuzz cases); prints their seeds,"
+	@echo "               IDRESOLVE_SEED=N make test-long reruns one"
 	@echo "make lint       ruff"
 
 $(BIN)/idresolve: pyproject.toml

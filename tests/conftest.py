@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,3 +63,61 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+# -- seeds of the long runs ------------------------------------------------------------------------------
+# Every randomised long run takes its seed from the ``long_seed`` fixture: IDRESOLVE_SEED when set, else the
+# time (a new seed per session, so long runs explore). A failure names the seed and the command that reruns
+# it; the terminal summary lists every long run's seed (``make test-long`` prints them).
+
+_SEEDS: dict[str, int] = {}
+
+
+def _session_seed() -> int:
+    raw = os.environ.get("IDRESOLVE_SEED")
+    if raw is None:
+        return int(time.time())
+    try:
+        return int(raw)
+    except ValueError:
+        raise pytest.UsageError(f"IDRESOLVE_SEED must be a whole number, not {raw!r}") from None
+
+
+def rerun_command(nodeid: str, seed: int) -> str:
+    return f"IDRESOLVE_LONG=1 IDRESOLVE_SEED={seed} .venv/bin/python -m pytest {shlex.quote(nodeid)}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_SEED_KEY] = _session_seed()  # a bad IDRESOLVE_SEED stops the run before any test
+
+
+_SEED_KEY = pytest.StashKey[int]()
+
+
+@pytest.fixture(scope="session")
+def session_seed(pytestconfig: pytest.Config) -> int:
+    return pytestconfig.stash[_SEED_KEY]
+
+
+@pytest.fixture
+def long_seed(request: pytest.FixtureRequest, session_seed: int) -> int:
+    """The seed of a randomised long run (see above)."""
+    _SEEDS[request.node.nodeid] = session_seed
+    print(f"\n{request.node.nodeid}: seed {session_seed} (rerun: {rerun_command(request.node.nodeid, session_seed)})")
+    return session_seed
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    seed = _SEEDS.get(item.nodeid)
+    if seed is not None and report.failed:
+        report.longrepr = f"{report.longrepr}\n\nseed {seed}; rerun with: {rerun_command(item.nodeid, seed)}"
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _SEEDS:
+        terminalreporter.section("seeds of the long runs")
+        for nodeid, seed in _SEEDS.items():
+            terminalreporter.write_line(f"{nodeid}: seed {seed}; rerun: {rerun_command(nodeid, seed)}")

@@ -151,8 +151,8 @@ def test_secondary_node_sigkilled_under_writes_keeps_every_acknowledged_write(tm
 
 
 @pytest.mark.slow
-def test_secondary_node_sigkilled_hundreds_of_times(tmp_path: Path) -> None:
-    figures = run_secondary_kill_loop(tmp_path, kills=LONG_KILLS, seed=int(time.time()))
+def test_secondary_node_sigkilled_hundreds_of_times(tmp_path: Path, long_seed: int) -> None:
+    figures = run_secondary_kill_loop(tmp_path, kills=LONG_KILLS, seed=long_seed)
     print("\n" + figures.line("secondary kill -9 (long)"))
     assert figures.kills == LONG_KILLS and figures.lost == 0
 
@@ -263,9 +263,9 @@ def test_top_level_node_sigkilled_during_allocation_keeps_every_acknowledged_all
 
 
 @pytest.mark.slow
-def test_top_level_node_sigkilled_a_hundred_times(tmp_path: Path) -> None:
+def test_top_level_node_sigkilled_a_hundred_times(tmp_path: Path, long_seed: int) -> None:
     kills = max(1, LONG_KILLS // 3)
-    figures, peer = run_top_level_kill_loop(tmp_path, kills=kills, seed=int(time.time()))
+    figures, peer = run_top_level_kill_loop(tmp_path, kills=kills, seed=long_seed)
     print("\n" + figures.line("primary top-level kill -9 (long)") + _peer_line(peer))
     assert figures.kills == kills and figures.lost == 0 and peer.missing == 0
 

@@ -268,11 +268,11 @@ def test_list_handles_with_a_huge_or_negative_page(tmp_path: Any) -> None:
 
 
 @pytest.mark.slow
-def test_a_million_mutated_payloads_through_decoder_and_dispatch() -> None:
+def test_a_million_mutated_payloads_through_decoder_and_dispatch(long_seed: int) -> None:
     """Long run: 1,000,000 mutations of valid frames through FrameDecoder, decode_message and answer."""
     node = fresh_node()
     corpus = [codec.frame(r) for r in valid_requests("88.100", ADMIN, SECRET.encode())]
-    mut = Mutator(corpus, seed=20240601)
+    mut = Mutator(corpus, seed=long_seed)
     decoded = answered = 0
     for i in range(1_000_000):
         kind, data = mut.one()
@@ -299,10 +299,10 @@ def test_a_million_mutated_payloads_through_decoder_and_dispatch() -> None:
 
 
 @pytest.mark.slow
-def test_random_decoded_requests_long() -> None:
+def test_random_decoded_requests_long(long_seed: int) -> None:
     """Long run: 20,000 random request sequences, in rounds of 2,000 with their own seeds (one hypothesis run
     of 20,000 keeps gigabytes of search state)."""
-    for round_seed in range(10):
+    for round_seed in range(long_seed * 10, long_seed * 10 + 10):
         @seed(round_seed)
         @settings(max_examples=2_000, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         @given(st.lists(dispatch_requests, min_size=1, max_size=8))
@@ -479,13 +479,13 @@ async def test_many_mutated_frames_pipelined_on_one_connection(tcp_nodes: Nodes)
 
 
 @pytest.mark.slow
-async def test_mutated_frames_long(tcp_nodes: Nodes) -> None:
+async def test_mutated_frames_long(tcp_nodes: Nodes, long_seed: int) -> None:
     server = tcp_nodes.auth._listeners.tcp
-    stats = await mutation_rounds(tcp_nodes.auth_port, tcp_nodes.corpus, seed=11, rounds=200_000, server=server,
+    stats = await mutation_rounds(tcp_nodes.auth_port, tcp_nodes.corpus, seed=long_seed, rounds=200_000, server=server,
                                   max_frame=256 * 1024, no_internal_errors=True, workers=8)
     assert await all_connections_gone(server)
     rserver = tcp_nodes.rec._listeners.tcp
-    rstats = await mutation_rounds(tcp_nodes.rec_port, tcp_nodes.corpus, seed=12, rounds=50_000, server=rserver,
+    rstats = await mutation_rounds(tcp_nodes.rec_port, tcp_nodes.corpus, seed=long_seed + 1, rounds=50_000, server=rserver,
                                    max_frame=256 * 1024, no_internal_errors=False, workers=8)
     print(f"\nlong mutation fuzz: {stats.rounds} rounds ({stats.answers} answers, codes {dict(stats.codes)}) + "
           f"{rstats.rounds} recursive rounds ({rstats.answers} answers, codes {dict(rstats.codes)})")

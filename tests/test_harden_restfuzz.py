@@ -361,8 +361,8 @@ async def test_unparsable_requests_log_no_traceback_at_error(live_node: LiveNode
 
 
 @pytest.mark.slow
-async def test_rest_fuzz_long(fuzz_node: LiveNode) -> None:
+async def test_rest_fuzz_long(fuzz_node: LiveNode, long_seed: int) -> None:
     port = _port_of(fuzz_node.url)
-    stats = await rest_fuzz(port, seed=55, count=100_000, secrets=[LIVE_SECRET], concurrency=16)
+    stats = await rest_fuzz(port, seed=long_seed, count=100_000, secrets=[LIVE_SECRET], concurrency=16)
     print(f"\nlong REST fuzz: {stats.sent} requests; statuses {dict(stats.statuses)}")
     await node_still_serves(port)
