@@ -405,8 +405,8 @@ async def test_a_top_level_node_that_starts_late_still_gets_the_registry(tmp_pat
         await worker.stop()
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def _port_free(port: int, kind: int = socket.SOCK_STREAM) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -415,28 +415,34 @@ def _port_free(port: int) -> bool:
 
 
 async def test_a_failed_start_releases_every_port(tmp_path: Path) -> None:
+    """The first node's binary port is taken: the start fails, and afterwards every port of every node of
+    the plan (HTTP, binary TCP, UDP) is free again and no listener object of the failed start is alive."""
     import gc
 
     from idresolve.cluster.worker import Worker
-    from idresolve.hosting import HostedAuthoritative
+    from idresolve.hosting import HostedAuthoritative, HostedRecursive
 
     topology = load_topology(MINIMAL)
     plan = make_plan(topology, base_port=free_base_port(12), workers=1)
     top = plan.node(TOP)
     worker = Worker(plan, [n.name for n in plan.nodes], tmp_path, cluster_secret(tmp_path),
                     latency=LatencyModel.off())
-    leaked: list[HostedAuthoritative] = []
-    try:
-        with listening_socket(top.tcp_port):  # the first node's binary port is taken
-            with pytest.raises(OSError):
-                await worker.start()
-            await worker.stop()
-        leaked = [o for o in gc.get_objects() if isinstance(o, HostedAuthoritative) and o.node.name == TOP
-                  and o not in worker.hosted]
-        assert _port_free(top.http_port), "the HTTP listener of the node that failed to start is still open"
-    finally:
-        for h in leaked:  # clean up what the worker leaked, so nothing is left for later tests
-            await h.stop()
+    with listening_socket(top.tcp_port):  # the first node's binary port is taken
+        with pytest.raises(OSError):
+            await worker.start()
+        await worker.stop()
+    ports = [(n.name, kind, port, sock) for n in plan.nodes
+             for kind, port, sock in (("http", n.http_port, socket.SOCK_STREAM), ("tcp", n.tcp_port, socket.SOCK_STREAM),
+                                      ("udp", n.udp_port, socket.SOCK_DGRAM))]
+    assert len(ports) == 3 * len(plan.nodes) == 18
+    busy = [(name, kind, port) for name, kind, port, sock in ports if not _port_free(port, sock)]
+    assert busy == [], f"ports still held after the failed start: {busy}"
+    gc.collect()
+    names = {n.name for n in plan.nodes}
+    alive = [o.node.name if isinstance(o, HostedAuthoritative) else o.service.name for o in gc.get_objects()
+             if isinstance(o, HostedAuthoritative | HostedRecursive) and o not in worker.hosted
+             and (o.node.name if isinstance(o, HostedAuthoritative) else o.service.name) in names]
+    assert alive == [], f"listeners of the failed start still alive: {alive}"
 
 
 async def test_registry_root_record_change_keeps_each_top_nodes_own_site(running: Running) -> None:

@@ -10,6 +10,7 @@ binary protocol's: the request is encoded with ``Codec`` and decoded on the "ser
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -29,11 +30,12 @@ from idresolve.core.topology import load_topology
 from idresolve.core.values import HandleValue, site_value, string_value
 from idresolve.core.wire import FLAG_TRACE, Codec, Request, Response, decode_message
 from idresolve.net.blocking import BlockingClient
+from idresolve.net.replicator import Replicator
 from idresolve.nodes.authoritative import AuthoritativeNode
 from idresolve.nodes.bootstrap import prefix_record
 from idresolve.nodes.dispatch import Handler, answer
 from idresolve.nodes.recursive import TIMEOUT_CODE, Ask, Done, RecursiveResolver, Target
-from idresolve.nodes.replication import FLAG_SYNC_DELETE, SyncState, make_sync_handler, record_version
+from idresolve.nodes.replication import FLAG_SYNC_DELETE, SyncState, make_sync_handler
 from idresolve.store.memory import MemoryStore
 
 MASTER = "memory-network-master-secret"
@@ -119,21 +121,30 @@ def _auth(prefix: str) -> tuple[str, bytes]:
     return (identity_of(prefix), secret_for(MASTER, prefix).encode())
 
 
+async def _replicate(h: Hierarchy, source: str, dest: str) -> Replicator:
+    """``net.replicator.Replicator`` of ``source`` started (it offers every registry record it holds), run
+    until the peer has answered every push (bounded), then stopped."""
+    rep = Replicator(h.nodes[source], h.sync_states[source], [h.target(dest)], MemoryPool(h.net),  # type: ignore[arg-type]
+                     _auth("88"), timeout_s=1.0)
+    rep.start()
+    try:
+        for _ in range(1_000):  # bounded: each pass lets the push task take its next batch
+            if not any(rep.pending.values()):
+                break
+            await asyncio.sleep(0)
+        assert not any(rep.pending.values()), rep.pending
+    finally:
+        await rep.stop()
+    return rep
+
+
 def replicate_registry(h: Hierarchy, source: str, dest: str) -> list[str]:
-    """What ``net.replicator`` does, as REGISTRY_SYNC requests: push every 0.NA/88.* record of ``source``."""
-    src = h.nodes[source]
-    pushed = []
-    for handle in src.store.list_handles("0.na"):
-        record = src.store.get(fold(handle))
-        assert record is not None
-        if fold(record.handle) == "0.na/88":
-            continue  # each top-level node keeps its own 0.NA/88 (its HS_SITE names itself)
-        req = Request(len(pushed) + 1, OpCode.REGISTRY_SYNC, record.handle, values=record.values, auth=_auth("88"),
-                      version=record_version(record) + 1)
-        resp = h.net.exchange(h.addr(dest), req)
-        assert resp.code == ResponseCode.SUCCESS, resp
-        pushed.append(record.handle)
-    return pushed
+    """Replicate ``source``'s registry to ``dest`` with the project's replicator; the handles pushed."""
+    rep = asyncio.run(_replicate(h, source, dest))
+    registry = [r for r in (h.nodes[source].store.get(fold(x)) for x in h.nodes[source].store.list_handles("0.na"))
+                if r is not None and fold(r.handle) != rep.own_key]
+    assert rep.pushed == len(registry)  # every registry record but the node's own 0.NA/88, once each
+    return [r.handle for r in registry]
 
 
 def build_hierarchy(monkeypatch: pytest.MonkeyPatch) -> Hierarchy:
@@ -157,7 +168,8 @@ def build_hierarchy(monkeypatch: pytest.MonkeyPatch) -> Hierarchy:
     monkeypatch.setattr(bootstrap_mod, "BlockingClient", net.client_class())
     report = bootstrap_mod.bootstrap(plan, MASTER)
     h = Hierarchy(plan, net, nodes, states, report)
-    replicate_registry(h, "top-beijing", "top-nanjing")
+    pushed = replicate_registry(h, "top-beijing", "top-nanjing")
+    assert pushed == ["0.NA/88.118"], pushed  # the one secondary prefix the top level allocated
     return h
 
 
