@@ -352,6 +352,48 @@ def cluster_in_thread(data_dir: Path, config: Path, *, attempts: int = 5) -> Ite
 
 
 # --------------------------------------------------------------------------------------------------
+# The event loop's clock, moved by the test
+
+
+class LoopClock:
+    """The running event loop's clock plus an offset that the test moves forward.
+
+    Servers in this loop keep time on it (binary idle timers, aiohttp's keep-alive and the request body
+    timeout, upstream hop timeouts), so a test can let a configured timeout pass on the node's own clock,
+    deterministically, without waiting for it, and assert on state (the connection is held, then closed).
+    Move it only while no deadline of the test's own is pending in this loop (one taken before a jump
+    expires at the jump); hang guards taken after it are real time again."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._real = self.loop.time
+        self.offset = 0.0
+        self.loop.time = self.now  # type: ignore[method-assign]
+
+    def now(self) -> float:
+        return self._real() + self.offset
+
+    async def advance(self, seconds: float) -> None:
+        """Move the clock, then let the timers now due run, and the callbacks they schedule."""
+        self.offset += seconds
+        for _ in range(10):
+            await asyncio.sleep(0)
+
+    def close(self) -> None:
+        del self.loop.time  # the loop's own method again
+
+
+async def wait_until(condition: Any, timeout_s: float = IO_TIMEOUT_S) -> bool:
+    """Poll ``condition()`` (bounded, real time) until it holds: state the loop settles asynchronously."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.005)
+    return True
+
+
+# --------------------------------------------------------------------------------------------------
 # Small things
 
 
