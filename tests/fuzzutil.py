@@ -393,6 +393,23 @@ async def wait_until(condition: Any, timeout_s: float = IO_TIMEOUT_S) -> bool:
     return True
 
 
+async def held_then_closed(clock: LoopClock, held: Any, idle_s: float, peer_closed: Any = None) -> None:
+    """Just before ``idle_s`` has passed on the node's clock the node still holds the connection (``held()``
+    is 1); by two idle periods and a step (a binary idle check runs once per period) it has closed it, and
+    ``peer_closed(timeout_s)`` (when given; not for a peer that does not read) sees the close. The clock
+    moves in quarter periods, so that timers re-armed as they fire fire again in turn."""
+    t0 = clock.now()
+    await clock.advance(0.9 * idle_s)
+    assert held() == 1, "closed before the idle timeout"
+    for _ in range(8):
+        await clock.advance(idle_s / 4)
+        if not held():
+            break
+    assert await wait_until(lambda: held() == 0), f"still held after {clock.now() - t0:g} s of the node's clock"
+    assert clock.now() - t0 <= 2 * idle_s + idle_s / 4 + 1
+    assert peer_closed is None or await peer_closed(IO_TIMEOUT_S)
+
+
 # --------------------------------------------------------------------------------------------------
 # Small things
 

@@ -29,6 +29,7 @@ from fuzzutil import (
     all_connections_gone,
     fresh_node,
     good_request_on_a_fresh_connection,
+    held_then_closed,
     wait_until,
 )
 from idresolve.core.codes import OpCode, ResponseCode
@@ -96,22 +97,6 @@ async def slow() -> AsyncIterator[Slow]:
         clock.close()
 
 
-async def held_then_closed(slow: Slow, held: Any, idle_s: float, conn: RawBinary | None) -> None:
-    """Just before ``idle_s`` has passed on the node's clock the node still holds the connection; by two
-    idle periods and a step (the binary idle check runs once per period) it has closed it, and the peer
-    sees EOF (``conn``; None for a peer that does not read). The clock moves in quarter periods, so that timers re-armed as they fire fire again in turn."""
-    t0 = slow.clock.now()
-    await slow.clock.advance(0.9 * idle_s)
-    assert held() == 1, "closed before the idle timeout"
-    for _ in range(8):
-        await slow.clock.advance(idle_s / 4)
-        if not held():
-            break
-    assert await wait_until(lambda: held() == 0), f"still held after {slow.clock.now() - t0:g} s of the node's clock"
-    assert slow.clock.now() - t0 <= 2 * idle_s + idle_s / 4 + 1
-    assert conn is None or await conn.closed_by_peer(IO_TIMEOUT_S)
-
-
 async def dribble_until_closed(slow: Slow, conn: RawBinary, data: bytes, held: Any, *, step_s: float) -> float | None:
     """Send ``data`` a byte at a time, the node's clock moved ``step_s`` after each: how much of the node's
     clock had passed when it let go of the connection, or None if it never did."""
@@ -152,7 +137,7 @@ async def test_http_partial_request_line_then_silence_is_closed(slow: Slow) -> N
     try:
         await conn.send(b"GET /api/hand")
         assert await wait_until(lambda: slow.http_connections() == 1)
-        await held_then_closed(slow, slow.http_connections, HTTP_IDLE_S, conn)
+        await held_then_closed(slow.clock, slow.http_connections, HTTP_IDLE_S, conn.closed_by_peer)
     finally:
         await conn.close()
 
@@ -163,7 +148,7 @@ async def test_http_idle_keepalive_connection_is_closed(slow: Slow) -> None:
         await conn.send(b"GET /api/handles/88.100/R1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         head = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), IO_TIMEOUT_S)
         assert head.startswith(b"HTTP/1.1 200")
-        await held_then_closed(slow, slow.http_connections, HTTP_IDLE_S, conn)
+        await held_then_closed(slow.clock, slow.http_connections, HTTP_IDLE_S, conn.closed_by_peer)
     finally:
         await conn.close()
 
@@ -208,7 +193,7 @@ async def test_binary_partial_frame_then_silence_is_closed(slow: Slow) -> None:
     try:
         await conn.send(codec.frame(Request(1, OpCode.RESOLUTION, "88.100/R1"))[:7])
         assert await wait_until(lambda: slow.conns.count == 1)
-        await held_then_closed(slow, lambda: slow.conns.count, BINARY_IDLE_S, conn)
+        await held_then_closed(slow.clock, lambda: slow.conns.count, BINARY_IDLE_S, conn.closed_by_peer)
     finally:
         await conn.close()
 
@@ -270,7 +255,7 @@ async def test_binary_peer_that_never_reads_is_dropped_after_the_idle_timeout(sl
     conn = await _pipelined_without_reading(slow, 300)
     try:
         assert await wait_until(lambda: slow.conns.count == 1)
-        await held_then_closed(slow, lambda: slow.conns.count, BINARY_IDLE_S, None)  # it reads nothing
+        await held_then_closed(slow.clock, lambda: slow.conns.count, BINARY_IDLE_S)  # it reads nothing
     finally:
         conn.writer.transport.abort()
         await conn.close()
