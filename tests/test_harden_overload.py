@@ -29,7 +29,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from fuzzutil import LOOPBACK, RawBinary, percentile
+from fuzzutil import LOOPBACK, LoopClock, RawBinary, percentile
 from idresolve.bench import scrape
 from idresolve.core.codes import OpCode, ResponseCode
 from idresolve.core.values import string_value
@@ -121,37 +121,41 @@ def test_tracked_clients_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_loop_lag_ignores_one_long_callback_and_sees_a_saturated_loop() -> None:
+    """A callback that holds the loop is, to the loop's clock, a jump of that clock (``LoopClock``): one such
+    jump of 10 s makes one tick late and the signal (the minimum over the window) ignores it; jumps of 2 s
+    in front of every tick make every tick late and the signal shows it; then it falls back."""
+    clock = LoopClock()
     lag = LoopLag(interval_s=0.01, window=3)
     lag.start()
     loop = asyncio.get_running_loop()
     try:
         def block(seconds: float) -> None:
-            end = time.perf_counter() + seconds
-            while time.perf_counter() < end:  # the loop is busy: that is the point
-                pass
+            clock.offset += seconds  # the loop was busy this long
 
         async def ticks(n: int) -> None:
-            seen = len(lag._recent), lag._due
-            for _ in range(200):  # bounded: until n ticks have fired
+            due = lag._due
+            for _ in range(400):  # bounded: until n ticks have fired
                 await asyncio.sleep(0.005)
-                if lag._due != seen[1]:
+                if lag._due != due:
                     n -= 1
-                    seen = len(lag._recent), lag._due
+                    due = lag._due
                 if n <= 0:
                     return
+            raise AssertionError("the lag monitor stopped ticking")
 
         await ticks(4)
-        block(0.1)  # one long callback
+        loop.call_soon(block, 10.0)  # one long callback
         await ticks(1)
-        assert lag.lag_s < 0.05, lag.lag_s
-        for _ in range(5):  # a saturated loop: every tick late
-            loop.call_soon(block, 0.04)
+        assert max(lag._recent) >= 9.0 and lag.lag_s < 1.0, list(lag._recent)
+        for _ in range(4):  # a saturated loop: every tick late
+            loop.call_soon(block, 2.0)
             await ticks(1)
-        assert lag.lag_s >= 0.02, list(lag._recent)
+        assert lag.lag_s >= 1.9, list(lag._recent)
         await ticks(4)  # load gone
-        assert lag.lag_s < 0.02, list(lag._recent)
+        assert lag.lag_s < 1.0, list(lag._recent)
     finally:
         lag.stop()
+        clock.close()
 
 
 # ==================================================================================================
