@@ -121,17 +121,17 @@ def _auth(prefix: str) -> tuple[str, bytes]:
     return (identity_of(prefix), secret_for(MASTER, prefix).encode())
 
 
-async def _replicate(h: Hierarchy, source: str, dest: str) -> Replicator:
+async def _replicate(h: Hierarchy, source: str, dest: str, pool: Any = None) -> Replicator:
     """``net.replicator.Replicator`` of ``source`` started (it offers every registry record it holds), run
     until the peer has answered every push (bounded), then stopped."""
-    rep = Replicator(h.nodes[source], h.sync_states[source], [h.target(dest)], MemoryPool(h.net),  # type: ignore[arg-type]
+    rep = Replicator(h.nodes[source], h.sync_states[source], [h.target(dest)], pool or MemoryPool(h.net),
                      _auth("88"), timeout_s=1.0)
     rep.start()
     try:
         for _ in range(1_000):  # bounded: each pass lets the push task take its next batch
             if not any(rep.pending.values()):
                 break
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.001)  # (a retry waits its backoff on the loop's timers)
         assert not any(rep.pending.values()), rep.pending
     finally:
         await rep.stop()
@@ -591,6 +591,30 @@ def test_sync_is_unknown_to_nodes_without_the_handler(hier: Hierarchy) -> None:
                   version=99_999_999)
     resp = hier.net.exchange(hier.addr(SEC), req)
     assert resp.code == ResponseCode.OPERATION_NOT_SUPPORTED
+
+
+def test_a_push_the_peer_sheds_is_sent_again(hier: Hierarchy) -> None:
+    """A peer that sheds a REGISTRY_SYNC (code 3: refused before doing anything) has not taken it: the
+    replicator sends it again rather than counting it delivered (under load, acknowledged allocations were
+    lost at the DR node that way)."""
+    register(hier, TOP, "88", "0.NA/88.140", (string_value(2, "DESC", "allocated while DR was busy"),))
+
+    class SheddingOnce(MemoryPool):
+        shed: list[str] = []
+
+        async def request(self, host: str, port: int, req: Request, timeout_s: float = 5.0) -> Response:
+            if req.opcode == OpCode.REGISTRY_SYNC and req.handle not in self.shed:
+                self.shed.append(req.handle)
+                return Response(req.request_id, req.opcode, ResponseCode.SERVER_TOO_BUSY, req.handle)
+            return await super().request(host, port, req, timeout_s)
+
+    pool = SheddingOnce(hier.net)
+    rep = asyncio.run(_replicate(hier, TOP, DR, pool))
+    assert "0.NA/88.140" in pool.shed and rep.pushed == len(pool.shed)  # each shed once, then delivered
+    with hier.client(DR, "88") as c:
+        got = c.resolve("0.NA/88.140")
+    assert got.code == ResponseCode.SUCCESS and [v.data for v in got.values if v.type == "DESC"] == [
+        b"allocated while DR was busy"]
 
 
 def test_replicated_registry_serves_resolution_from_the_dr_node_alone(hier: Hierarchy) -> None:
