@@ -26,7 +26,7 @@ def test_bench_check_fails_on_a_node_slowed_by_5_ms_per_request(tmp_path: Path) 
     try:
         res = subprocess.run(idresolve_argv(
             "bench", "run", "--data-dir", str(tmp_path / "cluster"), "--scenario", "cached", "--closed", "--sweep",
-            "--duration", "1", "--step", "0.3", "--identifiers", "40", "--warmup", "0", "--no-baselines", "--quiet",
+            "--duration", "0.5", "--step", "0.3", "--identifiers", "40", "--warmup", "0", "--no-baselines", "--quiet",
             "--check", "--out", str(tmp_path / "slow.json")), capture_output=True, text=True, timeout=180,
             env=cli_env())
     finally:
