@@ -224,7 +224,7 @@ def rest_batch_targets(rest: Mapping[str, Any] | None = None, batch: Mapping[str
     if rest is not None:
         out.append(target("R1", "REST", "REST resolution at one node: requests/s over a bare aiohttp handler's",
                           rest.get("ratio"), "x", ">=", TARGET_REST_RATIO, asked=True,
-                          how=f"median of {len(rest.get('runs', {}).get('node', []) or [])} runs"))
+                          how=f"median of {len(rest.get('node', {}).get('runs', []))} runs"))
     if batch is not None:
         for tid, key, what in (("B1", "core", "AuthoritativeNode.batch_create on SQLite"),
                                ("B2", "rest", "POST /api/batch to a node")):
