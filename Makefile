@@ -3,13 +3,15 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: help setup up test test-long bench lint clean
+.PHONY: help setup up test test-long bench bench-check lint clean
 
 help:
 	@echo "make up         set up, then run the default Shandong cluster on the embedded store"
 	@echo "make test       set up, then run the test suite (what CI runs)"
 	@echo "make bench      set up, then run the benchmarks (prints ratios to baselines)"
-	@echo "make test-long  the long hardening runs (many kills, many fuzz cases)"
+	@echo "make bench-check the benchmarks, exiting non-zero when a target fails or a figure is missing"
+	@echo "make test-long  the long hardening runs (many kills, many fuzz cases); prints their seeds,"
+	@echo "               IDRESOLVE_SEED=N make test-long reruns one"
 	@echo "make lint       ruff"
 
 $(BIN)/idresolve: pyproject.toml
@@ -31,6 +33,9 @@ test-long: setup
 
 bench: setup
 	$(BIN)/idresolve bench suite
+
+bench-check: setup
+	$(BIN)/idresolve bench suite --check
 
 lint: setup
 	$(BIN)/ruff check src tests loadtests

@@ -152,3 +152,15 @@ class Settings:
             problems.append("--idr-rate and --idr-max-p99-ms must be >= 0, --idr-max-fail-ratio between 0 and 1")
         if problems:
             raise ValueError("; ".join(problems))
+
+
+def verdict(settings: Settings, *, requests: int, fail_ratio: float, p99_ms: float) -> list[str]:
+    """The run's pass/fail against --idr-max-fail-ratio and --idr-max-p99-ms: what failed (empty: it passed)."""
+    problems = []
+    if requests == 0:
+        problems.append("no requests were made")
+    if fail_ratio > settings.max_fail_ratio:
+        problems.append(f"failure ratio {fail_ratio:.4f} > {settings.max_fail_ratio}")
+    if settings.max_p99_ms and p99_ms > settings.max_p99_ms:
+        problems.append(f"p99 {p99_ms:.0f} ms > {settings.max_p99_ms:g} ms")
+    return problems

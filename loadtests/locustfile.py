@@ -15,7 +15,7 @@ from typing import Any
 from binary_user import BinaryResolver
 from cluster_info import ClusterInfoError
 from idresolve_users import Registrar, RestResolver
-from knobs import add_arguments
+from knobs import add_arguments, verdict
 from locust import events
 from locust.env import Environment
 from locust.runners import WorkerRunner
@@ -68,14 +68,8 @@ def _verdict(environment: Environment, **_: Any) -> None:
     except ValueError:
         return  # already reported at init
     total = environment.stats.total
-    problems = []
-    if total.num_requests == 0:
-        problems.append("no requests were made")
-    if total.fail_ratio > settings.max_fail_ratio:
-        problems.append(f"failure ratio {total.fail_ratio:.4f} > {settings.max_fail_ratio}")
     p99 = total.get_response_time_percentile(0.99) or 0.0
-    if settings.max_p99_ms and p99 > settings.max_p99_ms:
-        problems.append(f"p99 {p99:.0f} ms > {settings.max_p99_ms:g} ms")
+    problems = verdict(settings, requests=total.num_requests, fail_ratio=total.fail_ratio, p99_ms=p99)
     if problems:
         log.error("idresolve load test FAILED: %s", "; ".join(problems))
         environment.process_exit_code = 1

@@ -25,6 +25,7 @@ from idresolve.cluster.worker import Worker
 from idresolve.core.latency import LatencyModel
 from idresolve.core.topology import load_topology
 from idresolve.runtime.hosted import HostSettings
+from procs import assert_not_shed
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config"
@@ -178,9 +179,10 @@ def stop_proc(proc: Proc, *, timeout_s: float = 30.0) -> None:
 
 def run_cli(*args: str, timeout_s: float = 60.0, env: dict[str, str] | None = None,
             cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    """Run ``idresolve ARGS`` to completion (bounded), without IDRESOLVE_* settings from our environment."""
-    return subprocess.run([IDRESOLVE, *args], cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=timeout_s, env=cli_env() if env is None else env)
+    """Run ``idresolve ARGS`` to completion (bounded), without IDRESOLVE_* settings from our environment; fails
+    when the CLI met a load-shedding 503 (``procs.assert_not_shed``)."""
+    return assert_not_shed(subprocess.run([IDRESOLVE, *args], cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
+                                          text=True, timeout=timeout_s, env=cli_env() if env is None else env))
 
 
 def cli_env() -> dict[str, str]:

@@ -65,13 +65,13 @@ class WorkerProcess:
     """``python -m idresolve.cluster.worker --node ...`` for some nodes of the minimal topology."""
 
     def __init__(self, data_dir: Path, port: int, nodes: list[str], *, latency: str = "off",
-                 log_level: str = "WARNING", config: Path = MINIMAL) -> None:
+                 log_level: str = "WARNING", config: Path = MINIMAL, env: dict[str, str] | None = None) -> None:
         self.data_dir, self.port, self.nodes = data_dir, port, nodes
         argv = [_python(), "-m", "idresolve.cluster.worker", "--config", str(config), "--data-dir", str(data_dir),
                 "--base-port", str(port), "--workers", "1", "--latency", latency, "--log-level", log_level]
         for n in nodes:
             argv += ["--node", n]
-        self.proc: Proc = spawn(argv, env=cli_env())
+        self.proc: Proc = spawn(argv, env=env or cli_env())
         self.pid = self.proc.popen.pid
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> dict[str, object]:
@@ -120,6 +120,7 @@ class SplitCluster:
     master: str
     groups: list[list[str]]
     procs: dict[str, WorkerProcess] = field(default_factory=dict)  # first node of a group -> its process
+    env: dict[str, str] | None = None  # the workers' environment (default: cli_env())
 
     def node(self, name: str):  # type: ignore[no-untyped-def]
         return self.plan.node(name)  # type: ignore[attr-defined]
@@ -131,7 +132,7 @@ class SplitCluster:
         """(Re)start the process of the group holding ``name`` on the same data dir and ports."""
         group = self.group_of(name)
         for attempt in range(attempts):
-            w = WorkerProcess(self.data_dir, self.plan.base_port, group)  # type: ignore[attr-defined]
+            w = WorkerProcess(self.data_dir, self.plan.base_port, group, env=self.env)  # type: ignore[attr-defined]
             try:
                 w.wait_ready()
             except PortBusy:
@@ -164,7 +165,8 @@ class SplitCluster:
             w.ensure_gone()
 
 
-def start_split_cluster(data_dir: Path, own: list[str], *, attempts: int = 5) -> SplitCluster:
+def start_split_cluster(data_dir: Path, own: list[str], *, attempts: int = 5,
+                        env: dict[str, str] | None = None) -> SplitCluster:
     """Start the minimal topology with each node of ``own`` in a process of its own and every other node
     in one more process, on a free base port (retried on collision); then run the start-up allocation."""
     from idresolve.cluster.bootstrap import bootstrap
@@ -179,8 +181,8 @@ def start_split_cluster(data_dir: Path, own: list[str], *, attempts: int = 5) ->
     last: BaseException | None = None
     for _ in range(attempts):
         plan = make_plan(topology, base_port=base_port(2 * len(names)), workers=1)
-        cluster = SplitCluster(data_dir, plan, master, groups)
-        workers = [WorkerProcess(data_dir, plan.base_port, g) for g in groups]
+        cluster = SplitCluster(data_dir, plan, master, groups, env=env)
+        workers = [WorkerProcess(data_dir, plan.base_port, g, env=env) for g in groups]
         try:
             for g, w in zip(groups, workers, strict=True):
                 w.wait_ready()
@@ -669,10 +671,10 @@ UP_NODES = 6  # running nodes of the minimal topology
 class UpProcess:
     """``idresolve up --config config/minimal.toml --latency off`` on a data dir and base port."""
 
-    def __init__(self, data_dir: Path, port: int, *extra: str) -> None:
+    def __init__(self, data_dir: Path, port: int, *extra: str, env: dict[str, str] | None = None) -> None:
         self.data_dir, self.port = data_dir, port
         self.proc: Proc = spawn([IDRESOLVE, "up", "--config", str(MINIMAL), "--data-dir", str(data_dir),
-                                 "--base-port", str(port), "--latency", "off", *extra], env=cli_env())
+                                 "--base-port", str(port), "--latency", "off", *extra], env=env or cli_env())
         self.workers: list[int] = []
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
@@ -701,12 +703,13 @@ class UpProcess:
         self.proc.join_readers(5)
 
 
-def start_up(data_dir: Path, port: int | None = None, *extra: str, attempts: int = 4) -> UpProcess:
+def start_up(data_dir: Path, port: int | None = None, *extra: str, attempts: int = 4,
+             env: dict[str, str] | None = None) -> UpProcess:
     """Start ``up`` and wait for its "ready in" line; on a free base port (retried if another process took
     one first) unless ``port`` is given (a restart on the same ports)."""
     last = ""
     for _ in range(attempts if port is None else 1):
-        up = UpProcess(data_dir, port if port is not None else base_port(2 * UP_NODES), *extra)
+        up = UpProcess(data_dir, port if port is not None else base_port(2 * UP_NODES), *extra, env=env)
         try:
             up.wait_ready()
             return up

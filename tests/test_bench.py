@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from idresolve.bench import targets
 from idresolve.bench.httpload import HttpConnection, LoadError
 from idresolve.bench.procs import idresolve_argv
 from idresolve.cli.main import main
@@ -25,11 +26,27 @@ from idresolve.client.rest import RestClient
 RUN_TIMEOUT_S = 180
 
 
-def test_the_batch_limit_is_the_nodes() -> None:
+def test_the_largest_batch_the_bench_sends_is_one_a_node_takes() -> None:
+    """``bench batch --batch-size`` stops at bench.config.MAX_BATCH: a node registers a batch of exactly
+    that many identifiers (the bench's own workload) and refuses one more."""
     from idresolve.bench.config import MAX_BATCH as BENCH_MAX
-    from idresolve.nodes.authoritative import MAX_BATCH
+    from idresolve.bench.workload import core_values, handles
+    from idresolve.core.errors import PeerError
+    from idresolve.nodes.auth import parse_identity
+    from idresolve.nodes.authoritative import AuthoritativeNode
+    from idresolve.nodes.bootstrap import prefix_record
+    from idresolve.store.memory import MemoryStore
 
-    assert BENCH_MAX == MAX_BATCH
+    node = AuthoritativeNode(MemoryStore(), ["88.100"], name="batch-limit")
+    node.bootstrap_record(prefix_record("88.100", "s"))
+    caller = node.authenticate(parse_identity("300:0.NA/88.100"), b"s")
+    names = handles(BENCH_MAX + 1, "L")
+    with pytest.raises(PeerError, match=f"at most {BENCH_MAX}"):
+        node.batch_create([(h, core_values(h)) for h in names], caller=caller, now=0)
+    node.batch_create([(h, core_values(h)) for h in names[:BENCH_MAX]], caller=caller, now=0)
+    assert node.store.count() == BENCH_MAX + 1  # the batch, and the prefix record
+    with pytest.raises(SystemExit):
+        main(["bench", "batch", "--batch-size", str(BENCH_MAX + 1)])
 
 
 def bench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -77,7 +94,9 @@ def _check_rest(rest: dict[str, Any]) -> None:
         assert m["runs"] == len(rest[who]["runs"]) >= 1
         assert _positive(m["client_cpu_us_per_req"])
     assert _positive(rest["ratio"])
-    assert rest["target_ratio"] == 0.7
+    (target,) = targets.rest_batch_targets(rest=rest)  # the verdict follows the figure
+    assert (target["value"], target["limit"]) == (rest["ratio"], rest["target_ratio"])
+    assert target["status"] == ("PASS" if rest["ratio"] >= rest["target_ratio"] else "FAIL")
     assert len(rest["pair_ratios"]) == rest["config"]["repeats"]
     assert rest["body_bytes"] > 0
 
@@ -103,7 +122,9 @@ def _check_batch(batch: dict[str, Any], identifiers: int) -> None:
         assert all(_positive(r) for r in batch[path]["runs_ids_per_s"])
     assert _positive(batch["ratio_core_raw"]) and _positive(batch["ratio_rest_raw"])
     assert batch["config"]["identifiers"] == identifiers
-    assert batch["target_ids_per_s"] == 20_000
+    for t, path in zip(targets.rest_batch_targets(batch=batch), ("core", "rest"), strict=True):
+        rate = batch[path]["median_ids_per_s"]
+        assert t["value"] == rate and t["status"] == ("PASS" if rate >= batch["target_ids_per_s"] else "FAIL")
     assert len(batch["rest"]["shed_503_per_run"]) == batch["config"]["repeats"]
 
 

@@ -20,18 +20,20 @@ from typing import Any
 
 import pytest
 
-from clusterutil import IDRESOLVE, MINIMAL, Proc, cli_env, spawn, stop_proc
-from idresolve.bench import htmlreport, runreport
+from clusterutil import CONFIG, IDRESOLVE, MINIMAL, Proc, cli_env, spawn, stop_proc
+from idresolve.bench import htmlreport, targets
 from idresolve.bench.binload import BinaryWorkload, connect_binary
 from idresolve.bench.cluster import free_base_port
 from idresolve.bench.compare import compare
 from idresolve.bench.echo import EchoProtocol
+from idresolve.bench.expect import ExpectationError, PathExpectation
 from idresolve.bench.loadgen import ClosedDriver, Recorder, open_loop
 from idresolve.bench.procs import idresolve_argv
-from idresolve.bench.scenarios import PathModel, drifting, kill_analysis, latency_drift, saturation, sustained
+from idresolve.bench.scenarios import drifting, kill_analysis, latency_drift, saturation, sustained
 from idresolve.bench.scrape import counts, crosscheck, delta, parse
 from idresolve.cli.main import main
 from idresolve.core.codes import OpCode
+from idresolve.core.latency import LatencyModel
 from idresolve.core.messages import FLAG_AUTHORITATIVE, Request, Response
 from idresolve.core.topology import load_topology
 from idresolve.core.values import string_value
@@ -85,7 +87,12 @@ def test_recorder_counts_successes_errors_and_late_answers() -> None:
     res = rec.result(mode="open")
     assert res["ok"] == 1 and res["errors"] == 1 and res["timeouts"] == 3
     assert res["codes"] == {"1": 2, "3": 1}
-    assert res["latency"]["count"] == 1 and res["latency"]["p50_us"] == 2
+    assert res["latency_ok"]["count"] == 1 and res["latency_ok"]["p50_us"] == 2  # the successes only
+    # Every request: 2 us, 5 us (the error), 900 ms (late) and the two that timed out at 500 ms.
+    assert res["latency"]["count"] == 5
+    assert res["latency"]["mean_us"] == pytest.approx((2 + 5 + 900_000 + 2 * 500_000) / 5, rel=1e-3)
+    assert res["latency"]["p50_us"] == pytest.approx(500_000, rel=1e-3)
+    assert res["latency"]["max_us"] == pytest.approx(900_000, rel=1e-3)
     assert [r["ok"] for r in res["timeline"]][:1] == [1]
     assert sum(r["timeouts"] for r in res["timeline"]) == 3
 
@@ -280,18 +287,41 @@ def test_kill_analysis_splits_before_and_after() -> None:
     assert kill_analysis(slices, 0.5, None) == {"killed": False}
 
 
-def test_the_path_model_sums_round_trips_over_the_identifiers_path() -> None:
-    topo = load_topology(MINIMAL)
-    pm = PathModel.for_cluster(topo, "on", None, "rec-jinan")
-    assert pm.first_top == "top-beijing"
+SHANDONG = CONFIG / "shandong.toml"
+
+
+def test_the_path_expectation_sums_round_trips_over_the_identifiers_path() -> None:
+    pm = PathExpectation.from_file(MINIMAL, "rec-jinan")
+    assert pm.first_top == "top-beijing"  # the primary (not disaster-recovery) top-level node
     own = pm.hops("88.118.8/X")  # enterprise with its own node: three round trips
     hosted = pm.hops("88.118.9/X")  # hosted by its secondary node: two
     assert set(own) == {"top", "secondary", "enterprise"} and set(hosted) == {"top", "secondary"}
     assert own["top"] == pytest.approx(30.2)  # inter-provincial: 30 ms round trip + 2 x 0.1 ms per hop
+    # Jinan -> Qingdao is 299.3 km in a straight line: x 1.5 route factor x 5 us/km + 0.1 ms, each way.
+    assert own["secondary"] == own["enterprise"] == pytest.approx(2 * (299.26 * 1.5 * 0.005 + 0.1), abs=0.002)
     assert pm.expected_mean_ms(["88.118.8/X", "88.118.9/X"], 4) == pytest.approx((sum(own.values()) +
                                                                                  sum(hosted.values())) / 2)
-    off = PathModel.for_cluster(topo, "off", None, "rec-jinan")
+    assert pm.expected_mean_ms(["88.118.8/X", "88.118.9/X"], 3, offset=1) == pytest.approx(
+        (2 * sum(hosted.values()) + sum(own.values())) / 3)  # requests 1, 2, 3: hosted, own, hosted
+    before = PathExpectation.from_file(MINIMAL, "rec-jinan", scenario="before-interconnect")
+    assert before.hops("88.118.9/X")["top"] == pytest.approx(39.2)
+    off = PathExpectation.from_file(MINIMAL, "rec-jinan", latency="off")
     assert off.expected_ms("88.118.8/X") == 0.0
+    with pytest.raises(ExpectationError):
+        PathExpectation.from_file(MINIMAL, "rec-jinan", scenario="no-such-scenario")
+
+
+def test_the_benchmarks_expectation_and_the_injected_model_agree_on_every_shandong_path() -> None:
+    """Two implementations of the documented model, one in the benchmark (from the file) and one in the
+    code that injects the delays: they agree on every pair of nodes of the Shandong topology."""
+    topo = load_topology(SHANDONG)
+    model = LatencyModel.for_topology(topo)
+    for rec in topo.nodes_by_role("recursive"):
+        pm = PathExpectation.from_file(SHANDONG, rec.name)
+        for node in topo.running_nodes():
+            if node.role != "recursive":
+                assert pm.rtt_ms(node.name) == pytest.approx(model.round_trip_ms(rec.location, node.location),
+                                                             abs=1e-9), (rec.name, node.name)
 
 
 METRICS_BEFORE = """# HELP idresolve_requests_total Requests answered
@@ -396,16 +426,12 @@ def test_bad_options_from_the_command_line_give_no_traceback(tmp_path: Path) -> 
 
 
 def test_targets_say_what_was_not_measured() -> None:
-    ts = runreport.targets({"results": [], "clusters": []})
-    assert [t["id"] for t in ts] == ["T1", "H1", "T2", "T3", "H2", "H3", "H4"]
-    assert all(t["met"] is None and t["value"] is None for t in ts)
-    text = runreport.targets_text(ts)
-    assert text.count("[----]") == 7 and "not measured" in text
-    shandong = {"clusters": [{"own": True, "topology": "shandong", "ready_s": 6.5,
-                              "rss_ready": {"total_bytes": 300 * 2**20}, "rss_after": {"total_bytes": 320 * 2**20}}],
-                "results": []}
-    by_id = {t["id"]: t for t in runreport.targets(shandong)}
-    assert by_id["H3"]["met"] is False and by_id["H4"]["met"] is True and by_id["H4"]["value"] == 320.0
+    ts = targets.targets({"results": [], "clusters": []})
+    assert [t["id"] for t in ts] == ["T1", "T2", "T3", "H2", "H3", "H4"]  # T1 is H1: reported once
+    assert all(t["status"] == "NOT RUN" and t["met"] is None and t["value"] is None for t in ts)
+    text = targets.targets_text(ts)
+    assert text.count("[NOT RUN]") == 6 and "not measured" in text
+    assert targets.problems({"targets": ts, "results": []}) == []  # nothing asked, nothing failed
 
 
 def test_html_charts_are_well_formed_svg() -> None:
@@ -468,10 +494,11 @@ def _check_agreement(run: dict[str, Any], protocol: str) -> None:
 def test_run_binary_and_rest_at_a_fixed_rate(tmp_path: Path) -> None:
     out = tmp_path / "fixed.json"
     res = bench("run", "--scenario", "cached", "--protocol", "both", "--rate", "300", "--duration", "1",
-                "--identifiers", "60", "--warmup", "0", "--out", str(out))
-    assert res.returncode == 0, res.stderr[-3000:]
+                "--identifiers", "60", "--warmup", "0", "--check", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]
     assert "cached/binary/rate: run 1/1 node" in res.stderr  # progress on stderr
-    assert "targets (pass/fail lines" in res.stdout and "[----] H3" in res.stdout
+    assert "targets (PASS/FAIL" in res.stdout and "[NOT RUN] T1" in res.stdout and "[N/A] H3" in res.stdout
+    assert "check: every target measured and met, every server counter agrees" in res.stdout
     rep = _check_outputs(out)
     assert [(r["scenario"], r["protocol"], r["mode"]) for r in rep["results"]] == [
         ("cached", "binary", "rate"), ("cached", "rest", "rate")]
@@ -545,7 +572,12 @@ def test_suite_runs_every_scenario(tmp_path: Path) -> None:
                     ("cold", "binary", "closed"), ("cold", "rest", "closed"), ("latency-off", "binary", "rate"),
                     ("latency-on", "binary", "rate"), ("kill-top", "binary", "rate")}
     assert {c["latency"] for c in rep["clusters"]} == {"on", "off"}
-    assert {t["id"] for t in rep["targets"]} == {"T1", "T2", "T3", "H1", "H2", "H3", "H4"}
+    by_id = {t["id"]: t for t in rep["targets"]}
+    assert set(by_id) == {"T1", "T2", "T3", "H2", "H3", "H4"}
+    for tid in ("T1", "T2", "H2"):  # measured (whether this loaded machine met them or not)
+        assert by_id[tid]["status"] in ("PASS", "FAIL") and by_id[tid]["value"] is not None, by_id[tid]
+    # The minimal topology: T3 names Shandong's latency model, H3 and H4 the Shandong cluster.
+    assert [by_id[t]["status"] for t in ("T3", "H3", "H4")] == ["N/A"] * 3
     assert rep["figures"] and out.with_suffix(".csv").exists() and out.with_suffix(".html").exists()
     for r in rep["results"]:
         for run in _node_runs(r):

@@ -11,11 +11,13 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import msgpack
 import pytest
 
+from fuzzutil import LoopClock, held_then_closed, wait_until
 from idresolve.core.codes import OpCode, ResponseCode
 from idresolve.core.messages import FLAG_TRACE, Request, Response
 from idresolve.core.site import Interface, Server, SiteInfo
@@ -36,7 +38,7 @@ from idresolve.store.memory import MemoryStore
 SECRET = "binary-faults-secret"
 IO_TIMEOUT_S = 5.0
 RECORDS = 20
-IDLE_S = 0.3
+IDLE_S = Limits().idle_timeout_s  # the default, on the node's clock (LoopClock)
 codec = Codec()
 
 
@@ -273,48 +275,53 @@ async def test_pipelined_requests_with_garbage_in_between(raw: Raw) -> None:
 
 
 @pytest.fixture
-async def limited() -> AsyncIterator[tuple[HostedAuthoritative, int]]:
+async def limited() -> AsyncIterator[tuple[HostedAuthoritative, int, LoopClock]]:
+    """A node with the default idle timeout (300 s) on a clock the test moves (``fuzzutil.LoopClock``)."""
     node = AuthoritativeNode(MemoryStore(), ["88.100"], name="limited")
     node.bootstrap_record(prefix_record("88.100", SECRET))
-    hosted = HostedAuthoritative(node, HostSettings(limits=Limits(idle_timeout_s=IDLE_S, max_connections=3)))
+    hosted = HostedAuthoritative(node, HostSettings(limits=Limits(max_connections=3)))
+    clock = LoopClock()
     addrs = await hosted.start(http=None, tcp="127.0.0.1:0")
     assert addrs.tcp is not None
     try:
-        yield hosted, addrs.tcp[1]
+        yield hosted, addrs.tcp[1], clock
     finally:
         await hosted.stop()
+        clock.close()
 
 
-async def test_a_silent_client_is_closed_after_the_idle_timeout(limited: tuple[HostedAuthoritative, int]) -> None:
-    _, port = limited
+def _held(hosted: HostedAuthoritative) -> Any:
+    server = hosted.listeners.tcp
+    assert server is not None
+    return lambda: server.conns.count
+
+
+async def test_a_silent_client_is_closed_after_the_idle_timeout(limited: tuple[HostedAuthoritative, int, LoopClock]) -> None:
+    hosted, port, clock = limited
     conn = await Raw.open(port)
-    t0 = time.monotonic()
     try:
-        assert await conn.closed(timeout_s=10 * IDLE_S)
-        elapsed = time.monotonic() - t0
-        assert IDLE_S * 0.9 <= elapsed <= 6 * IDLE_S, elapsed  # closed after one to two idle periods
+        assert await wait_until(lambda: _held(hosted)() == 1)
+        await held_then_closed(clock, _held(hosted), IDLE_S, conn.closed)  # after one to two idle periods
     finally:
         await conn.close()
 
 
-async def test_a_busy_client_is_not_closed_by_the_idle_timeout(limited: tuple[HostedAuthoritative, int]) -> None:
-    _, port = limited
+async def test_a_busy_client_is_not_closed_by_the_idle_timeout(limited: tuple[HostedAuthoritative, int, LoopClock]) -> None:
+    hosted, port, clock = limited
     conn = await Raw.open(port)
     try:
-        t0 = time.monotonic()
-        n = 0
-        while time.monotonic() - t0 < 3 * IDLE_S:  # three idle periods, a request every 0.05 s
+        for n in range(12):  # three idle periods of the node's clock, a request every quarter period
             resp = await conn.request(Request(n, OpCode.RESOLUTION, "0.NA/88.100"))
             assert resp.code == ResponseCode.SUCCESS and resp.request_id == n
-            n += 1
-            await asyncio.sleep(0.05)  # pacing the client, not waiting for the server
-        assert n >= 5
+            await clock.advance(IDLE_S / 4)
+            assert _held(hosted)() == 1, f"a busy connection was closed after {n + 1} requests"
+        assert clock.offset == 3 * IDLE_S
     finally:
         await conn.close()
 
 
-async def test_connections_beyond_the_limit_are_closed(limited: tuple[HostedAuthoritative, int]) -> None:
-    _, port = limited
+async def test_connections_beyond_the_limit_are_closed(limited: tuple[HostedAuthoritative, int, LoopClock]) -> None:
+    _, port, _ = limited
     conns = [await Raw.open(port) for _ in range(3)]
     try:
         for c in conns:
@@ -353,24 +360,38 @@ async def test_connections_beyond_the_limit_are_closed(limited: tuple[HostedAuth
 
 
 class BlackHole(asyncio.Protocol):
-    """Accepts connections, reads everything, answers nothing."""
+    """Accepts connections, reads everything (``received``: every chunk, in order), answers nothing."""
 
     transports: list[asyncio.BaseTransport]
+    received: list[bytes]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transports.append(transport)
 
     def data_received(self, data: bytes) -> None:
-        pass
+        self.received.append(data)
+
+
+#: Upstream hop timeouts pass on the node's clock (``LoopClock``): a test waits, in real time, until the
+#: recursive node has asked the silent node, then moves the clock past the timeout and reads the answer.
+HOP_S = 30.0
+HOLE_RECEIVED: list[bytes] = []
+
+
+async def asked_then_timed_out(clock: LoopClock, asked_before: int = 0) -> None:
+    """Once the black hole has been asked (more than ``asked_before`` chunks), let the hop timeout pass."""
+    assert await wait_until(lambda: len(HOLE_RECEIVED) > asked_before), "the silent node was never asked"
+    await clock.advance(HOP_S)
 
 
 @pytest.fixture
 async def black_hole() -> AsyncIterator[Upstream]:
     transports: list[asyncio.BaseTransport] = []
+    HOLE_RECEIVED.clear()
 
     def factory() -> BlackHole:
         p = BlackHole()
-        p.transports = transports
+        p.transports, p.received = transports, HOLE_RECEIVED
         return p
 
     server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
@@ -394,20 +415,23 @@ async def _recursive(roots: list[Upstream], *, hop_timeout_s: float, limits: Lim
 
 
 async def test_recursive_with_a_silent_root_answers_an_error_in_bounded_time(black_hole: Upstream) -> None:
-    hosted, port, _ = await _recursive([black_hole], hop_timeout_s=0.3)
+    """The answer comes when the hop timeout has passed on the node's clock (30 s of it, within a few real
+    seconds: the timer, not the wall clock, decides)."""
+    clock = LoopClock()
+    hosted, port, _ = await _recursive([black_hole], hop_timeout_s=HOP_S)
     conn = await Raw.open(port)
     try:
-        t0 = time.monotonic()
-        resp = await conn.request(Request(11, OpCode.RESOLUTION, "88.118.8/JXDY2106023", FLAG_TRACE))
-        elapsed = time.monotonic() - t0
+        await conn.send(codec.frame(Request(11, OpCode.RESOLUTION, "88.118.8/JXDY2106023", FLAG_TRACE)))
+        await asked_then_timed_out(clock)
+        resp = await conn.frame()
         assert resp.request_id == 11 and resp.code == ResponseCode.ERROR
         assert "no top-level node" in resp.message
         assert [(h.node, h.code) for h in resp.trace] == [("black-hole", TIMEOUT_CODE)]
-        assert 0.25 <= elapsed <= 3.0, elapsed
         await assert_recursive_still_answers(conn)
     finally:
         await conn.close()
         await hosted.stop()
+        clock.close()
 
 
 async def assert_recursive_still_answers(conn: Raw) -> None:
@@ -419,16 +443,19 @@ async def test_recursive_tries_every_silent_root_then_gives_up(black_hole: Upstr
     with socket.socket() as s:  # a second root: a port where nothing listens (refused at once)
         s.bind(("127.0.0.1", 0))
         refused = Upstream("nobody", "127.0.0.1", s.getsockname()[1])
-    hosted, port, _ = await _recursive([black_hole, refused], hop_timeout_s=0.3)
+    clock = LoopClock()
+    hosted, port, _ = await _recursive([black_hole, refused], hop_timeout_s=HOP_S)
     conn = await Raw.open(port)
     try:
-        t0 = time.monotonic()
-        resp = await conn.request(Request(1, OpCode.RESOLUTION, "88.118.8/X", FLAG_TRACE))
-        assert resp.code == ResponseCode.ERROR and time.monotonic() - t0 <= 3.0
+        await conn.send(codec.frame(Request(1, OpCode.RESOLUTION, "88.118.8/X", FLAG_TRACE)))
+        await asked_then_timed_out(clock)  # one hop timeout: the refused root fails at once
+        resp = await conn.frame()
+        assert resp.code == ResponseCode.ERROR
         assert [(h.node, h.code) for h in resp.trace] == [("black-hole", TIMEOUT_CODE), ("nobody", TIMEOUT_CODE)]
     finally:
         await conn.close()
         await hosted.stop()
+        clock.close()
 
 
 async def test_recursive_with_a_silent_secondary_answers_504_over_rest(black_hole: Upstream) -> None:
@@ -441,25 +468,35 @@ async def test_recursive_with_a_silent_secondary_answers_504_over_rest(black_hol
     top_hosted = HostedAuthoritative(top)
     top_addrs = await top_hosted.start(http=None, tcp="127.0.0.1:0")
     assert top_addrs.tcp is not None
-    rec, port, http_url = await _recursive([Upstream("top-live", "127.0.0.1", top_addrs.tcp[1])], hop_timeout_s=0.3,
+    clock = LoopClock()
+    rec, port, http_url = await _recursive([Upstream("top-live", "127.0.0.1", top_addrs.tcp[1])], hop_timeout_s=HOP_S,
                                            http=True)
     try:
         conn = await Raw.open(port)
         try:
-            resp = await conn.request(Request(3, OpCode.RESOLUTION, "88.118.8/X", FLAG_TRACE))
+            await conn.send(codec.frame(Request(3, OpCode.RESOLUTION, "88.118.8/X", FLAG_TRACE)))
+            await asked_then_timed_out(clock)
+            resp = await conn.frame()
         finally:
             await conn.close()
         assert resp.code == ResponseCode.ERROR and "did not answer" in resp.message
         assert [(h.node, h.code) for h in resp.trace] == [("top-live", 303), ("black-hole", TIMEOUT_CODE)]
-        t0 = time.monotonic()
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=IO_TIMEOUT_S)) as http, \
-                http.get(f"{http_url}/api/handles/88.118.8/Y") as r:
-            status, body = r.status, await r.json()
+
+        async def get() -> tuple[int, Any]:
+            # No client timeout of its own (it would expire when the clock moves); the wait below bounds it.
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http, \
+                    http.get(f"{http_url}/api/handles/88.118.8/Y") as r:
+                return r.status, await r.json()
+
+        asked = len(HOLE_RECEIVED)
+        task = asyncio.ensure_future(get())
+        await asked_then_timed_out(clock, asked)
+        status, body = await asyncio.wait_for(task, IO_TIMEOUT_S)
         assert status == 504 and body["responseCode"] == ResponseCode.ERROR
-        assert time.monotonic() - t0 <= 3.0
     finally:
         await rec.stop()
         await top_hosted.stop()
+        clock.close()
 
 
 async def test_requests_in_flight_beyond_the_limit_are_told_busy(black_hole: Upstream) -> None:

@@ -108,13 +108,9 @@ def resolve_all(port: int, handles: list[str]) -> dict[str, dict[int, str] | Non
     out: dict[str, dict[int, str] | None] = {}
     try:
         for h in handles:
-            for _ in range(100):  # bounded: re-ask while the node sheds load (503, code 3)
-                conn.request("GET", f"/api/handles/{h}")
-                resp = conn.getresponse()
-                body = json.loads(resp.read())
-                if not (resp.status == 503 and body.get("responseCode") == 3):
-                    break
-                time.sleep(0.02)
+            conn.request("GET", f"/api/handles/{h}")  # one at a time, after the writers: never shed
+            resp = conn.getresponse()
+            body = json.loads(resp.read())
             if resp.status == 404:
                 out[h] = None
                 continue

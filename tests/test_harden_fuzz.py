@@ -10,7 +10,6 @@ CI runs bounded versions (a few seconds each); ``@pytest.mark.slow`` versions ru
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import struct
@@ -45,7 +44,7 @@ from fuzzutil import (
 )
 from idresolve.core.admin import AdminPerm, AdminRef
 from idresolve.core.codes import OpCode, ResponseCode
-from idresolve.core.errors import DecodeError, HandleError
+from idresolve.core.errors import DecodeError
 from idresolve.core.handles import fold
 from idresolve.core.messages import Request, Response
 from idresolve.core.records import Record
@@ -74,20 +73,6 @@ def check_decoder_rule(payload: bytes) -> None:
         return
     assert isinstance(msg, Request | Response)
     assert decode_message(codec.encode(msg)) == msg
-
-
-def known_identity_bug(req: Request) -> bool:
-    """The request carries an identity that hits the known parse_identity bug (xfail test below): it is
-    answered with code 2 instead of 403. Fuzz oracles set such requests aside rather than stop on them."""
-    if req.auth is None:
-        return False
-    try:
-        parse_identity(req.auth[0])
-    except HandleError:  # AuthenticationFailed: the right answer
-        return False
-    except ValueError:  # int('²'), or UnicodeDecodeError from a bad %-escape: the bug
-        return True
-    return False
 
 
 def check_store(node: AuthoritativeNode) -> None:
@@ -190,10 +175,11 @@ _handles = _sometimes(
                      "0.NA/88.200", "0.NA/88", "88.100", "88.100.1/x", "88.999/x", "88.100/", "/x", "", "88..100/x",
                      "88.100/\x00", "88.100/" + "x" * 300, "88.100.1", "0.NA/88.100.1/x"]),
     st.text(max_size=20))
-# Identities: printable ASCII (non-ASCII digits and bad percent-escapes are a known bug, tested below).
+# Identities: any text, non-ASCII digits and bad percent-escapes included (refused with code 402).
 _identities = st.one_of(st.sampled_from([ADMIN, ADMIN2, "300%3A0.NA%2F88.100", "100:0.NA/88.100", "301:0.NA/88.100",
-                                         "300:88.100/R1", "0:0.NA/88.100", "99999999999:0.NA/88.100"]),
-                        st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20))
+                                         "300:88.100/R1", "0:0.NA/88.100", "99999999999:0.NA/88.100",
+                                         "²:0.NA/88.100", "300%3A0.NA%2F88.100%FF", "3¹:0.NA/88.100"]),
+                        st.text(max_size=20))
 _auth = st.one_of(st.just((ADMIN, SECRET.encode())), st.just((ADMIN, SECRET.encode())), st.none(),
                   st.just((ADMIN2, (SECRET + "-2").encode())),
                   st.tuples(_identities, st.one_of(st.just(SECRET.encode()), st.binary(max_size=40))))
@@ -233,9 +219,6 @@ def _dispatch_case(reqs: list[Request]) -> Counter[int]:
         resp = answer(node, on_server, NOW)
         assert isinstance(resp, Response)
         assert (resp.request_id, resp.opcode) == (req.request_id, req.opcode)
-        if known_identity_bug(on_server):
-            codes[-2] += 1
-            continue
         assert resp.code != ResponseCode.ERROR, f"internal error for {on_server!r}: {resp!r}"
         encoded = codec.encode(resp)  # every answer can be sent
         assert decode_message(encoded) == resp
@@ -279,11 +262,11 @@ def test_list_handles_with_a_huge_or_negative_page(tmp_path: Any) -> None:
 
 
 @pytest.mark.slow
-def test_a_million_mutated_payloads_through_decoder_and_dispatch() -> None:
+def test_a_million_mutated_payloads_through_decoder_and_dispatch(long_seed: int) -> None:
     """Long run: 1,000,000 mutations of valid frames through FrameDecoder, decode_message and answer."""
     node = fresh_node()
     corpus = [codec.frame(r) for r in valid_requests("88.100", ADMIN, SECRET.encode())]
-    mut = Mutator(corpus, seed=20240601)
+    mut = Mutator(corpus, seed=long_seed)
     decoded = answered = 0
     for i in range(1_000_000):
         kind, data = mut.one()
@@ -300,7 +283,7 @@ def test_a_million_mutated_payloads_through_decoder_and_dispatch() -> None:
             decoded += 1
             if isinstance(msg, Request):
                 resp = answer(node, msg, NOW)
-                assert resp.code != ResponseCode.ERROR or known_identity_bug(msg), (i, kind, data, resp)
+                assert resp.code != ResponseCode.ERROR, (i, kind, data, resp)
                 answered += 1
         if i % 50_000 == 0:
             check_store(node)
@@ -310,10 +293,10 @@ def test_a_million_mutated_payloads_through_decoder_and_dispatch() -> None:
 
 
 @pytest.mark.slow
-def test_random_decoded_requests_long() -> None:
+def test_random_decoded_requests_long(long_seed: int) -> None:
     """Long run: 20,000 random request sequences, in rounds of 2,000 with their own seeds (one hypothesis run
     of 20,000 keeps gigabytes of search state)."""
-    for round_seed in range(10):
+    for round_seed in range(long_seed * 10, long_seed * 10 + 10):
         @seed(round_seed)
         @settings(max_examples=2_000, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         @given(st.lists(dispatch_requests, min_size=1, max_size=8))
@@ -339,12 +322,15 @@ class Nodes:
 @pytest.fixture
 async def tcp_nodes() -> AsyncIterator[Nodes]:
     node = fresh_node()
+    # Shedding off: the fuzz runs its six clients and both nodes flat out in one event loop, which lags by
+    # construction; its checks need each mutated frame's own answer (code 4, an auth refusal, ...), not a
+    # code 3 in its place. Shedding under load has its own suite (test_harden_overload.py).
     limits = Limits(idle_timeout_s=5.0, max_frame=256 * 1024)
     auth = HostedAuthoritative(node, HostSettings(limits=limits, shed_lag_s=0))
     a = await auth.start(http=None, tcp=f"{LOOPBACK}:0")
     assert a.tcp is not None
     rec = HostedRecursive(RecursiveNode("rec-fuzz", RecursiveResolver([Upstream("auth", LOOPBACK, a.tcp[1])])),
-                          ClientPool(connect_timeout_s=1.0),
+                          ClientPool(connect_timeout_s=1.0),  # as above: no shedding, no rate limit
                           HostSettings(limits=limits, hop_timeout_s=1.0, shed_lag_s=0, client_rate=None))
     r = await rec.start(http=None, tcp=f"{LOOPBACK}:0")
     assert r.tcp is not None
@@ -363,17 +349,6 @@ def expected_answers(data: bytes, max_frame: int) -> int | None:
         return len(FrameDecoder(max_frame).feed(data))
     except DecodeError:
         return None
-
-
-def _requests_in(data: bytes, max_frame: int) -> list[Request]:
-    out = []
-    with contextlib.suppress(DecodeError):
-        for f in FrameDecoder(max_frame).feed(data):
-            with contextlib.suppress(DecodeError):
-                msg = decode_message(f)
-                if isinstance(msg, Request):
-                    out.append(msg)
-    return out
 
 
 def is_one_whole_frame(data: bytes, max_frame: int) -> bool:
@@ -413,7 +388,6 @@ async def mutation_rounds(port: int, corpus: list[bytes], *, seed: int, rounds: 
             data = b"".join(p[1] for p in parts)
             kinds = "+".join(p[0] for p in parts)
             owed = expected_answers(data, max_frame)
-            known = any(known_identity_bug(m) for m in _requests_in(data, max_frame))
             conn = await RawBinary.open(port)
             try:
                 await conn.send(data)
@@ -425,7 +399,7 @@ async def mutation_rounds(port: int, corpus: list[bytes], *, seed: int, rounds: 
                     got = [await conn.frame(answer_bound_s) for _ in range(owed)]
                 for resp in got:
                     stats.codes[int(resp.code)] += 1
-                    if no_internal_errors and not known:
+                    if no_internal_errors:
                         assert resp.code != ResponseCode.ERROR, (seed, w, i, kinds, data, resp)
                 stats.answers += len(got)
                 stats.rounds += 1
@@ -493,20 +467,19 @@ async def test_many_mutated_frames_pipelined_on_one_connection(tcp_nodes: Nodes)
     finally:
         await conn.close()
     assert len(got) == 3000
-    known = {m.request_id for d in chosen for m in _requests_in(d, 256 * 1024) if known_identity_bug(m)}
-    assert all(r.code != ResponseCode.ERROR or r.request_id in known for r in got)
+    assert all(r.code != ResponseCode.ERROR for r in got), [r for r in got if r.code == ResponseCode.ERROR][:3]
     assert Counter(r.code for r in got)[ResponseCode.PROTOCOL_ERROR] < 3000  # not all garbage: some were served
     assert (await good_request_on_a_fresh_connection(tcp_nodes.auth_port)).code == ResponseCode.SUCCESS
 
 
 @pytest.mark.slow
-async def test_mutated_frames_long(tcp_nodes: Nodes) -> None:
+async def test_mutated_frames_long(tcp_nodes: Nodes, long_seed: int) -> None:
     server = tcp_nodes.auth.listeners.tcp
-    stats = await mutation_rounds(tcp_nodes.auth_port, tcp_nodes.corpus, seed=11, rounds=200_000, server=server,
+    stats = await mutation_rounds(tcp_nodes.auth_port, tcp_nodes.corpus, seed=long_seed, rounds=200_000, server=server,
                                   max_frame=256 * 1024, no_internal_errors=True, workers=8)
     assert await all_connections_gone(server)
     rserver = tcp_nodes.rec.listeners.tcp
-    rstats = await mutation_rounds(tcp_nodes.rec_port, tcp_nodes.corpus, seed=12, rounds=50_000, server=rserver,
+    rstats = await mutation_rounds(tcp_nodes.rec_port, tcp_nodes.corpus, seed=long_seed + 1, rounds=50_000, server=rserver,
                                    max_frame=256 * 1024, no_internal_errors=False, workers=8)
     print(f"\nlong mutation fuzz: {stats.rounds} rounds ({stats.answers} answers, codes {dict(stats.codes)}) + "
           f"{rstats.rounds} recursive rounds ({rstats.answers} answers, codes {dict(rstats.codes)})")

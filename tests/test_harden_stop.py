@@ -33,7 +33,7 @@ from procs import NodeProcess, clean_env
 
 SECRET = "stop-test-secret"
 IDENTITY = "300:0.NA/88.100"
-NODE_STOP_BOUND_S = 12.0  # the drain timeout (hosting.SHUTDOWN_TIMEOUT_S, 10 s) and a margin
+NODE_STOP_BOUND_S = 12.0  # the drain timeout (runtime.listeners.SHUTDOWN_TIMEOUT_S, 10 s) and a margin
 UP_STOP_BOUND_S = 15.0  # below the supervisor's 20 s, after which it would SIGKILL workers
 CYCLES = 3
 LOAD_ACKS = 60  # acknowledged operations before each stop

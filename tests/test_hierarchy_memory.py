@@ -10,6 +10,7 @@ binary protocol's: the request is encoded with ``Codec`` and decoded on the "ser
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -31,13 +32,14 @@ from idresolve.core.values import HandleValue, site_value, string_value
 from idresolve.core.wire import Codec, decode_message
 from idresolve.core.wire_connection import ServerConnection
 from idresolve.net.blocking import BlockingClient
+from idresolve.net.replicator import Replicator
 from idresolve.net.services import AuthoritativeService, RecursiveService
 from idresolve.nodes.authoritative import AuthoritativeNode
 from idresolve.nodes.bootstrap import ensure_prefix_record, prefix_record
 from idresolve.nodes.dispatch import Handler, answer
 from idresolve.nodes.pipeline import RecursiveNode
 from idresolve.nodes.recursive import TIMEOUT_CODE, Ask, Done, RecursiveResolver, Upstream
-from idresolve.nodes.replication import FLAG_SYNC_DELETE, SyncState, make_sync_handler, record_version
+from idresolve.nodes.replication import FLAG_SYNC_DELETE, SyncState, make_sync_handler
 from idresolve.store.memory import MemoryStore
 
 MASTER = "memory-network-master-secret"
@@ -133,21 +135,30 @@ def site_of(node: AuthoritativeNode, prefix: str) -> HandleValue | None:
     return sites[0] if sites else None
 
 
+async def _replicate(h: Hierarchy, source: str, dest: str, pool: Any = None) -> Replicator:
+    """``net.replicator.Replicator`` of ``source`` started (it offers every registry record it holds), run
+    until the peer has answered every push (bounded), then stopped."""
+    rep = Replicator(h.nodes[source], h.sync_states[source], [h.target(dest)], pool or MemoryPool(h.net),
+                     _auth("88"), timeout_s=1.0)
+    rep.start()
+    try:
+        for _ in range(1_000):  # bounded: each pass lets the push task take its next batch
+            if not any(rep.pending.values()):
+                break
+            await asyncio.sleep(0.001)  # (a retry waits its backoff on the loop's timers)
+        assert not any(rep.pending.values()), rep.pending
+    finally:
+        await rep.stop()
+    return rep
+
+
 def replicate_registry(h: Hierarchy, source: str, dest: str) -> list[str]:
-    """What ``net.replicator`` does, as REGISTRY_SYNC requests: push every 0.NA/88.* record of ``source``."""
-    src = h.nodes[source]
-    pushed = []
-    for handle in src.store.list_handles("0.na"):
-        record = src.store.get(fold(handle))
-        assert record is not None
-        if fold(record.handle) == "0.na/88":
-            continue  # each top-level node keeps its own 0.NA/88 (its HS_SITE names itself)
-        req = Request(len(pushed) + 1, OpCode.REGISTRY_SYNC, record.handle, values=record.values, auth=_auth("88"),
-                      version=record_version(record) + 1)
-        resp = h.net.exchange(h.addr(dest), req)
-        assert resp.code == ResponseCode.SUCCESS, resp
-        pushed.append(record.handle)
-    return pushed
+    """Replicate ``source``'s registry to ``dest`` with the project's replicator; the handles pushed."""
+    rep = asyncio.run(_replicate(h, source, dest))
+    registry = [r for r in (h.nodes[source].store.get(fold(x)) for x in h.nodes[source].store.list_handles("0.na"))
+                if r is not None and fold(r.handle) != rep.own_key]
+    assert rep.pushed == len(registry)  # every registry record but the node's own 0.NA/88, once each
+    return [r.handle for r in registry]
 
 
 def build_hierarchy(monkeypatch: pytest.MonkeyPatch) -> Hierarchy:
@@ -171,7 +182,8 @@ def build_hierarchy(monkeypatch: pytest.MonkeyPatch) -> Hierarchy:
     monkeypatch.setattr(bootstrap_mod, "BlockingClient", net.client_class())
     report = bootstrap_mod.bootstrap(plan, MASTER)
     h = Hierarchy(plan, net, nodes, states, report)
-    replicate_registry(h, "top-beijing", "top-nanjing")
+    pushed = replicate_registry(h, "top-beijing", "top-nanjing")
+    assert pushed == ["0.NA/88.118"], pushed  # the one secondary prefix the top level allocated
     return h
 
 
@@ -593,6 +605,30 @@ def test_sync_is_unknown_to_nodes_without_the_handler(hier: Hierarchy) -> None:
                   version=99_999_999)
     resp = hier.net.exchange(hier.addr(SEC), req)
     assert resp.code == ResponseCode.OPERATION_NOT_SUPPORTED
+
+
+def test_a_push_the_peer_sheds_is_sent_again(hier: Hierarchy) -> None:
+    """A peer that sheds a REGISTRY_SYNC (code 3: refused before doing anything) has not taken it: the
+    replicator sends it again rather than counting it delivered (under load, acknowledged allocations were
+    lost at the DR node that way)."""
+    register(hier, TOP, "88", "0.NA/88.140", (string_value(2, "DESC", "allocated while DR was busy"),))
+
+    class SheddingOnce(MemoryPool):
+        shed: list[str] = []
+
+        async def request(self, host: str, port: int, req: Request, timeout_s: float = 5.0) -> Response:
+            if req.opcode == OpCode.REGISTRY_SYNC and req.handle not in self.shed:
+                self.shed.append(req.handle)
+                return Response(req.request_id, req.opcode, ResponseCode.SERVER_TOO_BUSY, req.handle)
+            return await super().request(host, port, req, timeout_s)
+
+    pool = SheddingOnce(hier.net)
+    rep = asyncio.run(_replicate(hier, TOP, DR, pool))
+    assert "0.NA/88.140" in pool.shed and rep.pushed == len(pool.shed)  # each shed once, then delivered
+    with hier.client(DR, "88") as c:
+        got = c.resolve("0.NA/88.140")
+    assert got.code == ResponseCode.SUCCESS and [v.data for v in got.values if v.type == "DESC"] == [
+        b"allocated while DR was busy"]
 
 
 def test_replicated_registry_serves_resolution_from_the_dr_node_alone(hier: Hierarchy) -> None:

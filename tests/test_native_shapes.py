@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import dsa
 
 from idresolve.core.codes import OpCode, ResponseCode
+from idresolve.core.messages import FLAG_AUTHORITATIVE, Request, Response
 from idresolve.core.native import (
     EXPIRATION_S,
     AbsoluteTTLValue,
@@ -42,7 +43,6 @@ from idresolve.core.native import (
 )
 from idresolve.core.native.valuecodec import stamp_absolute
 from idresolve.core.values import HandleValue
-from idresolve.core.messages import FLAG_AUTHORITATIVE, Request, Response
 from nativeutil import captured, exchanges
 
 SERVER_KEY = dsa.generate_private_key(1024)

@@ -172,11 +172,22 @@ class Cluster:
         return None, False
 
     def rss(self) -> dict[str, Any]:
-        pids = list(self.worker_pids())
-        total = sum(rss_bytes(p) or 0 for p in pids)
+        """VmRSS of ``up`` and every worker, and what makes the sum untrustworthy: a process whose memory
+        could not be read (``unreadable``), nodes of cluster.json that no worker found hosts
+        (``nodes_missing``) or that two workers host (``nodes_doubled``). Target H4 fails on any of them."""
+        workers = self.worker_pids()
+        per = {pid: rss_bytes(pid) for pid in workers}
+        unreadable = [pid for pid, b in per.items() if b is None]
         up = rss_bytes(self.up_pid) if self.up_pid else None
-        return {"processes": len(pids) + (1 if up else 0), "workers_bytes": total, "up_bytes": up,
-                "total_bytes": total + (up or 0)}
+        if self.up_pid and up is None:
+            unreadable.append(self.up_pid)
+        hosted = [n for names in workers.values() for n in names]
+        expected = {n["name"] for n in self.nodes()}
+        total = sum(b or 0 for b in per.values())
+        return {"processes": len(per) + (1 if self.up_pid else 0), "workers": len(per), "workers_bytes": total,
+                "up_bytes": up, "total_bytes": total + (up or 0), "unreadable": sorted(unreadable),
+                "nodes_missing": sorted(expected - set(hosted)),
+                "nodes_doubled": sorted({n for n in hosted if hosted.count(n) > 1})}
 
     def cpu(self) -> float:
         return sum(cpu_seconds(p) or 0.0 for p in self.worker_pids())

@@ -32,7 +32,7 @@ class BatchConfig:
 # -- bench run (documented in bench.scenarios) ---------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
-class Scenario:
+class BenchScenario:
     name: str
     cold: bool
     latency: str | None  # the latency model the cluster must run with; None: any (own clusters: --latency)
@@ -42,14 +42,14 @@ class Scenario:
     description: str = ""
 
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
-    Scenario("cached", False, None, description="identifiers already in the recursive node's cache"),
-    Scenario("cold", True, None, description="the whole chain every time (authoritative flag / ?auth=true)"),
-    Scenario("latency-on", True, "on", fixed_rate=True, model=True,
+SCENARIOS: dict[str, BenchScenario] = {s.name: s for s in (
+    BenchScenario("cached", False, None, description="identifiers already in the recursive node's cache"),
+    BenchScenario("cold", True, None, description="the whole chain every time (authoritative flag / ?auth=true)"),
+    BenchScenario("latency-on", True, "on", fixed_rate=True, model=True,
              description="cold resolutions at a fixed rate, latency model on: measured vs the model"),
-    Scenario("latency-off", True, "off", fixed_rate=True, model=True,
+    BenchScenario("latency-off", True, "off", fixed_rate=True, model=True,
              description="cold resolutions at the same fixed rate, latency model off"),
-    Scenario("kill-top", True, None, fixed_rate=True, kill=True,
+    BenchScenario("kill-top", True, None, fixed_rate=True, kill=True,
              description="cold resolutions at a fixed rate; the first top-level node is SIGKILLed halfway"),
 )}
 MODES = ("closed", "rate", "sweep")

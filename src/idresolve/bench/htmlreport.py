@@ -10,7 +10,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .runreport import result_text, targets_text
+from .runreport import result_text
+from .targets import targets_text
 
 W, H = 640, 300
 PAD_L, PAD_R, PAD_T, PAD_B = 64, 150, 16, 42
@@ -217,7 +218,8 @@ def render(rep: Mapping[str, Any]) -> str:
     parts.append(f"<p>{_esc(env.get('note', ''))}</p><h2>Targets</h2><table><tr><th></th><th>target</th><th>value</th>"
                  "<th>limit</th><th>baseline ratio</th><th>how</th></tr>")
     for t in rep.get("targets", []):
-        cls, mark = {True: ("pass", "PASS"), False: ("fail", "FAIL"), None: ("na", "n/a")}[t["met"]]
+        cls = {True: "pass", False: "fail", None: "na"}[t["met"]]
+        mark = t.get("status", "")
         val = "not measured" if t["value"] is None else f"{t['value']:,} {t['unit']}"
         ratio = "" if t.get("baseline_ratio") is None else f"{t['baseline_ratio']} ({t['baseline_text']} {t['baseline']:,})"
         parts.append(f"<tr class='{cls}'><td>{mark} {t['id']}</td><td>{_esc(t['text'])}</td><td>{_esc(val)}</td>"

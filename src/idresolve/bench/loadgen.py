@@ -14,6 +14,10 @@ Every run is bounded by its count (``rate x duration`` or ``max_requests``) and 
 then ``grace_s`` for the last answers); requests unanswered after ``timeout_s`` count as timeouts, answers
 arriving after that as late. A per-interval timeline (answers, errors, timeouts, percentiles) is kept for
 runs where something happens mid-run (a node killed).
+
+Latency is reported twice: ``latency`` over every request of the run, error answers included and each
+request that timed out or was lost counted at the timeout (it waited at least that long), so that a
+server cannot look fast by failing; and ``latency_ok`` over the successful answers only.
 """
 
 from __future__ import annotations
@@ -67,6 +71,8 @@ class Recorder:
         self.slice_ns = max(1, int(slice_s * 1e9))
         self.t0 = time.perf_counter_ns()
         self.lat: dict[int, int] = {}  # whole microseconds -> successful answers
+        self.lat_all: dict[int, int] = {}  # whole microseconds -> answers of any code
+        self.expired = 0  # requests given up on at the timeout (no answer came in time)
         self.codes: dict[int, int] = {}  # response code (binary) or HTTP status (REST) -> answers
         self.send_lag: dict[int, int] = {}
         self.slices: list[list[Any]] = []  # [sent, ok, errors, timeouts, {us: n}]
@@ -102,6 +108,8 @@ class Recorder:
         self.last_answer_ns = now_ns
         codes = self.codes
         codes[code] = codes.get(code, 0) + 1
+        lat_all = self.lat_all
+        lat_all[us] = lat_all.get(us, 0) + 1
         if us > self.timeout_us:  # answered, but later than the run's timeout (REST answers in order)
             self.timeouts += 1
             sl[3] += 1
@@ -140,6 +148,7 @@ class Recorder:
 
     def timed_out(self, n: int, now_ns: int) -> None:
         self.timeouts += n
+        self.expired += n
         self._slice(now_ns)[3] += n
 
     # -- the figures ---------------------------------------------------------------------------------
@@ -157,8 +166,13 @@ class Recorder:
             "rate_per_s": round(ok / elapsed, 1) if ok else 0.0,
             "answers_per_s": round(answered / elapsed, 1) if answered else 0.0,
         })
-        h = histogram(self.lat)
+        everything = dict(self.lat_all)
+        unanswered = self.expired + self.lost
+        if unanswered:
+            everything[self.timeout_us] = everything.get(self.timeout_us, 0) + unanswered
+        h = histogram(everything)
         out["latency"] = summary(h)
+        out["latency_ok"] = summary(histogram(self.lat))
         out["distribution"] = distribution(h)
         if self.send_lag:
             lag = summary(histogram(self.send_lag))

@@ -32,12 +32,12 @@ from ..core.wire import Codec
 from . import httpload, report, scrape
 from .binload import BinaryWorkload, connect_binary, resolve_many
 from .cluster import Cluster, ClusterUnavailable, OwnCluster, config_path, load_existing, seed
+from .expect import ExpectationError, PathExpectation
 from .loadgen import ClosedDriver, Event, Recorder, RestLoadConnection, open_loop
 from .procs import ServerFailed, ServerProcess, baseline_process, cpu_seconds, echo_process
 from .scenarios import (
     SCENARIOS,
     SWEEP_SLICE_S,
-    PathModel,
     RunConfig,
     aggregate_trace,
     check_topology_node,
@@ -56,7 +56,10 @@ MAX_SWEEP_STEPS = 14
 #: Own clusters: no per-client-address rate limit (default 100,000/s), or one load client on one address
 #: would measure the limit, not the node.
 OWN_CLUSTER_FLAGS = ("--client-rate", "0")
+#: Latency figures (``mean_us`` ... ``max_us``) count every request, errors and timeouts included; the
+#: ``ok_`` ones the successful answers only.
 FLAT_KEYS = ("rate_per_s", "mean_us", "p50_us", "p90_us", "p99_us", "p99_9_us", "max_us",
+             "ok_mean_us", "ok_p50_us", "ok_p99_us",
              "server_us_per_answer", "server_answers_per_cpu_s", "client_us_per_request")
 ProgressFn = Callable[[str], None]
 
@@ -66,7 +69,7 @@ class UsageProblem(Exception):
 
 
 @dataclass
-class Target:
+class LoadTarget:
     who: str  # "node" or "baseline"
     label: str
     host: str
@@ -77,7 +80,7 @@ class Target:
 
 # -- one measured run ---------------------------------------------------------------------------------------
 
-async def _connect(t: Target, protocol: str, rec: Recorder, n: int, on_answer: Any) -> list[Any]:
+async def _connect(t: LoadTarget, protocol: str, rec: Recorder, n: int, on_answer: Any) -> list[Any]:
     conns: list[Any] = []
     try:
         for _ in range(n):
@@ -92,7 +95,7 @@ async def _connect(t: Target, protocol: str, rec: Recorder, n: int, on_answer: A
     return conns
 
 
-async def _drive(t: Target, protocol: str, cfg: RunConfig, *, mode: str, rate: float, duration_s: float,
+async def _drive(t: LoadTarget, protocol: str, cfg: RunConfig, *, mode: str, rate: float, duration_s: float,
                  offset: int, events: Sequence[Event], slice_s: float,
                  progress: Callable[[str], None] | None = None) -> Recorder:
     rec = Recorder((ResponseCode.SUCCESS,) if protocol == "binary" else (200,), timeout_s=cfg.timeout_s,
@@ -124,7 +127,7 @@ async def _drive(t: Target, protocol: str, cfg: RunConfig, *, mode: str, rate: f
     return rec
 
 
-class Scenario:
+class ScenarioRun:
     """One scenario over one protocol against one cluster: its targets, runs and figures."""
 
     def __init__(self, cfg: RunConfig, cluster: Cluster, name: str, protocol: str, mode: str, handles: list[str],
@@ -192,9 +195,9 @@ class Scenario:
         return path
 
     @contextlib.contextmanager
-    def targets(self) -> Iterator[dict[str, Target]]:
+    def targets(self) -> Iterator[dict[str, LoadTarget]]:
         host, port = self.tcp if self.protocol == "binary" else self.http
-        node = Target("node", f"{self.rec_node['name']} ({self.cluster.name}, latency {self.cluster.latency})",
+        node = LoadTarget("node", f"{self.rec_node['name']} ({self.cluster.name}, latency {self.cluster.latency})",
                       host, port, self.rec_pid, self.requests_for(host, port))
         if not self.cfg.baselines:
             yield {"node": node}
@@ -205,12 +208,12 @@ class Scenario:
             with proc:
                 label = "bare asyncio msgpack echo" if self.protocol == "binary" else "bare aiohttp handler"
                 self.say(f"baseline {label} at {proc.url} (answers of {answer.stat().st_size} bytes)")
-                base = Target("baseline", label, "127.0.0.1", proc.port, proc.pid,
+                base = LoadTarget("baseline", label, "127.0.0.1", proc.port, proc.pid,
                               self.requests_for("127.0.0.1", proc.port))
                 yield {"node": node, "baseline": base}
 
     # -- measuring -----------------------------------------------------------------------------------------
-    def run_once(self, t: Target, mode: str, *, rate: float = 0.0, duration_s: float | None = None,
+    def run_once(self, t: LoadTarget, mode: str, *, rate: float = 0.0, duration_s: float | None = None,
                  events: Sequence[Event] = (), slice_s: float = 1.0, scrape_all: bool = False,
                  keep: bool = True) -> dict[str, Any]:
         cfg = self.cfg
@@ -265,6 +268,7 @@ class Scenario:
             for k in ("distribution", "timeline"):
                 res.pop(k, None)
             res["latency"].pop("hdr", None)
+            res.get("latency_ok", {}).pop("hdr", None)
         return res
 
     def line(self, who: str, res: dict[str, Any]) -> str:
@@ -276,13 +280,13 @@ class Scenario:
         return (f"{who}: {offered}{f['rate_per_s']:,.0f}/s, p50 {f.get('p50_us')} us, p99 {f.get('p99_us')} us"
                 f"{cpu}{bad}" + (f"; server counters {x}" if x else ""))
 
-    def warm_up(self, targets: dict[str, Target]) -> None:
+    def warm_up(self, targets: dict[str, LoadTarget]) -> None:
         if self.cfg.warmup_s <= 0:
             return
         for t in targets.values():
             self.run_once(t, "closed", duration_s=self.cfg.warmup_s, keep=False)
 
-    def trace(self, *, path_model: PathModel | None = None, count: int | None = None) -> dict[str, Any]:
+    def trace(self, *, path_model: PathExpectation | None = None, count: int | None = None) -> dict[str, Any]:
         n = min(len(self.handles), count or self.cfg.trace_sample)
         if n <= 0:
             return {}
@@ -310,6 +314,10 @@ def _flat(res: dict[str, Any]) -> dict[str, Any]:
     for k in ("mean_us", "p50_us", "p90_us", "p99_us", "p99_9_us", "max_us"):
         if k in lat:
             out[k] = lat[k]
+    ok = res.get("latency_ok", {})
+    for k in ("mean_us", "p50_us", "p99_us"):
+        if k in ok:
+            out[f"ok_{k}"] = ok[k]
     for k in ("server_us_per_answer", "server_answers_per_cpu_s", "client_us_per_request", "cluster_us_per_answer"):
         if cpu.get(k) is not None:
             out[k] = cpu[k]
@@ -358,7 +366,7 @@ def _compact(res: dict[str, Any]) -> dict[str, Any]:
 
 # -- the scenario flows ---------------------------------------------------------------------------------------
 
-def run_scenario(sc: Scenario) -> dict[str, Any]:
+def run_scenario(sc: ScenarioRun) -> dict[str, Any]:
     out: dict[str, Any] = {"scenario": sc.name, "protocol": sc.protocol, "description": sc.spec.description,
                            "cluster": sc.cluster.name, "latency": sc.cluster.latency, "node": sc.rec_node["name"],
                            "node_own_process": sc.rec_alone, "identifiers": len(sc.handles), "mode": sc.mode,
@@ -383,7 +391,7 @@ def run_scenario(sc: Scenario) -> dict[str, Any]:
     return out
 
 
-def _repeated_runs(sc: Scenario, targets: dict[str, Target], mode: str) -> dict[str, Any]:
+def _repeated_runs(sc: ScenarioRun, targets: dict[str, LoadTarget], mode: str) -> dict[str, Any]:
     cfg = sc.cfg
     rate = cfg.fixed_rate(sc.name) if mode == "rate" else 0.0
     runs: dict[str, list[dict[str, Any]]] = {who: [] for who in targets}
@@ -410,7 +418,7 @@ def ratios(node: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
             if node.get(k) is not None and base.get(k) and k != "client_us_per_request"}
 
 
-def _sweep_runs(sc: Scenario, targets: dict[str, Target]) -> dict[str, Any]:
+def _sweep_runs(sc: ScenarioRun, targets: dict[str, LoadTarget]) -> dict[str, Any]:
     cfg = sc.cfg
     out: dict[str, Any] = {}
     for who, t in targets.items():
@@ -453,7 +461,7 @@ def _sweep_runs(sc: Scenario, targets: dict[str, Target]) -> dict[str, Any]:
     return out
 
 
-def _kill_run(sc: Scenario, node: Target) -> dict[str, Any]:
+def _kill_run(sc: ScenarioRun, node: LoadTarget) -> dict[str, Any]:
     cfg = sc.cfg
     victim = cfg.kill_node
     pid, alone = sc.cluster.pid_of(victim)
@@ -479,18 +487,20 @@ def _kill_run(sc: Scenario, node: Target) -> dict[str, Any]:
     return out
 
 
-def _path_model(sc: Scenario) -> PathModel | None:
+def _path_model(sc: ScenarioRun) -> PathExpectation | None:
+    """The model's expected path delays, from the cluster's topology file (``bench.expect``)."""
     try:
-        return PathModel.for_cluster(sc.cluster.topology, sc.cluster.latency, sc.cluster.scenario, sc.rec_node["name"])
-    except Exception:  # a topology this model cannot follow: no expectation, the measurement stands
+        return PathExpectation.from_file(Path(str(sc.cluster.desc.get("config"))), sc.rec_node["name"],
+                                         latency=sc.cluster.latency, scenario=sc.cluster.scenario)
+    except ExpectationError:  # a topology this cannot follow: no expectation, the measurement stands
         return None
 
 
-def _model(sc: Scenario, out: dict[str, Any]) -> dict[str, Any]:
+def _model(sc: ScenarioRun, out: dict[str, Any]) -> dict[str, Any]:
     pm = _path_model(sc)
     raw = out.get("_raw", {}).get("node", [])
     if pm is None or not raw:
-        return {"note": "no model expectation for this cluster"}
+        return {"note": "no model expectation for this cluster (its topology file cannot be followed)"}
     checks = []
     for res in raw:
         exp = pm.expected_mean_ms(sc.handles, res["sent"], res["_offset"])
@@ -502,11 +512,11 @@ def _model(sc: Scenario, out: dict[str, Any]) -> dict[str, Any]:
     ratios_ = sorted(c["ratio"] for c in checks)
     mid = checks[[c["ratio"] for c in checks].index(ratios_[len(ratios_) // 2])]
     return {"latency": sc.cluster.latency, "scenario": sc.cluster.scenario, "first_top": pm.first_top,
-            "per_run": checks, **mid,
-            "note": "measured = mean latency from the scheduled send minus the generator's mean lateness (the mean "
-                    "time from the actual send to the answer); expected = mean over the identifiers sent of the "
-                    "round trips recursive->top, recursive->secondary and recursive->enterprise (own node only) of "
-                    "LatencyModel"}
+            "params": pm.params, "per_run": checks, **mid,
+            "note": "measured = mean latency of every request (errors and timeouts included) from the scheduled "
+                    "send, minus the generator's mean lateness; expected = mean over the identifiers sent of the "
+                    "round trips recursive->top, recursive->secondary and recursive->enterprise (own node only), "
+                    "summed by bench.expect from the topology file and the latency parameters"}
 
 
 # -- the whole run --------------------------------------------------------------------------------------------
@@ -548,7 +558,9 @@ def _cluster_info(cluster: Cluster, rss_ready: dict[str, Any] | None) -> dict[st
 
 
 def _run_group(cfg: RunConfig, cluster: Cluster, items: list[tuple[str, str, str]], progress: ProgressFn,
-               results: list[dict[str, Any]]) -> None:
+               results: list[dict[str, Any]], info: dict[str, Any]) -> None:
+    """Seed, then every item in order; the memory "after the runs" is read before a kill (after it, the
+    killed node is rightly in no process)."""
     if cfg.seed:
         progress(f"cluster: seeding {cfg.identifiers:,} identifiers (idresolve seed)")
         seed(cluster, cfg.identifiers)
@@ -557,7 +569,9 @@ def _run_group(cfg: RunConfig, cluster: Cluster, items: list[tuple[str, str, str
         raise ClusterUnavailable("no seeded identifier resolves through the top level (no enterprise under a "
                                  "connected secondary node)")
     for name, protocol, mode in items:
-        sc = Scenario(cfg, cluster, name, protocol, mode, handles, progress)
+        if SCENARIOS[name].kill and "rss_after" not in info:
+            info["rss_after"] = cluster.rss()
+        sc = ScenarioRun(cfg, cluster, name, protocol, mode, handles, progress)
         try:
             res = run_scenario(sc)
         except (ClusterUnavailable, ServerFailed, httpload.LoadError, OSError) as exc:
@@ -565,6 +579,7 @@ def _run_group(cfg: RunConfig, cluster: Cluster, items: list[tuple[str, str, str
             res = {"scenario": name, "protocol": protocol, "mode": mode, "error": str(exc)}
         res.pop("_raw", None)
         results.append(res)
+    info.setdefault("rss_after", cluster.rss())
 
 
 def run_bench(cfg: RunConfig, progress: ProgressFn, partial: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -579,8 +594,7 @@ def run_bench(cfg: RunConfig, progress: ProgressFn, partial: dict[str, Any] | No
             cluster = load_existing(cfg.data_dir)
             info = _cluster_info(cluster, cluster.rss())
             out["clusters"].append(info)
-            _run_group(cfg, cluster, items, progress, out["results"])
-            info["rss_after"] = cluster.rss()
+            _run_group(cfg, cluster, items, progress, out["results"], info)
             continue
         path = config_path(cfg.topology)
         rec_name = cfg.node or _first_recursive(path)
@@ -591,8 +605,7 @@ def run_bench(cfg: RunConfig, progress: ProgressFn, partial: dict[str, Any] | No
             out["clusters"].append(info)
             progress(f"cluster: ready in {cluster.ready_s:.2f} s ({info['nodes']} nodes, {info['processes']} processes, "
                      f"{info['rss_ready']['total_bytes'] / 2**20:,.0f} MB RSS)")
-            _run_group(cfg, cluster, items, progress, out["results"])
-            info["rss_after"] = cluster.rss()
+            _run_group(cfg, cluster, items, progress, out["results"], info)
     env["topologies"] = sorted({c["topology"] for c in out["clusters"]})
     env["config_hashes"] = sorted({c["config_hash"] for c in out["clusters"]})
     report.close_environment(env)

@@ -1,5 +1,5 @@
 """The figures of a ``bench run`` report: a flat table (for the CSV and ``bench compare``), the printed
-summary, and the targets the issues set, each with its baseline ratio and a pass/fail line.
+summary (the targets themselves: ``bench.targets``).
 
 Figure names are ``scenario.protocol.server.mode.metric`` (``cached.binary.node.closed.rate_per_s``); each
 figure carries its unit, which direction is better, and its spread over repeats (``(max - min) / median``)
@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .report import fmt_rate, fmt_us, table
+from .targets import targets_text
 
 Figure = dict[str, Any]
 
@@ -117,164 +118,8 @@ def csv_text(rep: Mapping[str, Any]) -> str:
                     if v is not None:
                         w.writerow([f"{name}.{k}", v, *unit_of(k), "", ""])
     for t in rep.get("targets", []):
-        w.writerow([f"target.{t['id']}", t.get("value"), t.get("unit"), t.get("op"), "",
-                    "" if t.get("met") is None else ("met" if t["met"] else "missed")])
+        w.writerow([f"target.{t['id']}", t.get("value"), t.get("unit"), t.get("op"), "", t.get("status", "")])
     return buf.getvalue()
-
-
-# -- targets ----------------------------------------------------------------------------------------------
-
-def _find(rep: Mapping[str, Any], scenario: str, protocol: str = "binary", latency: str | None = None,
-          modes: tuple[str, ...] = ("closed", "sweep", "rate")) -> Mapping[str, Any] | None:
-    """The first result of ``scenario`` over ``protocol`` (and latency), preferring modes in that order."""
-    found = [r for r in rep.get("results", []) if r.get("scenario") == scenario and r.get("protocol") == protocol
-             and "error" not in r and (latency is None or r.get("latency") == latency) and r.get("mode") in modes]
-    found.sort(key=lambda r: modes.index(r["mode"]))
-    return found[0] if found else None
-
-
-def _node_base(r: Mapping[str, Any], key: str) -> tuple[Any, Any, str]:
-    """(node figure, baseline figure, how measured) from the best run kind available."""
-    if r.get("mode") == "closed" and "median" in r:
-        m = r["median"]
-        return m["node"].get(key), (m.get("baseline") or {}).get(key), f"closed loop, median of {m['node']['runs']}"
-    if r.get("sweep"):
-        sw = r["sweep"]
-        node = sw["node"]["probe"]["flat"].get(key)
-        base = sw.get("baseline", {}).get("probe", {}).get("flat", {}).get(key)
-        return node, base, "closed-loop probe of the sweep"
-    if "median" in r:
-        m = r["median"]
-        return m["node"].get(key), (m.get("baseline") or {}).get(key), f"open loop, median of {m['node']['runs']}"
-    return None, None, ""
-
-
-def _target(tid: str, issue: str, text: str, value: Any, unit: str, op: str, limit: float, *,
-            baseline: Any = None, baseline_text: str = "", how: str = "", note: str = "",
-            applicable: bool = True) -> dict[str, Any]:
-    met = None
-    if value is not None and applicable:
-        met = value >= limit if op == ">=" else value <= limit
-    t = {"id": tid, "issue": issue, "text": text, "value": value, "unit": unit, "op": op, "limit": limit,
-         "met": met, "how": how, "note": note}
-    if baseline is not None and value is not None:
-        t["baseline"] = baseline
-        t["baseline_ratio"] = round(value / baseline, 3) if baseline else None
-        t["baseline_text"] = baseline_text
-    return t
-
-
-def targets(rep: Mapping[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    cached = _find(rep, "cached", latency="off")
-    node = base = None
-    how = "not measured: run --scenario cached (latency off) over binary"
-    if cached:
-        node, base, how = _node_base(cached, "server_answers_per_cpu_s")
-        rate_n, rate_b, _ = _node_base(cached, "rate_per_s")
-        how += (f"; {rate_n:,.0f} answers/s wall clock" if rate_n else "") + (f", echo {rate_b:,.0f}/s" if rate_b else "")
-    for tid, issue in (("T1", "load benchmarking"), ("H1", "hierarchy")):
-        out.append(_target(tid, issue, "cached binary resolution through the recursive node (latency off), answers "
-                           "per CPU-second of its own process (one core)", node, "answers/cpu-s", ">=", 40_000,
-                           baseline=base, baseline_text="bare asyncio msgpack echo, answers per CPU-second", how=how))
-    p99 = bp99 = None
-    how = "not measured: run --scenario cached --sweep (latency off)"
-    swept = _find(rep, "cached", latency="off", modes=("sweep",))
-    if swept:
-        sw = swept["sweep"]
-        hm = sw["node"].get("half_median") or sw["node"]["half"]["flat"]
-        p99 = hm.get("p99_us")
-        bp99 = (sw.get("baseline", {}).get("half_median") or sw.get("baseline", {}).get("half", {}).get("flat", {})).get("p99_us")
-        lag = sw["node"]["half"].get("send_lag", {})
-        how = (f"open loop at {sw['node']['half'].get('offered_per_s', 0):,.0f}/s = half of the saturation "
-               f"{sw['node']['saturation_per_s']:,.0f}/s, median of {hm.get('runs', 1)}; the generator's own lateness "
-               f"(p99 {lag.get('p99_us')} us in the median run) is in it")
-    out.append(_target("T2", "load benchmarking", "latency model off: open-loop p99 at half the saturation rate "
-                       "(cached, binary)", p99, "us", "<=", 2_000, baseline=bp99,
-                       baseline_text="echo at the same rate, p99", how=how))
-    lat_on = _find(rep, "latency-on")
-    ratio = None
-    how, applicable, note = "not measured: run --scenario latency-on (Shandong)", True, ""
-    if lat_on and "ratio" in lat_on.get("model", {}):
-        md = lat_on["model"]
-        ratio = md["ratio"]
-        how = (f"measured mean {md['measured_mean_us'] / 1000:.2f} ms vs expected {md['expected_mean_us'] / 1000:.2f} ms "
-               f"over the identifiers' paths (first top-level node {md.get('first_top')})")
-        roles = lat_on.get("trace", {}).get("roles", {})
-        excess = [f"{role} {(f['mean_us'] - f['model_us']) / 1000:+.2f} ms" for role, f in roles.items()
-                  if f.get("model_us")]
-        if excess:
-            how += "; per hop, measured minus model: " + ", ".join(excess)
-            own = roles.get("recursive + client", {}).get("mean_us")
-            if own is not None:
-                how += f"; client leg and recursive node's own time {own / 1000:.2f} ms (not in the model)"
-        lat_off = _find(rep, "latency-off")
-        off = (lat_off or {}).get("model", {}).get("measured_mean_us")
-        if off is not None and md["expected_mean_us"]:
-            added = (md["measured_mean_us"] - off) / md["expected_mean_us"]
-            how += (f"; what the model adds (latency-on minus latency-off mean, {off / 1000:.2f} ms) / expected = "
-                    f"{added:.3f}")
-        applicable = lat_on.get("cluster") == "shandong"
-        if not applicable:
-            note = f"measured on {lat_on.get('cluster')}; the target names the Shandong topology"
-    t3 = _target("T3", "load benchmarking", "Shandong latency model on: mean cold resolution latency / the model's "
-                 "expected sum of round trips (within 5 %)", ratio, "x", "<=", 1.05, how=how, note=note,
-                 applicable=applicable)
-    if ratio is not None and applicable:
-        t3["met"] = abs(ratio - 1.0) <= 0.05
-    t3["op"] = "within 5 % of"
-    t3["limit"] = 1.0
-    out.append(t3)
-    cold = _find(rep, "cold", latency="off", modes=("closed", "sweep"))
-    rate = brate = None
-    how = "not measured: run --scenario cold --closed (latency off) over binary"
-    if cold:
-        rate, brate, how = _node_base(cold, "rate_per_s")
-        if cold.get("sweep"):
-            rate = cold["sweep"]["node"]["saturation_per_s"]
-            brate = cold["sweep"].get("baseline", {}).get("saturation_per_s")
-            how = "saturation of the sweep"
-        cpu, _, _ = _node_base(cold, "cluster_us_per_answer")
-        if cpu:
-            how += f"; all cluster processes together {cpu:,.0f} us CPU per answer ({1e6 / cpu:,.0f} answers per CPU-second)"
-    out.append(_target("H2", "hierarchy", "latency model off: cold resolution through the whole chain (top, secondary, "
-                       "enterprise), answers/s", rate, "answers/s", ">=", 5_000, baseline=brate,
-                       baseline_text="bare asyncio msgpack echo, answers/s", how=how))
-    sd = [c for c in rep.get("clusters", []) if c.get("own") and c.get("topology") == "shandong"]
-    ready = rss = None
-    if sd:
-        ready = max(c["ready_s"] for c in sd)
-        rss = max(max((x or {}).get("total_bytes", 0) for x in (c.get("rss_ready"), c.get("rss_after"))) for c in sd) / MB
-    out.append(_target("H3", "hierarchy", "the whole Shandong cluster ready (`idresolve up` until its 'ready in' line)",
-                       ready, "s", "<=", 5.0, how=f"worst of {len(sd)} start(s)" if sd else
-                       "not measured: the bench must start the Shandong cluster itself (--topology shandong)"))
-    out.append(_target("H4", "hierarchy", "the whole Shandong cluster, VmRSS of `up` and every worker together",
-                       None if rss is None else round(rss, 1), "MB", "<=", 600, how="largest of at start and after the runs"
-                       if sd else "not measured: the bench must start the Shandong cluster itself"))
-    return out
-
-
-def targets_text(ts: list[dict[str, Any]]) -> str:
-    lines = ["targets (pass/fail lines, not test assertions):"]
-    for t in ts:
-        mark = {True: "PASS", False: "FAIL", None: "----"}[t["met"]]
-        v = t["value"]
-        if v is None:
-            val = "not measured"
-        elif t["unit"] == "x":
-            val = f"{v:.3f}x"
-        else:
-            val = f"{v:,.1f} {t['unit']}" if isinstance(v, float) and v < 100 else f"{v:,.0f} {t['unit']}"
-        lim = f"{t['op']} {t['limit']:,g}"
-        line = f"  [{mark}] {t['id']} ({t['issue']}): {t['text']}: {val} (target {lim})"
-        if t.get("baseline_ratio") is not None:
-            line += f"; {t['baseline_text']} {t['baseline']:,.0f}, ratio {t['baseline_ratio']:.3f}"
-        if t.get("how"):
-            line += f"\n         {t['how']}"
-        if t.get("note"):
-            line += f"\n         note: {t['note']}"
-        lines.append(line)
-    return "\n".join(lines)
 
 
 # -- the printed summary -----------------------------------------------------------------------------------
@@ -282,14 +127,15 @@ def targets_text(ts: list[dict[str, Any]]) -> str:
 def _row(label: str, f: Mapping[str, Any], r: Mapping[str, Any] | None = None, check: str = "") -> list[str]:
     r = r or {}
     return [label, fmt_rate(f.get("rate_per_s", 0)), fmt_us(f.get("p50_us")), fmt_us(f.get("p90_us")),
-            fmt_us(f.get("p99_us")), fmt_us(f.get("p99_9_us")), fmt_us(f.get("max_us")),
+            fmt_us(f.get("p99_us")), fmt_us(f.get("p99_9_us")), fmt_us(f.get("max_us")), fmt_us(f.get("ok_p99_us")),
             "-" if f.get("server_us_per_answer") is None else f"{f['server_us_per_answer']:.1f}",
             "-" if f.get("server_answers_per_cpu_s") is None else fmt_rate(f["server_answers_per_cpu_s"]),
             str(r.get("errors", 0)), str(r.get("timeouts", 0)), check]
 
 
-HEAD = ["server", "answers/s", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us", "CPU us/answer", "answers/CPU-s",
-        "errors", "timeouts", "server counters"]
+#: Latency columns count every request (errors, and timeouts at the timeout); "ok p99" the successes only.
+HEAD = ["server", "answers/s", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us", "ok p99 us", "CPU us/answer",
+        "answers/CPU-s", "errors", "timeouts", "server counters"]
 
 
 def result_text(r: Mapping[str, Any]) -> str:

@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.latency import LatencyModel
 from ..core.topology import Topology, TopologyError
-from .config import DEFAULT_FIXED_RATE, MODES, PROTOCOLS, SCENARIOS, SWEEP_FRACTIONS, RunConfig, Scenario
+from .config import DEFAULT_FIXED_RATE, MODES, PROTOCOLS, SCENARIOS, SWEEP_FRACTIONS, BenchScenario, RunConfig
+from .expect import PathExpectation
 from .hist import histogram, summary
 
-__all__ = ["DEFAULT_FIXED_RATE", "MODES", "PROTOCOLS", "SCENARIOS", "SWEEP_FRACTIONS", "SWEEP_SLICE_S", "PathModel", "RunConfig",
-           "Scenario", "aggregate_trace", "cluster_groups", "drifting", "kill_analysis", "latency_drift", "model_check",
+__all__ = ["DEFAULT_FIXED_RATE", "MODES", "PROTOCOLS", "SCENARIOS", "SWEEP_FRACTIONS", "SWEEP_SLICE_S", "BenchScenario",
+           "RunConfig", "aggregate_trace", "cluster_groups", "drifting", "kill_analysis", "latency_drift", "model_check",
            "saturation", "sustained"]
 
 
@@ -46,67 +45,7 @@ def cluster_groups(cfg: RunConfig) -> list[tuple[str, list[tuple[str, str, str]]
     return [(lat, sorted(items, key=lambda it: SCENARIOS[it[0]].kill)) for lat, items in groups.items()]
 
 
-# -- the latency model's expectation ----------------------------------------------------------------------
-
-@dataclass
-class PathModel:
-    """Expected cold-resolution time (ms) per identifier: round trips recursive -> top, -> secondary, ->
-    enterprise (when it runs its own node), as ``LatencyModel.round_trip_ms`` gives them."""
-
-    topology: Topology
-    model: LatencyModel
-    recursive: str
-    first_top: str = ""
-    _cache: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    @classmethod
-    def for_cluster(cls, topology: Topology, latency: str, scenario: str | None, recursive: str) -> PathModel:
-        model = LatencyModel.off() if latency == "off" else LatencyModel.for_topology(topology, scenario)
-        pm = cls(topology, model, recursive)
-        rec = topology.node(recursive).location
-        tops = [n for n in topology.nodes_by_role("top")]
-        order = sorted(range(len(tops)), key=lambda i: (tops[i].disaster_recovery,
-                                                         model.base_one_way_ms(rec, tops[i].location), i))
-        pm.first_top = tops[order[0]].name if tops else ""
-        return pm
-
-    def rtt_ms(self, node: str) -> float:
-        t = self.topology
-        return self.model.round_trip_ms(t.node(self.recursive).location, t.node(node).location)
-
-    def hops(self, handle: str, top: str | None = None) -> dict[str, float]:
-        """Expected round trip per role for resolving ``handle`` (top: the top-level node asked)."""
-        prefix = handle.split("/", 1)[0]
-        key = f"{prefix}|{top or ''}"
-        hit = self._cache.get(key)
-        if hit is not None:
-            return hit
-        t = self.topology
-        ent = next((n for n in t.nodes_by_role("enterprise") if n.prefix == prefix), None)
-        out: dict[str, float] = {"top": self.rtt_ms(top or self.first_top)}
-        if ent is not None:
-            out["secondary"] = self.rtt_ms(t.secondary_of(ent).name)
-            if not ent.hosted:
-                out["enterprise"] = self.rtt_ms(ent.name)
-        self._cache[key] = out
-        return out
-
-    def expected_ms(self, handle: str) -> float:
-        return sum(self.hops(handle).values())
-
-    def expected_mean_ms(self, handles: Sequence[str], sent: int, offset: int = 0) -> float:
-        """Mean over the ``sent`` requests of a run that cycled through ``handles`` from ``offset``."""
-        n = len(handles)
-        if not n or sent <= 0:
-            return 0.0
-        full, rest = divmod(sent, n)
-        total = 0.0
-        for i, h in enumerate(handles):
-            k = full + (1 if (i - offset) % n < rest else 0)
-            if k:
-                total += k * self.expected_ms(h)
-        return total / sent
-
+# -- the latency model's expectation (computed in ``bench.expect``) -------------------------------------
 
 def model_check(measured_mean_us: float, expected_ms: float, tolerance: float = 0.05) -> dict[str, Any]:
     expected_us = expected_ms * 1000.0
@@ -119,7 +58,7 @@ def model_check(measured_mean_us: float, expected_ms: float, tolerance: float = 
 # -- traces -------------------------------------------------------------------------------------------------
 
 def aggregate_trace(samples: Iterable[tuple[str, Sequence[Any], float]], role_of: Mapping[str, str],
-                    path_model: PathModel | None = None) -> dict[str, Any]:
+                    path_model: PathExpectation | None = None) -> dict[str, Any]:
     """Per role: how long the hops took at the recursive node (``elapsed_us`` of each traced hop), the
     recursive node's own share plus the client's loopback leg (client time minus the hops), and, when a
     model is given, what it expects per role. ``samples``: (handle, hops, client seconds)."""

@@ -11,7 +11,9 @@
 
 Figures go to stdout, progress to stderr. Bad numbers are refused by argparse (exit 2, no traceback); a
 benchmark that cannot produce trustworthy figures exits 1 with the reason (and whatever report it could
-make).
+make). With ``--check`` (``rest``, ``batch``, ``run``, ``suite``) it also exits 1 when a target it measured
+failed, when a target's figure is missing, or when the servers' counters disagree with the client's
+(``bench.targets.problems``): the report is written first either way.
 """
 
 from __future__ import annotations
@@ -169,6 +171,8 @@ def _batch_args(p: argparse.ArgumentParser, *, prefix: str = "") -> None:
 def _common(p: argparse.ArgumentParser, *, out_help: str) -> None:
     p.add_argument("--out", type=Path, help=out_help)
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--check", action="store_true", help="exit 1 when a target measured fails, a target's figure "
+                   "is missing, or the servers' counters disagree with the client's (the report is written first)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -262,9 +266,22 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     print(f"report written to {written}")
 
 
+def _checked(args: argparse.Namespace, rep: dict[str, Any]) -> int:
+    """``--check``: print the verdict on ``rep``'s targets and counters; exit 1 when something fails."""
+    from ..bench import targets
+
+    if not getattr(args, "check", False):
+        return 0
+    found = targets.problems(rep)
+    print(targets.check_text(found))
+    if found:
+        raise CliError(f"bench --check: {len(found)} problem(s), listed above", EXIT_HANDLE_ERROR)
+    return 0
+
+
 def _one(args: argparse.Namespace, kind: str) -> int:
     """``bench rest`` and ``bench batch``: run one scenario, print it, write its report if asked."""
-    from ..bench import report
+    from ..bench import report, targets
     from ..bench.httpload import loop_name
     from ..bench.suite import run_batch, run_rest
 
@@ -273,15 +290,18 @@ def _one(args: argparse.Namespace, kind: str) -> int:
     if kind == "rest":
         res = _guarded(lambda: run_rest(_rest_cfg(args), progress))
         print(report.rest_text(res))
+        ts = targets.rest_batch_targets(rest=res)
     else:
         res = _guarded(lambda: run_batch(_batch_cfg(args), progress))
         print(report.batch_text(res))
+        ts = targets.rest_batch_targets(batch=res)
     report.close_environment(env)
     if report.busy_note(env):
         print(report.busy_note(env))
+    rep = {"kind": kind, "environment": env, kind: res, "targets": ts}
     if args.out is not None:
-        _write(args.out, {"kind": kind, "environment": env, kind: res})
-    return 0
+        _write(args.out, rep)
+    return _checked(args, rep)
 
 
 def cmd_rest(args: argparse.Namespace) -> int:
@@ -336,10 +356,10 @@ def _write_run(path: Path, rep: dict[str, Any], view: dict[str, Any] | None = No
 
 
 def _finish_run(rep: dict[str, Any]) -> None:
-    from ..bench import runreport
+    from ..bench import runreport, targets
 
     if rep.get("environment"):
-        rep["targets"] = runreport.targets(rep)
+        rep["targets"] = targets.targets(rep)
         rep["figures"] = runreport.figures(rep)
 
 
@@ -378,7 +398,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _write_run(args.out if args.out is not None else report.default_report_path(), rep)
     if failure:
         raise CliError(failure + ("" if rep.get("results") else " (no report: nothing was measured)"), code)
-    return 0
+    return _checked(args, rep)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -403,7 +423,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
-    from ..bench import report, runreport
+    from ..bench import report, runreport, targets
     from ..bench.httpload import loop_name
     from ..bench.suite import run_suite
 
@@ -429,8 +449,14 @@ def cmd_suite(args: argparse.Namespace) -> int:
         res["run"] = run
         res["figures"] = run.get("figures", {})
         res["targets"] = run.get("targets", [])
+        if not args.run_only:
+            res["targets"] = res["targets"] + targets.rest_batch_targets(res["rest"], res["batch"])
+            run["targets"] = res["targets"]
         view = {**run, "environment": res["environment"]}  # what the text, CSV and HTML show
         print(runreport.run_text(view), end="\n\n")
+    elif not args.run_only:
+        res["targets"] = targets.rest_batch_targets(res["rest"], res["batch"])
+        print(targets.targets_text(res["targets"]), end="\n\n")
     path = args.out if args.out is not None else report.default_report_path()
     if args.skip_run:
         _write(path, res)
@@ -438,4 +464,4 @@ def cmd_suite(args: argparse.Namespace) -> int:
         _write_run(path, res, view)
     if failure:
         raise CliError(failure, code)
-    return 0
+    return _checked(args, {"targets": res.get("targets", []), "results": res.get("run", {}).get("results", [])})

@@ -40,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--access-log", action="store_true", default=None, help="log every request (slow)")
     p.add_argument("--shed-lag-ms", help="answer code 3 to a share of requests when the event loop lags this "
                    "many ms for 100 ms (default 50; 0 turns load shedding off)")
+    p.add_argument("--http-idle-timeout", dest="http_idle_timeout_s", type=float, metavar="S",
+                   help="close HTTP connections idle this long, and requests whose body has not arrived by then "
+                   "(default 30)")
     p.set_defaults(func=run)
 
 
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     flags = {k: getattr(args, k) for k in ("name", "http", "tcp", "udp", "data_dir", "store", "fsync", "admin_secret",
                                            "tls_cert", "tls_key", "log_level", "access_log", "shed_lag_ms",
-                                           "plain_http_writes")}
+                                           "plain_http_writes", "http_idle_timeout_s")}
     flags["prefixes"] = tuple(args.prefixes) if args.prefixes else None
     try:
         cfg = load_node_config(toml_path=args.config, flags=flags)

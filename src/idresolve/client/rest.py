@@ -2,6 +2,10 @@
 
 Used by the CLI and tests; it speaks the API exactly as documented (Basic auth with the percent-encoded
 identity), so it doubles as a check that plain HTTP clients work.
+
+A node that sheds a request (HTTP 503 with code 3: refused before any work) is asked again after a pause,
+a bounded number of times, and every such retry is logged at WARNING (``BUSY_NOTE``), so that a user, or a
+test, sees that the node was shedding load rather than a silent slowdown.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import base64
 import builtins
 import http.client
 import json
+import logging
 import ssl
 import time
 from dataclasses import dataclass
@@ -19,6 +24,9 @@ from urllib.parse import quote, urlencode, urlsplit
 #: Pauses before sending again when a node answers 503 with code 3 (server too busy, load shed).
 BUSY_BACKOFF_S = (0.1, 0.3, 1.0)
 SERVER_TOO_BUSY = 3
+#: In every warning about a retried 503 (tests look for it in the CLI's stderr).
+BUSY_NOTE = "busy (HTTP 503, code 3)"
+log = logging.getLogger("idresolve.client")
 
 
 class ClientError(Exception):
@@ -93,6 +101,8 @@ class RestClient:
             if pause is None or not (answer.status == 503 and answer.code == SERVER_TOO_BUSY):
                 return answer
             # The node shed the request before doing anything (code 3): safe to send again, after a pause.
+            log.warning("%s was %s: the node shed %s %s before doing anything; sending it again in %g s",
+                        self.base_url, BUSY_NOTE, method, path, pause)
             time.sleep(pause)
         raise AssertionError("unreachable")
 

@@ -91,6 +91,8 @@ class Replicator:
             resp = await self.pool.request(peer.host, peer.port, self._request(key, version), self.timeout_s)
         except (TimeoutError, ConnectionError, OSError):
             return False
+        if resp.code == ResponseCode.SERVER_TOO_BUSY:
+            return False  # the peer shed it before doing anything: not delivered, send it again
         if resp.code != ResponseCode.SUCCESS:
             log.warning("peer %s refused sync of %s: code %s %s", peer.name, key, resp.code, resp.message)
         return True

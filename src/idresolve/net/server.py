@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ..core.answers import EncodedAnswers
+from ..core.answers import Answer, EncodedAnswers
 from ..core.codes import OpCode, ResponseCode
 from ..core.events import Close, DatagramEndpoint, Reply, StreamConnection, plain_request
 from ..core.messages import Request, Response, error_response
@@ -49,7 +49,13 @@ def _answer(service: Service, request: Request) -> Response | Awaitable[Response
         return error_response(request.request_id, request.opcode, ResponseCode.ERROR, "internal error")
 
 
-def _cached(service: Service, handle: str) -> object:
+def _cacheable(request: Request) -> bool:
+    """A decoded request the fast path answers: a plain resolution (whatever hops it carries) whose id fits
+    the encoded answers' fixed-width request id."""
+    return request.is_plain_resolution and 0 <= request.request_id < 2**32
+
+
+def _cached(service: Service, handle: str) -> Answer | None:
     try:
         return service.cached(handle)
     except Exception:  # a bug there falls back to the full path
@@ -203,6 +209,11 @@ class StreamProtocol(asyncio.Protocol):
             if adm is not None and not adm.admit(self.peer, backlog or conn.inflight > 0):
                 self._write(conn.refuse(request.request_id, request.opcode, "server too busy"))
                 return
+            if _cacheable(request):  # decoded, but the same question: the hops a walk has taken change no answer
+                hit = _cached(self.service, request.handle)
+                if hit is not None:
+                    self._write(conn.answer_cached(request.request_id, request.handle, hit))
+                    return
         elif isinstance(event, Reply):
             self._write(event.data)
             return
@@ -292,11 +303,10 @@ class DatagramProtocol(asyncio.DatagramProtocol):
             busy = error_response(request.request_id, request.opcode, ResponseCode.SERVER_TOO_BUSY)
             self._sendto(self.endpoint.send(busy, addr), addr)
             return
-        if type(event) is tuple:  # a PlainResolution
-            rid, handle = event
-            hit = _cached(self.service, handle)
+        if type(event) is tuple or _cacheable(request):  # a plain resolution
+            hit = _cached(self.service, request.handle)
             if hit is not None:
-                self._sendto(self.endpoint.answer_cached(rid, handle, hit, addr), addr)  # type: ignore[arg-type]
+                self._sendto(self.endpoint.answer_cached(request.request_id, request.handle, hit, addr), addr)
                 return
         result = _answer(self.service, request)
         if isinstance(result, Response):

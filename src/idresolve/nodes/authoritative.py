@@ -94,7 +94,7 @@ class AuthoritativeNode:
         self.hosted: set[str] = set()
         self.answers: dict[str, Answer] = {}  # folded handle -> Answer, at most answer_entries (oldest go)
         self.answer_entries = answer_entries
-        self._listeners: list[Callable[[str], None]] = []
+        self._change_listeners: list[Callable[[str], None]] = []
         self._load_hosted()
 
     # -- responsibility -------------------------------------------------------------------------------
@@ -141,14 +141,14 @@ class AuthoritativeNode:
 
     def on_change(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(key)`` after every write to a record (registry replication uses it)."""
-        self._listeners.append(listener)
+        self._change_listeners.append(listener)
 
     def _changed(self, key: str) -> None:
         if is_prefix_record(key):
             self.answers.clear()
         else:
             self.answers.pop(key, None)
-        for listener in self._listeners:
+        for listener in self._change_listeners:
             listener(key)
 
     def parse(self, text: str) -> Handle:

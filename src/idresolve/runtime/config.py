@@ -58,6 +58,7 @@ class NodeConfig:
     log_level: str = "INFO"
     access_log: bool = False
     shed_lag_ms: str = "50"  # shed load when the event loop lags this much for 100 ms; 0 turns shedding off
+    http_idle_timeout_s: float = 30.0  # HTTP connections idle (or a request body not complete) this long close
 
     def writes_over_plain_http(self) -> bool:
         if self.plain_http_writes is not None:
@@ -96,6 +97,14 @@ def _coerce(name: str, raw: Any, kind: Any) -> Any:
         raise ConfigError(f"{name} must be true or false, not {raw!r}")
     if "Path" in text_kind:
         return Path(str(raw))
+    if "float" in text_kind:
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+        if not 0 < value < float("inf"):
+            raise ConfigError(f"{name} must be a positive number of seconds, not {raw!r}")
+        return value
     return str(raw)
 
 

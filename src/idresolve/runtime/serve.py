@@ -71,7 +71,8 @@ async def _serve(cfg: NodeConfig, shutdown_trigger: Awaitable[object],
     except ValueError:
         raise ConfigError(f"shed_lag_ms must be a number of milliseconds, not {cfg.shed_lag_ms!r}") from None
     settings = HostSettings(shed_lag_s=shed_lag_s, plain_http_writes=cfg.writes_over_plain_http(),
-                            binary_writes=cfg.writes_over_binary(), access_log=cfg.access_log)
+                            binary_writes=cfg.writes_over_binary(), access_log=cfg.access_log,
+                            http_idle_timeout_s=cfg.http_idle_timeout_s)
     store = open_store(cfg.store, cfg.data_dir, name=cfg.name, fsync=cfg.fsync)
     hosted: HostedAuthoritative | None = None
     try:

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from ..codes import OpCode, ResponseCode
 from ..errors import DecodeError
+from ..messages import FLAG_AUTHORITATIVE, FLAG_OVERWRITE, Request, Response
 from ..site import SiteInfo
 from ..values import HS_SITE
-from ..messages import FLAG_AUTHORITATIVE, FLAG_OVERWRITE, Request, Response
 from .authbodies import Challenge
 from .bodies import (
     CreateResponse,
