@@ -71,7 +71,7 @@ class Recorder:
         self.slice_ns = max(1, int(slice_s * 1e9))
         self.t0 = time.perf_counter_ns()
         self.lat: dict[int, int] = {}  # whole microseconds -> successful answers
-        self.lat_all: dict[int, int] = {}  # whole microseconds -> answers of any code
+        self.lat_other: dict[int, int] = {}  # whole microseconds -> answers not counted in lat (errors, late)
         self.expired = 0  # requests given up on at the timeout (no answer came in time)
         self.codes: dict[int, int] = {}  # response code (binary) or HTTP status (REST) -> answers
         self.send_lag: dict[int, int] = {}
@@ -108,18 +108,18 @@ class Recorder:
         self.last_answer_ns = now_ns
         codes = self.codes
         codes[code] = codes.get(code, 0) + 1
-        lat_all = self.lat_all
-        lat_all[us] = lat_all.get(us, 0) + 1
-        if us > self.timeout_us:  # answered, but later than the run's timeout (REST answers in order)
-            self.timeouts += 1
-            sl[3] += 1
-            return
-        if code in self.ok:
+        if us <= self.timeout_us and code in self.ok:  # the usual answer: one histogram entry, no more
             lat = self.lat
             lat[us] = lat.get(us, 0) + 1
             sl[1] += 1
             d = sl[4]
             d[us] = d.get(us, 0) + 1
+            return
+        other = self.lat_other
+        other[us] = other.get(us, 0) + 1
+        if us > self.timeout_us:  # answered, but later than the run's timeout (REST answers in order)
+            self.timeouts += 1
+            sl[3] += 1
         else:
             self.errors += 1
             sl[2] += 1
@@ -166,7 +166,9 @@ class Recorder:
             "rate_per_s": round(ok / elapsed, 1) if ok else 0.0,
             "answers_per_s": round(answered / elapsed, 1) if answered else 0.0,
         })
-        everything = dict(self.lat_all)
+        everything = dict(self.lat)
+        for us, n in self.lat_other.items():
+            everything[us] = everything.get(us, 0) + n
         unanswered = self.expired + self.lost
         if unanswered:
             everything[self.timeout_us] = everything.get(self.timeout_us, 0) + unanswered
