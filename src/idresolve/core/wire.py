@@ -339,13 +339,18 @@ def _decode_response(request_id: int, opcode: int, code: int, handle: str, body:
 
 
 class FrameDecoder:
-    """Splits a TCP byte stream into payloads. Bounded: a frame may not announce more than ``max_frame``."""
+    """Splits a TCP byte stream into frames. Each frame starts with a header of ``head`` bytes holding its
+    length (u32, big-endian) at ``length_at``: msgpack's 4-byte prefix by default (``feed`` gives the
+    payloads after it), or a wire format's own envelope (``keep_head``: whole messages, header included).
+    Bounded: a frame may not announce more than ``max_frame`` bytes, nor fewer than ``min_length``."""
 
-    __slots__ = ("_buf", "max_frame")
+    __slots__ = ("_buf", "max_frame", "_head", "_length_at", "_keep_head", "_min_length")
 
-    def __init__(self, max_frame: int = MAX_FRAME_BYTES) -> None:
+    def __init__(self, max_frame: int = MAX_FRAME_BYTES, *, head: int = 4, length_at: int = 0,
+                 keep_head: bool = False, min_length: int = 1) -> None:
         self._buf = bytearray()
         self.max_frame = max_frame
+        self._head, self._length_at, self._keep_head, self._min_length = head, length_at, keep_head, min_length
 
     @property
     def buffered(self) -> int:
@@ -357,18 +362,20 @@ class FrameDecoder:
         out: list[bytes] = []
         pos = 0
         n = len(buf)
-        while n - pos >= 4:
-            (length,) = _LEN.unpack_from(buf, pos)
+        head, at, skip = self._head, self._length_at, 0 if self._keep_head else self._head
+        while n - pos >= head:
+            (length,) = _LEN.unpack_from(buf, pos + at)
             if length > self.max_frame:
                 buf.clear()
                 raise FrameTooLarge(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
-            if length == 0:
+            if length < self._min_length:
                 buf.clear()
                 raise DecodeError("empty frame")
-            if n - pos - 4 < length:
+            end = pos + head + length
+            if end > n:
                 break
-            out.append(bytes(buf[pos + 4 : pos + 4 + length]))
-            pos += 4 + length
+            out.append(bytes(buf[pos + skip:end]))
+            pos = end
         if pos:
             del buf[:pos]
         return out

@@ -136,8 +136,6 @@ def _writer(request: web.Request, handle: str | None) -> Identity:
 
 async def resolve(request: web.Request) -> web.Response:
     text = handle_from_path(request)
-    if not text:
-        raise InvalidHandle("Empty handle invalid")
     node = request.app[NODE]
     query = request.query
     anonymous = "Authorization" not in request.headers

@@ -45,12 +45,15 @@ def error_body(exc: HandleError) -> dict[str, Any]:
 
 
 def handle_from_path(request: web.Request) -> str:
-    """The handle in ``/api/handles/<handle>``, percent-decoded strictly as UTF-8."""
+    """The handle in ``/api/handles/<handle>``, percent-decoded strictly as UTF-8; never empty."""
     raw = request.raw_path.split("?", 1)[0][len(_HANDLES):]
     try:
-        return unquote_to_bytes(raw).decode("utf-8") if "%" in raw else raw
+        text = unquote_to_bytes(raw).decode("utf-8") if "%" in raw else raw
     except UnicodeDecodeError:
         raise InvalidHandle("Handle is not valid UTF-8") from None
+    if not text:
+        raise InvalidHandle("Empty handle invalid")
+    return text
 
 
 def answer_response(bodies: EncodedAnswers, raw_path: str, text: str, answer: Answer) -> web.Response:

@@ -17,7 +17,7 @@ from aiohttp import web
 from ..core.admin import parse_index
 from ..core.answers import Answer, EncodedAnswers
 from ..core.codes import OpCode, ResponseCode, http_status
-from ..core.errors import InvalidHandle, PeerError
+from ..core.errors import PeerError
 from ..core.messages import FLAG_AUTHORITATIVE, FLAG_TRACE, Request
 from ..nodes.pipeline import RecursiveNode
 from ..nodes.recursive import Done, Failure
@@ -43,8 +43,6 @@ BODIES: web.AppKey[EncodedAnswers] = web.AppKey("recursive_bodies", EncodedAnswe
 
 async def resolve(request: web.Request) -> web.Response:
     text = handle_from_path(request)
-    if not text:
-        raise InvalidHandle("Empty handle invalid")
     resolver = request.app[RESOLVER]
     raw_path = request.raw_path
     if "?" not in raw_path and (hit := resolver.lookup(text)) is not None:

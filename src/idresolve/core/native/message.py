@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ..codes import ResponseCode
 from ..errors import DecodeError, FrameTooLarge
+from ..wire import FrameDecoder
 from .authbodies import (
     AUTH_REQUEST_READERS,
     AUTH_SUCCESS_READERS,
@@ -177,34 +178,12 @@ def frame_length(buf: bytes | bytearray | memoryview, limits: Limits = DEFAULT_L
     return int(ENVELOPE_SIZE + length)
 
 
-class StreamFramer:
-    """Splits a TCP byte stream into whole messages' bytes; decode each with ``decode_message``."""
+class StreamFramer(FrameDecoder):
+    """Splits a TCP byte stream into whole messages' bytes (envelope included); decode each with
+    ``decode_message``. A message may announce at most ``limits.max_message`` bytes."""
 
-    __slots__ = ("_buf", "limits")
+    __slots__ = ("limits",)
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
-        self._buf = bytearray()
+        super().__init__(limits.max_message, head=ENVELOPE_SIZE, length_at=16, keep_head=True, min_length=0)
         self.limits = limits
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
-
-    def feed(self, data: bytes) -> list[bytes]:
-        buf = self._buf
-        buf += data
-        out: list[bytes] = []
-        pos = 0
-        while True:
-            try:
-                size = frame_length(buf, self.limits, pos)
-            except FrameTooLarge:
-                buf.clear()
-                raise
-            if size is None or len(buf) - pos < size:
-                break
-            out.append(bytes(buf[pos:pos + size]))
-            pos += size
-        if pos:
-            del buf[:pos]
-        return out
