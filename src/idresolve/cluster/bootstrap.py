@@ -93,25 +93,29 @@ def _ensure(parent: BlockingClient, owner: BlockingClient, handle: str, values: 
     report.created.append(handle)
 
 
-def _client(n: NodePlan, prefix: str, master: str, timeout_s: float) -> BlockingClient:
-    return BlockingClient(n.dial_host, n.tcp_port, timeout_s=timeout_s,
-                          auth=(identity_of(prefix), secret_for(master, prefix).encode()))
+def _client(n: NodePlan, prefix: str, master: str, timeout_s: float,
+            client: type[BlockingClient] = BlockingClient) -> BlockingClient:
+    return client(n.dial_host, n.tcp_port, timeout_s=timeout_s,
+                  auth=(identity_of(prefix), secret_for(master, prefix).encode()))
 
 
 def bootstrap(plan: ClusterPlan, master: str, *, progress: Callable[[str], None] | None = None,
-              timeout_s: float = 10.0) -> BootstrapReport:
+              timeout_s: float = 10.0, client: type[BlockingClient] = BlockingClient) -> BootstrapReport:
+    """Allocate every prefix of ``plan`` and register the demo identifier. ``client`` is how nodes are
+    reached: ``BlockingClient`` on sockets, or a subclass moving the same bytes another way (the
+    virtual-time simulator's in-memory network)."""
     report = BootstrapReport()
     say = progress or (lambda _msg: None)
     topo = plan.topology
     top = plan.primary_top()
     country = top.spec.prefix or "88"
     secondaries = {s.name: s for s in topo.nodes_by_role("secondary")}
-    with _client(top, country, master, timeout_s) as c:
+    with _client(top, country, master, timeout_s, client) as c:
         for sec in secondaries.values():
             if not sec.connected or sec.prefix is None:
                 continue
             values = allocation_values(country, sec.prefix, master, plan.node(sec.name), owner_perms=OWNER_AT_PARENT_PERMS)
-            with _client(top, sec.prefix, master, timeout_s) as owner:
+            with _client(top, sec.prefix, master, timeout_s, client) as owner:
                 _ensure(c, owner, prefix_handle(sec.prefix), values, report)
     say(f"top-level registry: {len(report.created)} allocated, {len(report.unchanged)} already in place")
     for sec in secondaries.values():
@@ -119,13 +123,13 @@ def bootstrap(plan: ClusterPlan, master: str, *, progress: Callable[[str], None]
         if not enterprises or sec.prefix is None:
             continue
         node = plan.node(sec.name)
-        with _client(node, sec.prefix, master, timeout_s) as c:
+        with _client(node, sec.prefix, master, timeout_s, client) as c:
             for ent in enterprises:
                 if ent.prefix is None:
                     continue
                 site = None if ent.hosted else plan.node(ent.name)
                 values = allocation_values(sec.prefix, ent.prefix, master, site, owner_perms=ALL_PERMS)
-                with _client(node, ent.prefix, master, timeout_s) as owner:
+                with _client(node, ent.prefix, master, timeout_s, client) as owner:
                     _ensure(c, owner, prefix_handle(ent.prefix), values, report)
     say(f"enterprise prefixes: {len(topo.nodes_by_role('enterprise'))} in place")
     demo_prefix = DEMO_PREFIX if any(n.prefix == DEMO_PREFIX for n in topo.nodes) else next(
@@ -133,7 +137,7 @@ def bootstrap(plan: ClusterPlan, master: str, *, progress: Callable[[str], None]
     if demo_prefix is not None:
         holder = plan.holder_of(demo_prefix)
         demo = f"{demo_prefix}/{DEMO_SUFFIX}"
-        with _client(holder, demo_prefix, master, timeout_s) as c:
+        with _client(holder, demo_prefix, master, timeout_s, client) as c:
             values = (string_value(1, "URL", f"https://example.com/products/{DEMO_SUFFIX}"),
                       string_value(2, "DESC", "Demo product: a tyre batch registered at start-up by idresolve"),
                       string_value(2000, "productName", "Radial tyre 205/55R16"),

@@ -62,18 +62,19 @@ def seed_cluster(cluster: dict[str, Any], data_dir: Path, count: int, *, batch_s
 
 
 def seed_plan(plan: ClusterPlan, master: str, count: int, *, batch_size: int = 1000, tag: str = "SEED",
-              show_progress: bool = False) -> dict[str, Any]:
-    """Seed the cluster of ``plan`` (the nodes at their dial hosts), each admin's secret derived from ``master``."""
+              show_progress: bool = False, client: type[BlockingClient] = BlockingClient) -> dict[str, Any]:
+    """Seed the cluster of ``plan`` (the nodes at their dial hosts), each admin's secret derived from ``master``;
+    ``client`` reaches the nodes (``BlockingClient``, or the simulator's in-memory one)."""
     targets = []
     for e in plan.enterprises():
         if e.prefix:
             holder = plan.holder_of(e.prefix)
             targets.append(SeedTarget(e.prefix, holder.dial_host, holder.tcp_port, secret_for(master, e.prefix)))
-    return seed_targets(targets, count, batch_size=batch_size, tag=tag, show_progress=show_progress)
+    return seed_targets(targets, count, batch_size=batch_size, tag=tag, show_progress=show_progress, client=client)
 
 
 def seed_targets(targets: Sequence[SeedTarget], count: int, *, batch_size: int = 1000, tag: str = "SEED",
-                 show_progress: bool = True) -> dict[str, Any]:
+                 show_progress: bool = True, client: type[BlockingClient] = BlockingClient) -> dict[str, Any]:
     if not targets:
         raise ValueError("the cluster has no enterprises to seed")
     share, extra = divmod(count, len(targets))
@@ -86,7 +87,7 @@ def seed_targets(targets: Sequence[SeedTarget], count: int, *, batch_size: int =
         if n == 0:
             continue
         prefix = ent.prefix
-        with BlockingClient(ent.host, ent.port, timeout_s=60.0, auth=(ent.identity, ent.secret.encode())) as c:
+        with client(ent.host, ent.port, timeout_s=60.0, auth=(ent.identity, ent.secret.encode())) as c:
             for start in range(0, n, batch_size):
                 items = [(f"{prefix}/{tag}{k:09d}",
                           (string_value(1, "URL", f"https://example.com/{prefix}/{tag}{k:09d}"),

@@ -1,0 +1,293 @@
+"""The discrete-event scheduler and the resolution path: arrivals, hops, answers, timeouts in virtual time.
+
+Time is the seconds since the epoch of the virtual day (``clock.now``, read by every node). Two sources
+of work, merged in time order: the arrival blocks (``draw.ArrivalBlocks``: lists, no event objects) and
+a heap of scheduled events ``(time, seq, handler, argument)``, ``seq`` breaking ties in the order they
+were scheduled. So every node sees its work in time order, and each request's start and finish on the
+node's ``Server`` are known when it arrives (Lindley's recursion): one heap event for the request's
+arrival at the upstream node and one for its answer back, none for a recursive node's cache hit.
+
+A resolution is the project's own ``Walk``: ``next_hop(now)`` names the upstream and the request, which
+goes out as bytes on the recursive node's ``ClientConnection``; the upstream's ``ServerConnection`` and
+``AuthoritativeService`` answer it (``SimAuthoritative.serve``); the answer's bytes come back, are
+decoded by the same ``ClientConnection`` and handed to ``answered(resp, now)``; a lost request, a late
+answer or a dead node become ``timed_out(now)``. TTL expiry is checked by the caches at lookup.
+
+The order of events is folded into ``fingerprint`` (each heap event's ``seq`` and each arrival's index),
+so a test can check that a seed gives the same run.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..core.codes import OpCode, ResponseCode
+from ..core.messages import FLAG_TRACE, Request
+from ..nodes.recursive import Failure
+from .build import SimCluster
+from .draw import READ, REGISTER, WRITE, ArrivalBlocks
+from .links import Links
+from .nodes import BUSY, SimRecursive
+from .stats import HOUR_S, Stats, add
+
+MASK = (1 << 61) - 1
+TIMEOUT_FAILURES = frozenset({Failure.UPSTREAM_TIMEOUT, Failure.NO_UPSTREAM})
+Handler = Callable[[float, Any], None]
+
+
+class Engine:
+    def __init__(self, cluster: SimCluster, links: Links, costs: dict[str, float], stats: Stats, *,
+                 t_start: float, t_end: float, client_timeout_s: float, trace: bool = False,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.c, self.links, self.costs, self.stats = cluster, links, costs, stats
+        self.clock = cluster.clock
+        self.t_start, self.t_end = t_start, t_end
+        self.client_timeout_s = client_timeout_s
+        self.flags = FLAG_TRACE if trace else 0
+        self.heap: list[tuple[float, int, Handler, Any]] = []
+        self.seq = 0
+        self.fingerprint = 0
+        self.events_done = 0
+        self.arrivals_done = 0
+        self.progress = progress
+        self.role = {n.name: n.role for n in cluster.plan.nodes}
+        self.recs: list[SimRecursive] = list(cluster.rec.values())
+        for rec in self.recs:
+            rec.timeout_handler = self._hop_timeout
+        self.writes: Any = None  # sim.writes.Writes, for write and registration arrivals
+        self.wall_s = 0.0
+
+    # -- scheduling ---------------------------------------------------------------------------------
+    def at(self, t: float, handler: Handler, arg: Any = None) -> None:
+        heapq.heappush(self.heap, (t, self.seq, handler, arg))
+        self.seq += 1
+
+    def _events_until(self, t: float) -> None:
+        heap, pop, clock = self.heap, heapq.heappop, self.clock
+        fp = self.fingerprint
+        n = 0
+        while heap and heap[0][0] <= t:
+            te, s, handler, arg = pop(heap)
+            clock.now = te
+            fp = (fp * 1_000_003 ^ s) & MASK
+            n += 1
+            handler(te, arg)
+        self.fingerprint = fp
+        self.events_done += n
+
+    def run(self, blocks: ArrivalBlocks, *, drain_s: float = 120.0) -> None:
+        """Every arrival of ``blocks``, then the events still scheduled (bounded by ``drain_s``)."""
+        wall0 = time.perf_counter()
+        next_report = wall0 + 1.0
+        resolve, write = self._resolve, self._write_arrival
+        recs, heap = self.recs, self.heap
+        index = 0
+        while (block := blocks.next_block()) is not None:
+            times, which, kinds, handles = block
+            for i in range(len(times)):
+                t = times[i]
+                if heap and heap[0][0] <= t:
+                    self._events_until(t)
+                self.clock.now = t
+                self.fingerprint = (self.fingerprint * 1_000_003 ^ (index << 1 | 1)) & MASK
+                index += 1
+                if kinds[i] == READ:
+                    resolve(t, recs[which[i]], handles[i])
+                else:
+                    write(t, kinds[i], handles[i])
+            self.arrivals_done = index
+            if self.progress is not None and time.perf_counter() >= next_report:
+                next_report = time.perf_counter() + 1.0
+                self._report(wall0)
+        self._events_until(self.t_end + drain_s)
+        self.wall_s = time.perf_counter() - wall0
+        if self.progress is not None:
+            self._report(wall0)
+
+    def _report(self, wall0: float) -> None:
+        assert self.progress is not None
+        wall = max(1e-9, time.perf_counter() - wall0)
+        done = (self.clock.now - self.t_start) / max(1e-9, self.t_end - self.t_start)
+        v = self.clock.now - self.t_start
+        self.progress(f"virtual {int(v // 3600):02d}:{int(v % 3600 // 60):02d}:{int(v % 60):02d} "
+                      f"({min(1.0, done):.0%})  {self.arrivals_done:,} arrivals  "
+                      f"{self.arrivals_done / wall:,.0f} arrivals/s  {self.events_done / wall:,.0f} events/s")
+
+    # -- a resolution at a recursive node -------------------------------------------------------------
+    def _resolve(self, t: float, rec: SimRecursive, handle: str) -> None:
+        srv = rec.server
+        hour = self.stats.hour(t)
+        hour.offered += 1
+        if srv.down:
+            hour.unreachable += 1
+            return
+        bu = srv.busy_until
+        start = bu if bu > t else t
+        hi = int((t - self.t_start) / HOUR_S)
+        if start > t and not srv.admit(t, start):
+            srv.shed += 1
+            self._answered(t, srv.occupy(t, start, self.costs[BUSY], hi), ResponseCode.SERVER_TOO_BUSY, False)
+            return
+        self.clock.now = start
+        if not self.flags:
+            hit = rec.lookup(handle)
+            if hit is not None:
+                hour.hits += 1
+                self._answered(t, srv.occupy(t, start, self.costs["rec_cached"], hi), hit.code, True)
+                return
+        request = Request(0, OpCode.RESOLUTION, handle, self.flags)
+        walk = rec.node.begin(request, start)
+        finish = srv.occupy(t, start, self.costs["rec_walk"], hi)
+        token = [walk, t, request, True]
+        if walk.finished:
+            self._done(rec, token, finish)
+        else:
+            rec.active[id(token)] = token
+            self._hop(rec, token, finish)
+
+    def _hop(self, rec: SimRecursive, token: list[Any], now: float) -> None:
+        walk = token[0]
+        hop = walk.next_hop(now)
+        if hop is None:
+            self._done(rec, token, now)
+            return
+        upstream, request = hop
+        self.stats.hour(token[1]).upstream += 1
+        conn = rec.connection(upstream.address)
+        rid, frame = conn.send(request, token)
+        deadline = now + rec.hop_timeout_s
+        target = self.c.by_address.get(upstream.address)
+        out = None if target is None else self.links.one_way(rec.name, target.name)
+        if out is None:
+            self.at(deadline, self._hop_timeout, (rec, conn, rid, token))
+            return
+        self.at(now + out, self._arrive, (rec, conn, rid, frame, token, deadline, target, self._hop_answer))
+
+    def _arrive(self, t: float, arg: tuple[Any, ...]) -> None:
+        """A request reaches an authoritative node: queue, shed or serve, and send the answer back."""
+        client, conn, rid, frame, token, deadline, target, on_answer = arg
+        srv = target.server
+        back = self.links.one_way(target.name, client.name)
+        if srv.down:  # a host whose node died refuses the connection: known after the way back
+            self.at(min(deadline, t + (back or 0.0)), self._refused, (client, conn, rid, token))
+            return
+        bu = srv.busy_until
+        start = bu if bu > t else t
+        hi = int((t - self.t_start) / HOUR_S)
+        self.clock.now = start
+        if start > t and not srv.admit(t, start):
+            srv.shed += 1
+            data, cost = target.refuse(client.name, frame), self.costs[BUSY]
+        else:
+            data, op = target.serve(client.name, frame)
+            cost = self.costs[op]
+            if op == "auth_write" and target.last_items:
+                cost += target.last_items * self.costs["auth_batch_item"]
+        finish = srv.occupy(t, start, cost, hi)
+        if back is None or finish + back > deadline:
+            self.at(deadline, client.timeout_handler, (client, conn, rid, token))
+            return
+        self.at(finish + back, on_answer, (client, conn, data, token, target, t))
+
+    def _refused(self, t: float, arg: tuple[Any, ...]) -> None:
+        client, conn, rid, token = arg
+        client.timeout_handler(t, arg)
+
+    def _hop_answer(self, t: float, arg: tuple[Any, ...]) -> None:
+        rec, conn, data, token, target, arrived = arg
+        if target.server.killed_at >= arrived:  # the node died before its answer left: the connection broke
+            self._hop_timeout(t, (rec, conn, None, token))
+            return
+        if not token[3]:
+            return  # the recursive node died since: the walk died with it (counted then)
+        srv = rec.server
+        bu = srv.busy_until
+        start = bu if bu > t else t
+        finish = srv.occupy(t, start, self.costs["rec_hop"], int((t - self.t_start) / HOUR_S))
+        self.clock.now = start
+        for tok, resp in conn.receive_data(data):
+            tok[0].answered(resp, start)
+        self._hop(rec, token, finish)
+
+    def _hop_timeout(self, t: float, arg: tuple[Any, ...]) -> None:
+        rec, conn, rid, token = arg
+        if rid is not None:
+            conn.forget(rid)
+        if not token[3]:
+            return
+        srv = rec.server
+        bu = srv.busy_until
+        start = bu if bu > t else t
+        finish = srv.occupy(t, start, self.costs["rec_hop"], int((t - self.t_start) / HOUR_S))
+        self.clock.now = start
+        token[0].timed_out(start)
+        self._hop(rec, token, finish)
+
+    def _done(self, rec: SimRecursive, token: list[Any], now: float) -> None:
+        walk, t0, request = token[0], token[1], token[2]
+        rec.active.pop(id(token), None)
+        done = walk.done
+        resp = rec.node.respond(request, done)
+        hour = self.stats.hour(t0)
+        if done.cached:
+            hour.hits += 1
+        stats = self.stats
+        hops = 0
+        for h in done.trace:
+            if h.cached:
+                continue
+            hops += 1
+            role = self.role.get(h.node, "?")
+            if h.code < 0:
+                stats.hop_timeouts[role] = stats.hop_timeouts.get(role, 0) + 1
+            else:
+                add(stats.hops.setdefault(role, {}), h.elapsed_us)
+        stats.hop_counts[hops] = stats.hop_counts.get(hops, 0) + 1
+        if done.failure is not None:
+            stats.failures[done.failure.value] = stats.failures.get(done.failure.value, 0) + 1
+        self._answered(t0, now, resp.code, done.cached, done.failure in TIMEOUT_FAILURES)
+
+    def _answered(self, t0: float, now: float, code: int, cached: bool, timed_out: bool = False) -> None:
+        hour = self.stats.hour(t0)
+        latency = now - t0
+        if latency > self.client_timeout_s:  # the client gave up: it waited the timeout
+            latency, timed_out = self.client_timeout_s, True
+        hour.answered += 1
+        add(hour.lat, int(latency * 1e6))
+        codes = self.stats.codes
+        codes[code] = codes.get(code, 0) + 1
+        if timed_out:
+            hour.timeouts += 1
+        elif code == ResponseCode.SUCCESS:
+            hour.ok += 1
+        elif code == ResponseCode.HANDLE_NOT_FOUND:
+            hour.not_found += 1
+        elif code == ResponseCode.SERVER_TOO_BUSY:
+            hour.shed += 1
+        else:
+            hour.failed += 1
+
+    def _write_arrival(self, t: float, kind: int, handle: str) -> None:
+        if self.writes is not None:
+            if kind == WRITE:
+                self.writes.change(t, handle)
+            elif kind == REGISTER:
+                self.writes.register(t)
+
+    # -- node deaths ------------------------------------------------------------------------------------
+    def kill(self, name: str, t: float) -> None:
+        node = self.c.node(name)
+        node.server.kill(t)
+        if isinstance(node, SimRecursive):  # its walks in progress die with it: their clients see an error
+            for token in node.active.values():
+                token[3] = False
+                self._answered(token[1], t, ResponseCode.ERROR, False)
+            node.active.clear()
+
+    def recover(self, name: str, t: float) -> None:
+        node = self.c.node(name)
+        node.server.recover(t)
+        node.restart()

@@ -1,0 +1,72 @@
+"""The network between simulated nodes: one-way delays from ``core.latency``, and what events change.
+
+``one_way(a, b)`` is the seconds a message from node ``a`` to node ``b`` takes, or None when it is lost:
+the latency model's sample (base delay by location, gaussian jitter clipped at 3 sigma, loss) with the
+links' own seeded ``random.Random``, then a degraded link's factor, added delay and loss, and a partition
+(a message between the two sides is lost). Clients of a node sit at the node's location.
+"""
+
+from __future__ import annotations
+
+import random
+
+from ..core.latency import LatencyModel
+from ..core.topology import Location, Topology
+
+
+class Links:
+    def __init__(self, topology: Topology, scenario: str | None, where: dict[str, Location],
+                 rng: random.Random) -> None:
+        self.topology = topology
+        self.where = where
+        self.rng = rng
+        self.model = LatencyModel.for_topology(topology, scenario)
+        self.scenario = scenario or topology.default_scenario
+        self.degraded: dict[tuple[str, str], tuple[float, float, float]] = {}  # (a, b) -> factor, add s, loss
+        self.side: dict[str, int] = {}  # partition: node -> side (absent: side 0)
+        self._plain = True  # nothing degraded or partitioned: the hot path skips the look-ups
+        self.lost = 0
+
+    def set_scenario(self, scenario: str) -> None:
+        self.model = LatencyModel.for_topology(self.topology, scenario)
+        self.scenario = scenario
+
+    def one_way(self, a: str, b: str) -> float | None:
+        where = self.where
+        ms = self.model.sample_one_way_ms(where[a], where[b], self.rng)
+        if ms is None:
+            self.lost += 1
+            return None
+        if self._plain:
+            return ms / 1000.0
+        side = self.side
+        if side.get(a, 0) != side.get(b, 0):
+            self.lost += 1
+            return None
+        d = self.degraded.get((a, b)) or self.degraded.get((a, "*")) or self.degraded.get((b, "*"))
+        if d is not None:
+            factor, add_s, loss = d
+            if loss > 0 and self.rng.random() < loss:
+                self.lost += 1
+                return None
+            return ms / 1000.0 * factor + add_s
+        return ms / 1000.0
+
+    def degrade(self, a: str, b: str, factor: float, add_ms: float, loss: float) -> None:
+        if factor == 1.0 and add_ms == 0.0 and loss == 0.0:
+            self.degraded.pop((a, b), None)
+            self.degraded.pop((b, a), None)
+        else:
+            self.degraded[(a, b)] = self.degraded[(b, a)] = (factor, add_ms / 1000.0, loss)
+        self._refresh()
+
+    def partition(self, nodes: list[str]) -> None:
+        self.side = {n: 1 for n in nodes}
+        self._refresh()
+
+    def heal(self) -> None:
+        self.side = {}
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self._plain = not self.degraded and not self.side

@@ -1,0 +1,187 @@
+"""One simulation run: a workload, a seed and a run number in; the report's data out.
+
+The virtual day is Monday 2024-03-04 in China (UTC+8): the run starts at the workload's ``start`` time of
+that day (after ``warmup``, whose arrivals warm the caches and are not reported) and lasts ``duration``.
+Random streams come from ``draw.streams(seed, run)``; everything else is deterministic, so a seed and a
+run number give the same run, event for event (``Engine.fingerprint``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import resource
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..bench.cluster import SEED_TAG, Cluster
+from ..cluster.plan import ClusterPlan
+from ..cluster.seeding import seed_plan
+from ..cluster.supervisor import UpOptions, cluster_description
+from ..core.latency import LatencyModel
+from ..core.topology import Topology, TopologyError, load_topology
+from .build import NodeSettings, SimCluster, VirtualClock, build_cluster, connect_all
+from .draw import ArrivalBlocks, Zipf, streams
+from .engine import Engine
+from .events import SimEvent
+from .links import Links
+from .space import IdentifierSpace, build_space
+from .stats import HOUR_S, Stats
+from .whatif import WhatIfError, WhatIfs, check_events
+from .workload import Workload, WorkloadError
+from .writes import Replication, Writes
+
+DAY0 = 1_709_481_600.0  # 2024-03-04 00:00 in China (UTC+8)
+MEMO_RANKS = 1 << 17  # identifiers of the most popular ranks are made once
+MASTER = "idresolve-simulation"  # the cluster secret: every prefix admin's secret derives from it
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    workload: Workload
+    seed: int = 1
+    run: int = 0
+    duration_s: float | None = None  # None: the workload's
+    events: tuple[SimEvent, ...] = ()  # added to the workload's
+    keys: tuple[str, ...] = ()  # keys = "cycle": the identifiers, in order (else: the seeded layout)
+    label: str = ""
+
+
+@dataclass
+class RunResult:
+    spec: RunSpec
+    cluster: SimCluster
+    engine: Engine
+    stats: Stats
+    topology: Topology
+    t_start: float
+    duration_s: float
+    build_s: float
+    peak_rss_mb: float
+    keys_seeded: int
+
+
+def topology_for(w: Workload) -> Topology:
+    base = Path(w.source).parent if w.source else Path("config")
+    path = w.topology if w.topology.is_absolute() else base / w.topology
+    try:
+        topo = load_topology(path)
+    except TopologyError as exc:
+        raise WorkloadError(f"workload {w.name!r}: {exc}") from None
+    return connect_all(topo) if w.connect_all else topo
+
+
+def seeded_keys(plan: ClusterPlan, topology: Topology, count: int) -> list[str]:
+    """The identifiers ``idresolve seed --identifiers COUNT --prefix-suffix BENCH`` registers that resolve
+    through the top level, in the interleaved order the benchmark's load generator cycles through."""
+    opts = UpOptions(Path(topology.source), Path("."), plan.base_port, 1, "on", None)
+    return Cluster(Path("."), cluster_description(plan, opts), topology).identifiers(count)
+
+
+def _key_source(w: Workload, space: IdentifierSpace, rng: Any, keys: list[str]) -> Callable[[], str]:
+    if w.keys == "cycle":
+        return itertools.cycle(keys).__next__
+    if w.keys == "uniform":
+        total, rand, of_rank = space.total, rng.randrange, space.handle_of_rank
+        return lambda: of_rank(rand(total))
+    zipf, of_rank = Zipf(space.total, w.zipf_exponent, rng), space.handle_of_rank
+    memo: list[str | None] = [None] * min(MEMO_RANKS, space.total)
+    draw, limit = zipf.draw, len(memo)
+
+    def key() -> str:
+        r = draw()
+        if r < limit:
+            h = memo[r]
+            if h is None:
+                h = memo[r] = of_rank(r)
+            return h
+        return of_rank(r)
+
+    return key
+
+
+def _shares(w: Workload, cluster: SimCluster) -> list[float]:
+    names = list(cluster.rec)
+    unknown = sorted(set(w.clients) - set(names))
+    if unknown:
+        raise WorkloadError(f"workload {w.name!r}: clients name {', '.join(unknown)}, which are not recursive "
+                            f"nodes of the topology ({', '.join(names)})")
+    if not w.clients:
+        return [1.0] * len(names)
+    return [w.clients.get(n, 0.0) for n in names]
+
+
+def simulate(spec: RunSpec, *, progress: Callable[[str], None] | None = None) -> RunResult:
+    import time
+
+    t_build = time.perf_counter()
+    w = spec.workload
+    duration = spec.duration_s if spec.duration_s is not None else w.duration_s
+    if duration <= 0:
+        raise WorkloadError("the duration must be above 0")
+    topology = topology_for(w)
+    rng = streams(spec.seed, spec.run)
+    space = build_space(topology, w.space)
+    t_start = DAY0 + w.start_s
+    clock = VirtualClock(t_start - w.warmup_s)
+    scenario = w.scenario or topology.default_scenario
+    try:
+        latency = LatencyModel.for_topology(topology, scenario)
+    except TopologyError as exc:
+        raise WorkloadError(f"workload {w.name!r}: {exc.problem}") from None
+    cluster = build_cluster(topology, space, latency=latency, settings=w.nodes, clock=clock, master=MASTER)
+    events = (*w.events, *spec.events)
+    try:
+        check_events(events, topology, set(cluster.auth) | set(cluster.rec))
+    except WhatIfError as exc:
+        raise WorkloadError(str(exc)) from None
+    keys = list(spec.keys)
+    seeded = 0
+    if w.keys == "cycle" and not keys:
+        seeded = seed_plan(cluster.plan, MASTER, w.key_count, tag=SEED_TAG, client=cluster.setup_client())["registered"]
+        keys = seeded_keys(cluster.plan, topology, w.key_count)
+        if not keys:
+            raise WorkloadError(f"workload {w.name!r}: no seeded identifier resolves through the top level")
+    links = Links(topology, scenario, cluster.location, rng["links"])
+    stats = Stats(t_start, math.ceil(duration / HOUR_S))
+    t_end = t_start + duration
+    engine = Engine(cluster, links, w.service_times.seconds(), stats, t_start=t_start, t_end=t_end,
+                    client_timeout_s=w.client_timeout_s, trace=w.trace, progress=progress)
+    engine.writes = Writes(engine, space, rng["writes"])
+    Replication(engine)
+    WhatIfs(engine).schedule(events)
+    for b in w.bursts:
+        for i in range(b.batches):
+            engine.at(t_start + b.at_s + i * b.every_s, engine.writes.burst, (b.prefix, b.size))
+    if w.warmup_s > 0:
+        engine.at(t_start, lambda _t, _a: _reset_servers(cluster), None)
+    segment = 86_400.0 / len(w.profile)
+    edges = [DAY0 + k * segment for k in range(int((t_start - w.warmup_s - DAY0) // segment),
+                                               int((t_end - DAY0) // segment) + 2)]
+    blocks = ArrivalBlocks(t0=t_start - w.warmup_s, t_end=t_end, rate_at=lambda t: w.rate_at((t - DAY0) % 86_400.0),
+                           edges=edges, poisson=w.arrivals == "poisson", shares=_shares(w, cluster),
+                           unknown_share=w.unknown_share, write_share=w.write_share,
+                           register_share=w.register_share, key=_key_source(w, space, rng["keys"], keys),
+                           unknown=lambda: space.unknown_handle(rng["keys"].randrange(space.total)),
+                           rng=rng["arrivals"])
+    build_s = time.perf_counter() - t_build
+    engine.run(blocks)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return RunResult(spec, cluster, engine, stats, topology, t_start, duration, build_s, peak, seeded)
+
+
+def _reset_servers(cluster: SimCluster) -> None:
+    for node in [*cluster.auth.values(), *cluster.rec.values()]:
+        s = node.server
+        s.requests = s.shed = s.peak_queue = 0
+        s.busy_s = s.sojourn_s = 0.0
+
+
+def with_settings(w: Workload, **changes: Any) -> Workload:
+    """``w`` with node settings replaced (studies and tests)."""
+    return replace(w, nodes=replace(w.nodes, **changes))
+
+
+__all__ = ["DAY0", "NodeSettings", "RunResult", "RunSpec", "simulate"]
