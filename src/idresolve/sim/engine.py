@@ -58,7 +58,16 @@ class Engine:
         for rec in self.recs:
             rec.timeout_handler = self._hop_timeout
         self.writes: Any = None  # sim.writes.Writes, for write and registration arrivals
+        # Opt-in (agreement): end-to-end latency per path (the nodes asked, or "cache") and per-node hop times.
+        self.paths: dict[str, dict[int, int]] | None = None
+        self.hop_nodes: dict[str, dict[int, int]] | None = None
         self.wall_s = 0.0
+        self.servers = [n.server for n in (*cluster.auth.values(), *cluster.rec.values())]
+        self.hour = stats.warm  # where arrivals of the current hour are counted
+        self.hour_end = t_start  # when the current hour ends (the warm-up ends at t_start)
+        self.hour_index = -1
+        c = costs
+        self._cached_s, self._walk_s, self._hop_s, self._busy_s = c["rec_cached"], c["rec_walk"], c["rec_hop"], c[BUSY]
 
     # -- scheduling ---------------------------------------------------------------------------------
     def at(self, t: float, handler: Handler, arg: Any = None) -> None:
@@ -91,6 +100,8 @@ class Engine:
                 t = times[i]
                 if heap and heap[0][0] <= t:
                     self._events_until(t)
+                if t >= self.hour_end:
+                    self._next_hour(t)
                 self.clock.now = t
                 self.fingerprint = (self.fingerprint * 1_000_003 ^ (index << 1 | 1)) & MASK
                 index += 1
@@ -102,10 +113,27 @@ class Engine:
             if self.progress is not None and time.perf_counter() >= next_report:
                 next_report = time.perf_counter() + 1.0
                 self._report(wall0)
+        while self.hour_end <= self.t_end:
+            self._next_hour(self.hour_end)
         self._events_until(self.t_end + drain_s)
+        for srv in self.servers:
+            srv.snapshot()  # the last hour gets what its answers cost after it ended
         self.wall_s = time.perf_counter() - wall0
         if self.progress is not None:
             self._report(wall0)
+
+    def _next_hour(self, t: float) -> None:
+        """Arrivals from ``t`` on count in the hour that holds ``t``; the servers' hourly snapshots follow."""
+        while t >= self.hour_end:
+            for srv in self.servers:
+                if self.hour_index >= 0:
+                    srv.snapshot()
+                else:
+                    srv.reset()  # the warm-up (if any) is over: count from here
+            self.hour_index += 1
+            self.hour_end = self.t_start + (self.hour_index + 1) * HOUR_S
+        hours = self.stats.hours
+        self.hour = hours[min(self.hour_index, len(hours) - 1)]
 
     def _report(self, wall0: float) -> None:
         assert self.progress is not None
@@ -119,28 +147,41 @@ class Engine:
     # -- a resolution at a recursive node -------------------------------------------------------------
     def _resolve(self, t: float, rec: SimRecursive, handle: str) -> None:
         srv = rec.server
-        hour = self.stats.hour(t)
+        hour = self.hour
         hour.offered += 1
         if srv.down:
             hour.unreachable += 1
             return
         bu = srv.busy_until
         start = bu if bu > t else t
-        hi = int((t - self.t_start) / HOUR_S)
         if start > t and not srv.admit(t, start):
             srv.shed += 1
-            self._answered(t, srv.occupy(t, start, self.costs[BUSY], hi), ResponseCode.SERVER_TOO_BUSY, False)
+            self._answered(t, srv.occupy(t, start, self._busy_s), ResponseCode.SERVER_TOO_BUSY, False)
             return
         self.clock.now = start
         if not self.flags:
             hit = rec.lookup(handle)
-            if hit is not None:
+            if hit is not None:  # the hot path: a cache hit, answered at once (``_answered`` inlined)
+                finish = srv.occupy(t, start, self._cached_s)
                 hour.hits += 1
-                self._answered(t, srv.occupy(t, start, self.costs["rec_cached"], hi), hit.code, True)
+                hour.answered += 1
+                us = int((finish - t) * 1e6)
+                if us >= 2048:
+                    sh = us.bit_length() - 11
+                    us = ((us >> sh) << sh) + (1 << (sh - 1))
+                lat = hour.lat
+                lat[us] = lat.get(us, 0) + 1
+                code = hit.code
+                codes = self.stats.codes
+                codes[code] = codes.get(code, 0) + 1
+                if code == ResponseCode.SUCCESS:
+                    hour.ok += 1
+                else:
+                    self._count_code(hour, code)
                 return
         request = Request(0, OpCode.RESOLUTION, handle, self.flags)
         walk = rec.node.begin(request, start)
-        finish = srv.occupy(t, start, self.costs["rec_walk"], hi)
+        finish = srv.occupy(t, start, self._walk_s)
         token = [walk, t, request, True]
         if walk.finished:
             self._done(rec, token, finish)
@@ -176,7 +217,6 @@ class Engine:
             return
         bu = srv.busy_until
         start = bu if bu > t else t
-        hi = int((t - self.t_start) / HOUR_S)
         self.clock.now = start
         if start > t and not srv.admit(t, start):
             srv.shed += 1
@@ -186,7 +226,7 @@ class Engine:
             cost = self.costs[op]
             if op == "auth_write" and target.last_items:
                 cost += target.last_items * self.costs["auth_batch_item"]
-        finish = srv.occupy(t, start, cost, hi)
+        finish = srv.occupy(t, start, cost)
         if back is None or finish + back > deadline:
             self.at(deadline, client.timeout_handler, (client, conn, rid, token))
             return
@@ -206,7 +246,7 @@ class Engine:
         srv = rec.server
         bu = srv.busy_until
         start = bu if bu > t else t
-        finish = srv.occupy(t, start, self.costs["rec_hop"], int((t - self.t_start) / HOUR_S))
+        finish = srv.occupy(t, start, self._hop_s)
         self.clock.now = start
         for tok, resp in conn.receive_data(data):
             tok[0].answered(resp, start)
@@ -221,7 +261,7 @@ class Engine:
         srv = rec.server
         bu = srv.busy_until
         start = bu if bu > t else t
-        finish = srv.occupy(t, start, self.costs["rec_hop"], int((t - self.t_start) / HOUR_S))
+        finish = srv.occupy(t, start, self._hop_s)
         self.clock.now = start
         token[0].timed_out(start)
         self._hop(rec, token, finish)
@@ -246,6 +286,13 @@ class Engine:
             else:
                 add(stats.hops.setdefault(role, {}), h.elapsed_us)
         stats.hop_counts[hops] = stats.hop_counts.get(hops, 0) + 1
+        if self.paths is not None and self.hop_nodes is not None:
+            asked = [h for h in done.trace if not h.cached]
+            key = ">".join(h.node for h in asked) if asked else "cache"
+            add(self.paths.setdefault(key, {}), int((now - t0) * 1e6))
+            for h in asked:
+                if h.code >= 0:
+                    add(self.hop_nodes.setdefault(h.node, {}), h.elapsed_us)
         if done.failure is not None:
             stats.failures[done.failure.value] = stats.failures.get(done.failure.value, 0) + 1
         self._answered(t0, now, resp.code, done.cached, done.failure in TIMEOUT_FAILURES)
@@ -263,7 +310,12 @@ class Engine:
             hour.timeouts += 1
         elif code == ResponseCode.SUCCESS:
             hour.ok += 1
-        elif code == ResponseCode.HANDLE_NOT_FOUND:
+        else:
+            self._count_code(hour, code)
+
+    @staticmethod
+    def _count_code(hour: Any, code: int) -> None:
+        if code == ResponseCode.HANDLE_NOT_FOUND:
             hour.not_found += 1
         elif code == ResponseCode.SERVER_TOO_BUSY:
             hour.shed += 1

@@ -38,6 +38,18 @@ WRITE_OPS = frozenset({OpCode.CREATE_HANDLE, OpCode.DELETE_HANDLE, OpCode.ADD_VA
                        OpCode.MODIFY_VALUE, OpCode.REGISTRY_SYNC})
 
 
+MEMO_ENTRIES = 262_144
+
+
+def big_memo() -> ResponseMemo:
+    """A ``ResponseMemo`` (answers seen before are not decoded again: what it returns is exactly what
+    decoding gives) that keeps more of them than a real node's: a speed-up of the simulator that changes
+    no result (a node's CPU cost comes from the service-time model, not from the time decoding takes)."""
+    memo = ResponseMemo()
+    memo.MAX_ENTRIES = MEMO_ENTRIES  # type: ignore[misc]
+    return memo
+
+
 class VirtualLag:
     """Stands in for ``net.admission.LoopLag``: the engine sets ``lag_s`` before asking ``admit``."""
 
@@ -48,36 +60,28 @@ class VirtualLag:
 
 
 class Server:
-    """A node's CPU in virtual time (see the module docstring)."""
+    """A node's CPU in virtual time (see the module docstring). Totals grow with every request; the engine
+    takes a snapshot of them at every hour boundary (``snapshot``), which gives the per-hour figures."""
 
     __slots__ = ("name", "busy_until", "finishes", "speed", "down", "killed_at", "max_queue", "requests",
-                 "shed", "busy_s", "sojourn_s", "peak_queue", "hour_busy", "hour_sojourn", "hour_peak",
-                 "lag", "admission", "shed_after_s")
+                 "shed", "busy_s", "sojourn_s", "peak_queue", "hour_peak", "hourly", "lag", "admission",
+                 "shed_after_s")
 
     def __init__(self, name: str, *, shed_after_s: float, max_queue: int) -> None:
         self.name = name
         self.busy_until = 0.0
-        self.finishes: deque[float] = deque()
+        self.finishes: deque[float] = deque()  # of the requests admitted and not finished, in order
         self.speed = 1.0  # service time multiplier (a slowed node: > 1)
         self.down = False
         self.killed_at = -1.0
         self.max_queue = max_queue
-        self.requests = self.shed = self.peak_queue = 0
+        self.requests = self.shed = self.peak_queue = self.hour_peak = 0
         self.busy_s = self.sojourn_s = 0.0
-        self.hour_busy: dict[int, float] = {}
-        self.hour_sojourn: dict[int, float] = {}
-        self.hour_peak: dict[int, int] = {}
+        self.hourly: list[tuple[int, int, float, float, int]] = []  # requests, shed, busy, sojourn, peak
         self.lag = VirtualLag()
         self.shed_after_s = shed_after_s if shed_after_s > 0 else float("inf")
         self.admission = Admission(lag_threshold_s=self.shed_after_s)
         self.admission._lag = self.lag  # type: ignore[assignment]  # the virtual lag, not an event loop's
-
-    def queued(self, t: float) -> int:
-        """Requests admitted and not finished at ``t``."""
-        f = self.finishes
-        while f and f[0] <= t:
-            f.popleft()
-        return len(f)
 
     def admit(self, t: float, start: float) -> bool:
         """Whether a request arriving at ``t`` that would start at ``start`` is served (else shed, code 3)."""
@@ -85,34 +89,44 @@ class Server:
         f = self.finishes
         while f and f[0] <= t:
             f.popleft()
-        if wait <= self.shed_after_s and len(f) < self.max_queue:
-            return True
         if len(f) >= self.max_queue:
             return False
+        if wait <= self.shed_after_s:
+            return True
         self.lag.lag_s = wait
         return self.admission.admit(None, True)
 
-    def occupy(self, t: float, start: float, cost_s: float, hour: int) -> float:
+    def occupy(self, t: float, start: float, cost_s: float) -> float:
         """Book ``cost_s`` (times the slow-down) from ``start`` for a request that arrived at ``t``."""
         finish = start + cost_s * self.speed
-        self.busy_until = finish
         f = self.finishes
-        while f and f[0] <= t:
-            f.popleft()
+        if self.busy_until <= t:
+            f.clear()  # idle when it arrived: everything before has finished
+        else:
+            while f and f[0] <= t:
+                f.popleft()
+        self.busy_until = finish
         f.append(finish)
         self.requests += 1
-        busy, sojourn = finish - start, finish - t
-        self.busy_s += busy
-        self.sojourn_s += sojourn
-        hb, hs = self.hour_busy, self.hour_sojourn
-        hb[hour] = hb.get(hour, 0.0) + busy
-        hs[hour] = hs.get(hour, 0.0) + sojourn
-        n = len(self.finishes)
-        if n > self.hour_peak.get(hour, 0):
-            self.hour_peak[hour] = n
+        self.busy_s += finish - start
+        self.sojourn_s += finish - t
+        n = len(f)
+        if n > self.hour_peak:
+            self.hour_peak = n
             if n > self.peak_queue:
                 self.peak_queue = n
         return finish
+
+    def snapshot(self) -> None:
+        """The totals at an hour boundary (the per-hour figures are the differences)."""
+        self.hourly.append((self.requests, self.shed, self.busy_s, self.sojourn_s, self.hour_peak))
+        self.hour_peak = len(self.finishes)
+
+    def reset(self) -> None:
+        """Forget what was counted so far (the end of a warm-up)."""
+        self.requests = self.shed = self.peak_queue = self.hour_peak = 0
+        self.busy_s = self.sojourn_s = 0.0
+        self.hourly.clear()
 
     def kill(self, t: float) -> None:
         self.down, self.killed_at = True, t
@@ -205,7 +219,7 @@ class SimRecursive:
                  max_queue: int, hop_timeout_s: float) -> None:
         self.name, self.role, self.node = name, "recursive", node
         self.lookup = node.fast_path(clock)
-        self.memo = ResponseMemo()
+        self.memo = big_memo()
         self.conns: dict[str, ClientConnection[object]] = {}
         self.server = Server(name, shed_after_s=shed_after_s, max_queue=max_queue)
         self.hop_timeout_s = hop_timeout_s
@@ -225,4 +239,4 @@ class SimRecursive:
         r.referrals.clear()
         r.root_down_until.clear()
         self.conns.clear()
-        self.memo = ResponseMemo()
+        self.memo = big_memo()

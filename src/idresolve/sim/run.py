@@ -67,10 +67,9 @@ def topology_for(w: Workload) -> Topology:
     base = Path(w.source).parent if w.source else Path("config")
     path = w.topology if w.topology.is_absolute() else base / w.topology
     try:
-        topo = load_topology(path)
+        return load_topology(path)
     except TopologyError as exc:
         raise WorkloadError(f"workload {w.name!r}: {exc}") from None
-    return connect_all(topo) if w.connect_all else topo
 
 
 def seeded_keys(plan: ClusterPlan, topology: Topology, count: int) -> list[str]:
@@ -80,26 +79,43 @@ def seeded_keys(plan: ClusterPlan, topology: Topology, count: int) -> list[str]:
     return Cluster(Path("."), cluster_description(plan, opts), topology).identifiers(count)
 
 
-def _key_source(w: Workload, space: IdentifierSpace, rng: Any, keys: list[str]) -> Callable[[], str]:
+def _key_source(w: Workload, space: IdentifierSpace, rng: Any, keys: list[str],
+                low_demand: dict[str, float]) -> Callable[[], str]:
+    """Readable identifiers in the workload's order; one under a prefix of ``low_demand`` (folded prefix ->
+    relative demand) is kept with that probability, else drawn again."""
     if w.keys == "cycle":
         return itertools.cycle(keys).__next__
-    if w.keys == "uniform":
-        total, rand, of_rank = space.total, rng.randrange, space.handle_of_rank
-        return lambda: of_rank(rand(total))
-    zipf, of_rank = Zipf(space.total, w.zipf_exponent, rng), space.handle_of_rank
-    memo: list[str | None] = [None] * min(MEMO_RANKS, space.total)
-    draw, limit = zipf.draw, len(memo)
+    total, of_rank = space.total, space.handle_of_rank
+    draw = Zipf(total, w.zipf_exponent, rng).draw if w.keys == "zipf" else lambda: rng.randrange(total)
+    memo: list[str | None] = [None] * min(MEMO_RANKS, total)
+    limit, rnd, demand = len(memo), rng.random, low_demand.get
 
     def key() -> str:
-        r = draw()
-        if r < limit:
-            h = memo[r]
-            if h is None:
-                h = memo[r] = of_rank(r)
-            return h
-        return of_rank(r)
+        for _ in range(1000):  # bounded: a demand of 0 everywhere cannot loop forever
+            r = draw()
+            if r < limit:
+                h = memo[r]
+                if h is None:
+                    h = memo[r] = of_rank(r)
+            else:
+                h = of_rank(r)
+            if not low_demand:
+                return h
+            d = demand(h[:h.index("/")])
+            if d is None or rnd() < d:
+                return h
+        return h
 
     return key
+
+
+def low_demand(w: Workload, topology: Topology, space: IdentifierSpace) -> dict[str, float]:
+    """Prefixes under secondary nodes not registered with the top level (in the topology file, before any
+    what-if connects them) -> the workload's ``unconnected_demand``, when below 1."""
+    if w.unconnected_demand >= 1.0:
+        return {}
+    unconnected = {n.prefix for n in topology.nodes_by_role("secondary") if not n.connected}
+    return {p.folded: w.unconnected_demand for p in space.prefixes if p.secondary_prefix in unconnected}
 
 
 def _shares(w: Workload, cluster: SimCluster) -> list[float]:
@@ -113,7 +129,8 @@ def _shares(w: Workload, cluster: SimCluster) -> list[float]:
     return [w.clients.get(n, 0.0) for n in names]
 
 
-def simulate(spec: RunSpec, *, progress: Callable[[str], None] | None = None) -> RunResult:
+def simulate(spec: RunSpec, *, progress: Callable[[str], None] | None = None, paths: bool = False) -> RunResult:
+    """Run ``spec``. ``paths``: also keep end-to-end latency per path and hop latency per node (agreement)."""
     import time
 
     t_build = time.perf_counter()
@@ -121,9 +138,11 @@ def simulate(spec: RunSpec, *, progress: Callable[[str], None] | None = None) ->
     duration = spec.duration_s if spec.duration_s is not None else w.duration_s
     if duration <= 0:
         raise WorkloadError("the duration must be above 0")
-    topology = topology_for(w)
+    as_written = topology_for(replace(w, connect_all=False))
+    topology = connect_all(as_written) if w.connect_all else as_written
     rng = streams(spec.seed, spec.run)
     space = build_space(topology, w.space)
+    demand = low_demand(w, as_written, space)
     t_start = DAY0 + w.start_s
     clock = VirtualClock(t_start - w.warmup_s)
     scenario = w.scenario or topology.default_scenario
@@ -139,9 +158,9 @@ def simulate(spec: RunSpec, *, progress: Callable[[str], None] | None = None) ->
         raise WorkloadError(str(exc)) from None
     keys = list(spec.keys)
     seeded = 0
-    if w.keys == "cycle" and not keys:
+    if w.keys == "cycle":
         seeded = seed_plan(cluster.plan, MASTER, w.key_count, tag=SEED_TAG, client=cluster.setup_client())["registered"]
-        keys = seeded_keys(cluster.plan, topology, w.key_count)
+        keys = keys or seeded_keys(cluster.plan, topology, w.key_count)
         if not keys:
             raise WorkloadError(f"workload {w.name!r}: no seeded identifier resolves through the top level")
     links = Links(topology, scenario, cluster.location, rng["links"])
@@ -149,34 +168,27 @@ def simulate(spec: RunSpec, *, progress: Callable[[str], None] | None = None) ->
     t_end = t_start + duration
     engine = Engine(cluster, links, w.service_times.seconds(), stats, t_start=t_start, t_end=t_end,
                     client_timeout_s=w.client_timeout_s, trace=w.trace, progress=progress)
+    if paths:
+        engine.paths, engine.hop_nodes = {}, {}
     engine.writes = Writes(engine, space, rng["writes"])
     Replication(engine)
     WhatIfs(engine).schedule(events)
     for b in w.bursts:
         for i in range(b.batches):
             engine.at(t_start + b.at_s + i * b.every_s, engine.writes.burst, (b.prefix, b.size))
-    if w.warmup_s > 0:
-        engine.at(t_start, lambda _t, _a: _reset_servers(cluster), None)
     segment = 86_400.0 / len(w.profile)
     edges = [DAY0 + k * segment for k in range(int((t_start - w.warmup_s - DAY0) // segment),
                                                int((t_end - DAY0) // segment) + 2)]
     blocks = ArrivalBlocks(t0=t_start - w.warmup_s, t_end=t_end, rate_at=lambda t: w.rate_at((t - DAY0) % 86_400.0),
                            edges=edges, poisson=w.arrivals == "poisson", shares=_shares(w, cluster),
                            unknown_share=w.unknown_share, write_share=w.write_share,
-                           register_share=w.register_share, key=_key_source(w, space, rng["keys"], keys),
+                           register_share=w.register_share, key=_key_source(w, space, rng["keys"], keys, demand),
                            unknown=lambda: space.unknown_handle(rng["keys"].randrange(space.total)),
                            rng=rng["arrivals"])
     build_s = time.perf_counter() - t_build
     engine.run(blocks)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return RunResult(spec, cluster, engine, stats, topology, t_start, duration, build_s, peak, seeded)
-
-
-def _reset_servers(cluster: SimCluster) -> None:
-    for node in [*cluster.auth.values(), *cluster.rec.values()]:
-        s = node.server
-        s.requests = s.shed = s.peak_queue = 0
-        s.busy_s = s.sojourn_s = 0.0
 
 
 def with_settings(w: Workload, **changes: Any) -> Workload:

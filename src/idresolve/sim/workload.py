@@ -25,11 +25,12 @@ from typing import Any
 
 from .build import NodeSettings
 from .events import EventError, SimEvent, parse_event
+from .paths import DEFAULT_FILE
 from .service import ServiceTimeError, ServiceTimes, service_times
 from .space import SpaceError, SpaceSpec
 from .timetext import at_s, clock_s, duration_s
 
-DEFAULT_FILE = Path(__file__).resolve().parents[3] / "config" / "workloads.toml"
+__all__ = ["DEFAULT_FILE", "Workload", "WorkloadError", "load_file"]
 KEYS = ("zipf", "uniform", "cycle")
 ARRIVALS = ("poisson", "uniform")
 
@@ -63,6 +64,7 @@ class Workload:
     zipf_exponent: float = 1.0
     key_count: int = 0  # keys = "cycle": how many identifiers (the seeded ones, as `idresolve seed` lays them out)
     unknown_share: float = 0.0
+    unconnected_demand: float = 1.0  # how often identifiers of unconnected secondaries are asked for, relative
     write_share: float = 0.0
     register_share: float = 0.0
     client_timeout_s: float = 5.0
@@ -186,6 +188,7 @@ def load_file(path: Path) -> WorkloadFile:
 
 _SCALARS = {"description": str, "scenario": str, "arrivals": str, "keys": str}
 _NUMBERS = {"resolutions": (0.0, math.inf), "zipf_exponent": (0.0, 10.0), "unknown_share": (0.0, 1.0),
+            "unconnected_demand": (0.0, 1.0),
             "write_share": (0.0, 1.0), "register_share": (0.0, 1.0)}
 _DURATIONS = {"duration": "duration_s", "warmup": "warmup_s", "client_timeout": "client_timeout_s"}
 _NODE_DURATIONS = {"ttl_cap": "ttl_cap_s", "negative_ttl": "negative_ttl_s", "root_down": "root_down_s",
