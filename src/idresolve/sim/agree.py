@@ -36,7 +36,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--file", type=Path, default=DEFAULT_FILE, help=f"workload file (default {DEFAULT_FILE})")
     p.add_argument("--workload", default="agreement-minimal", help="workload (default agreement-minimal)")
-    p.add_argument("--duration", type=float, help="seconds to run each way (default: the workload's)")
+    p.add_argument("--duration", type=float, help="seconds of the cached phase, each way (default: the workload's)")
+    p.add_argument("--cold-duration", type=float,
+                   help="seconds of the cold phase (the authoritative flag: every walk from the top; default a "
+                   "third of --duration; 0: none)")
+    p.add_argument("--rate", type=float, help="requests per second (default: the workload's)")
+    p.add_argument("--keys", type=int, help="identifiers seeded and cycled through (default: the workload's key_count)")
     p.add_argument("--connections", type=int, default=4, help="load generator connections (default 4)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--tolerance", type=float, default=TOLERANCE, help="relative difference allowed (default 0.05)")
@@ -103,14 +108,14 @@ def _traced_connection_class() -> Any:
 
 
 async def _drive(host: str, port: int, handles: list[str], rate: float, duration_s: float, n: int,
-                 sink: _Sink) -> Any:
+                 sink: _Sink, flags: int = 0) -> Any:
     from ..bench.binload import BinaryWorkload
     from ..bench.loadgen import Recorder, open_loop
     from ..core.codes import ResponseCode
     from ..core.messages import FLAG_TRACE
 
     rec = Recorder((ResponseCode.SUCCESS,), timeout_s=5.0)
-    work = BinaryWorkload(handles, FLAG_TRACE)
+    work = BinaryWorkload(handles, FLAG_TRACE | flags)
     cls = _traced_connection_class()
     loop = asyncio.get_running_loop()
     conns = []
@@ -127,23 +132,30 @@ async def _drive(host: str, port: int, handles: list[str], rate: float, duration
     return rec
 
 
-def emulate(w: Any, duration_s: float, connections: int, say: Any) -> dict[str, Any]:
+def emulate(w: Any, phases: list[tuple[str, bool, float]], connections: int, say: Any) -> dict[str, Any]:
+    """Each phase ``(name, authoritative flag, seconds)`` in turn against one emulated cluster."""
     from ..bench.cluster import OwnCluster, seed
+    from ..core.messages import FLAG_AUTHORITATIVE
 
     topology_path = _topology_path(w)
     say(f"emulated: starting `idresolve up --config {topology_path}` (latency model on)")
+    out: dict[str, Any] = {"phases": {}}
     with OwnCluster(topology_path, latency="on", progress=say) as cluster:
         seed(cluster, w.key_count)
         handles = cluster.identifiers(w.key_count)
-        sink = _Sink()
         rec_node = cluster.recursive()
         host, port = cluster.tcp(rec_node)
         rate = w.rate_at(w.start_s)
-        say(f"emulated: {rate:g} requests/s for {duration_s:g} s over {len(handles)} identifiers at {rec_node['name']}")
-        t0 = time.perf_counter()
-        recorder = asyncio.run(_drive(host, port, handles, rate, duration_s, connections, sink))
-        wall = time.perf_counter() - t0
-    return {"handles": handles, "sink": sink, "recorder": recorder, "wall_s": wall, "rate": rate}
+        out.update(handles=handles, rate=rate)
+        for name, authoritative, seconds in phases:
+            say(f"emulated {name}: {rate:g} requests/s for {seconds:g} s over {len(handles)} identifiers at "
+                f"{rec_node['name']}")
+            sink = _Sink()
+            t0 = time.perf_counter()
+            asyncio.run(_drive(host, port, handles, rate, seconds, connections, sink,
+                               FLAG_AUTHORITATIVE if authoritative else 0))
+            out["phases"][name] = {"sink": sink, "wall_s": time.perf_counter() - t0}
+    return out
 
 
 def _topology_path(w: Any) -> Path:
@@ -207,40 +219,37 @@ def compare(emulated: dict[str, Any], result: Any, tol: float) -> dict[str, Any]
         sim = {"count": sum(sim_hops.get(node, {}).values()), **_pcts(sim_hops.get(node, {}))}
         hops.append(_row(node, emu, sim, tol, modelled_ms(node, result.topology, rec_name, scenario)))
     totals = result.stats.totals()
-    judged = [r for r in paths + hops if r["judged"]]
     return {
-        "tolerance": tol, "min_modelled_ms": MIN_MODELLED_MS,
         "cache_hit_ratio": {"emulated": round(sink.cached / sink.answers, 6) if sink.answers else None,
                             "simulated": round(totals["hits"] / totals["answered"], 6) if totals["answered"] else None},
         "answers": {"emulated": sink.answers, "simulated": totals["answered"]},
         "paths": paths, "hops": hops,
-        "met": bool(judged) and all(r["within"] for r in judged),
-        "judged": len(judged),
         "emulated_wall_s": round(emulated["wall_s"], 3),
     }
 
 
 def _text(doc: dict[str, Any]) -> str:
-    lines = [f"{'':<60}{'count emu/sim':>16}{'p50 emu':>10}{'p50 sim':>10}{'diff':>8}{'p99 emu':>10}"
-             f"{'p99 sim':>10}{'diff':>8}  modelled"]
-    for kind in ("paths", "hops"):
-        for r in doc[kind]:
-            e, s, d = r["emulated"], r["simulated"], r["difference"]
+    def f(x: Any) -> str:
+        return "-" if x is None else f"{x:g}"
 
-            def f(x: Any) -> str:
-                return "-" if x is None else f"{x:g}"
+    def pct(x: Any) -> str:
+        return "-" if x is None else f"{x:+.1%}"
 
-            def pct(x: Any) -> str:
-                return "-" if x is None else f"{x:+.1%}"
-
-            mark = "" if r["within"] is None else ("  ok" if r["within"] else "  OFF")
-            lines.append(f"{kind[:-1] + ' ' + r['name']:<60}{str(e['count']) + '/' + str(s['count']):>16}"
-                         f"{f(e['p50']):>10}{f(s['p50']):>10}{pct(d['p50']):>8}{f(e['p99']):>10}{f(s['p99']):>10}"
-                         f"{pct(d['p99']):>8}  {r['modelled_ms']} ms{mark}")
-    c = doc["cache_hit_ratio"]
-    lines.append(f"cache hit ratio: emulated {c['emulated']}, simulated {c['simulated']}")
-    lines.append(f"goal (p50 and p99 within {doc['tolerance']:.0%} for paths of >= {doc['min_modelled_ms']:g} ms): "
-                 f"{'met' if doc['met'] else 'NOT met'} ({doc['judged']} judged)")
+    lines = []
+    for phase, d in doc["phases"].items():
+        lines.append(f"{phase}: {'':<52}{'count emu/sim':>16}{'p50 emu':>10}{'p50 sim':>10}{'diff':>8}"
+                     f"{'p99 emu':>10}{'p99 sim':>10}{'diff':>8}  modelled")
+        for kind in ("paths", "hops"):
+            for r in d[kind]:
+                e, s, dd = r["emulated"], r["simulated"], r["difference"]
+                mark = "" if r["within"] is None else ("  ok" if r["within"] else "  OFF")
+                lines.append(f"  {kind[:-1] + ' ' + r['name']:<58}{str(e['count']) + '/' + str(s['count']):>16}"
+                             f"{f(e['p50']):>10}{f(s['p50']):>10}{pct(dd['p50']):>8}{f(e['p99']):>10}"
+                             f"{f(s['p99']):>10}{pct(dd['p99']):>8}  {r['modelled_ms']} ms{mark}")
+        c = d["cache_hit_ratio"]
+        lines.append(f"  cache hit ratio: emulated {c['emulated']}, simulated {c['simulated']}")
+    lines.append(f"goal (p50 and p99 within {doc['tolerance']:.0%} for paths and hops of >= {MIN_MODELLED_MS:g} ms "
+                 f"modelled): {'met' if doc['met'] else 'NOT met'} ({doc['judged']} judged)")
     return "\n".join(lines)
 
 
@@ -259,18 +268,32 @@ def main(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     if w.keys != "cycle":
         raise CliError(f"workload {w.name!r} must use keys = \"cycle\" (the load generator's pattern)")
+    if args.rate is not None:
+        w = replace(w, resolutions=args.rate * 86_400.0, profile=(1.0,))
+    if args.keys is not None:
+        w = replace(w, key_count=args.keys)
     duration = args.duration or w.duration_s
-    emulated = emulate(w, duration, args.connections, say)
-    say("simulated: the same identifiers, rate and duration in virtual time")
-    w = replace(w, arrivals="uniform", trace=True)
-    result = simulate(RunSpec(w, seed=args.seed, duration_s=duration, keys=tuple(emulated["handles"]),
-                              label="simulated"), paths=True)
-    doc = compare(emulated, result, args.tolerance)
-    doc["workload"], doc["duration_s"], doc["rate_per_s"] = w.name, duration, emulated["rate"]
-    doc["simulated_wall_s"] = round(result.engine.wall_s, 3)
+    cold = args.cold_duration if args.cold_duration is not None else duration / 3
+    phases = [("cached", False, duration)] + ([("cold", True, cold)] if cold > 0 else [])
+    emulated = emulate(w, phases, args.connections, say)
+    doc: dict[str, Any] = {"workload": w.name, "rate_per_s": emulated["rate"], "keys": len(emulated["handles"]),
+                           "tolerance": args.tolerance, "min_modelled_ms": MIN_MODELLED_MS, "phases": {}}
+    for name, authoritative, seconds in phases:
+        say(f"simulated {name}: the same identifiers, rate and duration in virtual time")
+        pw = replace(w, arrivals="uniform", trace=True, authoritative=authoritative)
+        result = simulate(RunSpec(pw, seed=args.seed, duration_s=seconds, keys=tuple(emulated["handles"]),
+                                  label=f"simulated-{name}"), paths=True)
+        doc["phases"][name] = compare(emulated["phases"][name], result, args.tolerance)
+        doc["phases"][name]["duration_s"] = seconds
+        doc["phases"][name]["simulated_wall_s"] = round(result.engine.wall_s, 3)
+        if args.out is not None:
+            write_run(result, args.out / f"simulated-{name}", f"simulated-{name}")
+    judged = [r for d in doc["phases"].values() for r in d["paths"] + d["hops"] if r["judged"]]
+    doc["judged"] = len(judged)
+    doc["met"] = bool(judged) and all(r["within"] for r in judged)
     print(_text(doc))
     if args.out is not None:
-        write_run(result, args.out / "simulated", "simulated")
+        args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "agreement.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         print(f"written: {args.out / 'agreement.json'}")
     return 1 if args.check and not doc["met"] else 0

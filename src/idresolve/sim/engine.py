@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.codes import OpCode, ResponseCode
-from ..core.messages import FLAG_TRACE, Request
+from ..core.messages import FLAG_AUTHORITATIVE, FLAG_TRACE, Request
 from ..nodes.recursive import Failure
 from .build import SimCluster
 from .draw import READ, REGISTER, WRITE, ArrivalBlocks
@@ -41,12 +41,12 @@ Handler = Callable[[float, Any], None]
 class Engine:
     def __init__(self, cluster: SimCluster, links: Links, costs: dict[str, float], stats: Stats, *,
                  t_start: float, t_end: float, client_timeout_s: float, trace: bool = False,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 authoritative: bool = False, progress: Callable[[str], None] | None = None) -> None:
         self.c, self.links, self.costs, self.stats = cluster, links, costs, stats
         self.clock = cluster.clock
         self.t_start, self.t_end = t_start, t_end
         self.client_timeout_s = client_timeout_s
-        self.flags = FLAG_TRACE if trace else 0
+        self.flags = (FLAG_TRACE if trace else 0) | (FLAG_AUTHORITATIVE if authoritative else 0)
         self.heap: list[tuple[float, int, Handler, Any]] = []
         self.seq = 0
         self.fingerprint = 0

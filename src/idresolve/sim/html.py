@@ -106,12 +106,14 @@ def render(runs: Sequence[Run], title: str = "") -> str:
     lc = line_chart
     parts.append("<h2>Offered and answered per hour</h2>")
     parts.append(lc(_series(runs, "offered", lambda h: h["offered_per_s"]) +
-                    _series(runs, "answered ok", lambda h: h["ok"] / 3600.0), x_label="hour (clock time)",
+                    _series(runs, "answered ok", lambda h: h["ok"] / h["length_s"]), x_label="hour (clock time)",
                     y_label="requests per second", x_ticks=ticks, title="rates per hour"))
     parts.append("<h2>Latency per hour</h2>")
-    for p in ("p50", "p90", "p99", "p999"):
-        parts.append(lc(_series(runs, p, lambda h, p=p: h["latency_ms"][p]), x_label="hour (clock time)",
-                        y_label=f"latency {p} (ms)", log_y=True, x_ticks=ticks, title=f"latency {p} per hour"))
+    groups = [("p50", "p90", "p99", "p999")] if len(runs) == 1 else [("p50",), ("p99",), ("p999",)]
+    for ps in groups:
+        series = [s for p in ps for s in _series(runs, p, lambda h, p=p: h["latency_ms"][p])]
+        parts.append(lc(series, x_label="hour (clock time)", y_label=f"latency {'/'.join(ps)} (ms)", log_y=True,
+                        x_ticks=ticks, title=f"latency {', '.join(ps)} per hour"))
     parts.append("<h2>Latency over the whole run</h2>")
     parts.append(percentile_chart([(label, {"distribution": r["latency_distribution_us"]}) for label, r in runs],
                                   "latency percentiles (us from arrival)"))
@@ -119,10 +121,10 @@ def render(runs: Sequence[Run], title: str = "") -> str:
     parts.append(lc(_series(runs, "hit ratio", lambda h: h["cache_hit_ratio"]), x_label="hour (clock time)",
                     y_label="answered from the recursive node's cache", x_ticks=ticks, title="cache hit ratio"))
     parts.append("<h2>Errors and sheds</h2>")
-    parts.append(lc(_series(runs, "not found/s", lambda h: h["not_found"] / 3600.0)
-                    + _series(runs, "failed/s", lambda h: h["failed"] / 3600.0)
-                    + _series(runs, "shed/s", lambda h: h["shed"] / 3600.0)
-                    + _series(runs, "timeouts/s", lambda h: (h["timeouts"] + h["unreachable"]) / 3600.0),
+    parts.append(lc(_series(runs, "not found/s", lambda h: h["not_found"] / h["length_s"])
+                    + _series(runs, "failed/s", lambda h: h["failed"] / h["length_s"])
+                    + _series(runs, "shed/s", lambda h: h["shed"] / h["length_s"])
+                    + _series(runs, "timeouts/s", lambda h: (h["timeouts"] + h["unreachable"]) / h["length_s"]),
                     x_label="hour (clock time)", y_label="per second", x_ticks=ticks, title="errors"))
     parts.append("<h2>Nodes</h2><p>The busiest nodes (utilisation: share of the time the node's CPU was busy; "
                  "queue: requests admitted and not finished, mean by Little's law, and the peak).</p>")

@@ -38,18 +38,6 @@ WRITE_OPS = frozenset({OpCode.CREATE_HANDLE, OpCode.DELETE_HANDLE, OpCode.ADD_VA
                        OpCode.MODIFY_VALUE, OpCode.REGISTRY_SYNC})
 
 
-MEMO_ENTRIES = 262_144
-
-
-def big_memo() -> ResponseMemo:
-    """A ``ResponseMemo`` (answers seen before are not decoded again: what it returns is exactly what
-    decoding gives) that keeps more of them than a real node's: a speed-up of the simulator that changes
-    no result (a node's CPU cost comes from the service-time model, not from the time decoding takes)."""
-    memo = ResponseMemo()
-    memo.MAX_ENTRIES = MEMO_ENTRIES  # type: ignore[misc]
-    return memo
-
-
 class VirtualLag:
     """Stands in for ``net.admission.LoopLag``: the engine sets ``lag_s`` before asking ``admit``."""
 
@@ -219,7 +207,7 @@ class SimRecursive:
                  max_queue: int, hop_timeout_s: float) -> None:
         self.name, self.role, self.node = name, "recursive", node
         self.lookup = node.fast_path(clock)
-        self.memo = big_memo()
+        self.memo = ResponseMemo()
         self.conns: dict[str, ClientConnection[object]] = {}
         self.server = Server(name, shed_after_s=shed_after_s, max_queue=max_queue)
         self.hop_timeout_s = hop_timeout_s
@@ -239,4 +227,4 @@ class SimRecursive:
         r.referrals.clear()
         r.root_down_until.clear()
         self.conns.clear()
-        self.memo = big_memo()
+        self.memo = ResponseMemo()

@@ -58,7 +58,7 @@ def build_report(res: RunResult, label: str = "") -> dict[str, Any]:
     lat = histogram(st.total_latency())
     writes = histogram(st.write_lat)
     start = datetime.fromtimestamp(res.t_start, tz=UTC).astimezone(CHINA)
-    per_hour = [h.to_dict(i, round(i * HOUR_S, 3)) for i, h in enumerate(st.hours)]
+    per_hour = [h.to_dict(i, i * HOUR_S, min(HOUR_S, res.duration_s - i * HOUR_S)) for i, h in enumerate(st.hours)]
     for row in per_hour:
         row["clock"] = (start + timedelta(seconds=row["start_s"])).strftime("%H:%M")
     engine = res.engine

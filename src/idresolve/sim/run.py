@@ -167,7 +167,8 @@ def simulate(spec: RunSpec, *, progress: Callable[[str], None] | None = None, pa
     stats = Stats(t_start, math.ceil(duration / HOUR_S))
     t_end = t_start + duration
     engine = Engine(cluster, links, w.service_times.seconds(), stats, t_start=t_start, t_end=t_end,
-                    client_timeout_s=w.client_timeout_s, trace=w.trace, progress=progress)
+                    client_timeout_s=w.client_timeout_s, trace=w.trace, authoritative=w.authoritative,
+                    progress=progress)
     if paths:
         engine.paths, engine.hop_nodes = {}, {}
     engine.writes = Writes(engine, space, rng["writes"])

@@ -48,11 +48,11 @@ class Hour:
         self.timeouts = self.hits = self.writes = self.writes_failed = self.unreachable = self.upstream = 0
         self.lat: dict[int, int] = {}
 
-    def to_dict(self, index: int, start_s: float) -> dict[str, Any]:
+    def to_dict(self, index: int, start_s: float, length_s: float = HOUR_S) -> dict[str, Any]:
         h = histogram(self.lat)
-        out: dict[str, Any] = {"hour": index, "start_s": start_s, "offered": self.offered,
-                               "offered_per_s": round(self.offered / HOUR_S, 3), "answered": self.answered,
-                               "answered_per_s": round(self.answered / HOUR_S, 3), "ok": self.ok,
+        out: dict[str, Any] = {"hour": index, "start_s": start_s, "length_s": length_s, "offered": self.offered,
+                               "offered_per_s": round(self.offered / length_s, 3), "answered": self.answered,
+                               "answered_per_s": round(self.answered / length_s, 3), "ok": self.ok,
                                "not_found": self.not_found, "failed": self.failed, "shed": self.shed,
                                "timeouts": self.timeouts, "unreachable": self.unreachable,
                                "cache_hits": self.hits,

@@ -69,6 +69,7 @@ class Workload:
     register_share: float = 0.0
     client_timeout_s: float = 5.0
     trace: bool = False  # resolutions ask for the trace (no fast path at the recursive node, as for real)
+    authoritative: bool = False  # resolutions carry the authoritative flag: every one walks from the top
     clients: Mapping[str, float] = field(default_factory=dict)
     space: SpaceSpec = field(default_factory=SpaceSpec)
     nodes: NodeSettings = field(default_factory=NodeSettings)
@@ -195,7 +196,7 @@ _NODE_DURATIONS = {"ttl_cap": "ttl_cap_s", "negative_ttl": "negative_ttl_s", "ro
                    "hop_timeout": "hop_timeout_s"}
 _NODE_INTS = ("cache_entries", "answer_entries", "max_queue")
 _TABLES = ("clients", "space", "nodes", "service_times", "bursts")
-_OTHER = ("topology", "profile", "start", "key_count", "trace", "events", "connect_all")
+_OTHER = ("topology", "profile", "start", "key_count", "trace", "authoritative", "events", "connect_all")
 ALLOWED = tuple(sorted({*_SCALARS, *_NUMBERS, *_DURATIONS, *_TABLES, *_OTHER}))
 
 
@@ -226,7 +227,7 @@ def _apply(w: Workload, raw: Mapping[str, Any], where: Any, path: str) -> Worklo
                 changes["start_s"] = clock_s(_text(value, key), key)
             elif key == "key_count":
                 changes["key_count"] = _count(value, key)
-            elif key in ("trace", "connect_all"):
+            elif key in ("trace", "connect_all", "authoritative"):
                 if not isinstance(value, bool):
                     raise ValueError(f"{key} must be true or false, not {value!r}")
                 changes[key] = value
