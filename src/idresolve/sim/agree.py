@@ -71,8 +71,8 @@ class _Sink:
         from .stats import add
 
         self.answers += 1
-        if resp.trace and resp.trace[0].cached:
-            self.cached += 1
+        if resp.trace and all(h.cached for h in resp.trace) and resp.trace[-1].code != 303:
+            self.cached += 1  # answered from the answer cache (a cached referral still walks)
         add(self.paths.setdefault(_path(resp.trace), {}), us)
         for h in resp.trace:
             if not h.cached and h.code >= 0:

@@ -14,6 +14,9 @@ CPU it took divided by the answers. What is measured, at which node:
 - ``rec_walk`` and ``rec_hop``: the recursive node's CPU per walk of distinct identifiers with the
   enterprise's referral cached (one hop) and per walk with the authoritative flag (three hops: top,
   secondary, enterprise); two equations give the cost of a walk and of a hop.
+- ``transport`` and ``client`` (latency, not CPU): half of what a hop to the enterprise node takes beyond
+  the CPU of both ends, and what a cached traced resolution takes end to end beyond the recursive node's
+  CPU, both open loop at 100 requests/s: loopback sockets, event-loop wake-ups, the load generator.
 ``busy_us`` is not measured (an overload is needed to provoke it): it is set to a third of ``auth_cached``,
 the share of a cached answer that a code-3 answer's work (no lookup, no encoding of values) leaves.
 
@@ -74,6 +77,27 @@ def _cpu_per(pid: int, run: Any) -> float:
     return (after - before) * 1e6 / n
 
 
+def _overheads(host: str, port: int, hot: list[str], ent: str) -> tuple[float, float]:
+    """Median latency (us) of traced cached resolutions end to end, and of a hop to ``ent`` in traced
+    authoritative walks, open loop at a light rate (latency model off): what is not CPU is transport."""
+    from ..core.messages import FLAG_AUTHORITATIVE
+    from .agree import _drive, _Sink
+
+    cached, walks = _Sink(), _Sink()
+    asyncio.run(_drive(host, port, hot, 100.0, 2.0, 2, cached))
+    asyncio.run(_drive(host, port, hot, 100.0, 2.0, 2, walks, FLAG_AUTHORITATIVE))
+    return _median(cached.paths.get("cache", {})), _median(walks.hops.get(ent, {}))
+
+
+def _median(buckets: dict[int, int]) -> float:
+    total, seen = sum(buckets.values()), 0
+    for us in sorted(buckets):
+        seen += buckets[us]
+        if 2 * seen >= total:
+            return float(us)
+    raise RuntimeError("nothing was measured")
+
+
 def measure(seconds: float, repeats: int, identifiers: int, say: Any) -> dict[str, Any]:
     from ..bench.cluster import OwnCluster, config_path, seed
     from ..cluster.credentials import read_credentials
@@ -84,7 +108,7 @@ def measure(seconds: float, repeats: int, identifiers: int, say: Any) -> dict[st
 
     rec_name, ent_name, ent_prefix = "rec-jinan", "ent-tyre-qingdao-8", "88.118.8"
     samples: dict[str, list[float]] = {k: [] for k in ("auth_cached", "auth_query", "auth_write", "auth_batch_item",
-                                                         "rec_cached", "rec_walk", "rec_hop")}
+                                                         "rec_cached", "rec_walk", "rec_hop", "transport", "client")}
     load_before = os.getloadavg()
     with OwnCluster(config_path("minimal"), latency="off", own_process=(rec_name, ent_name), progress=say) as cluster:
         seed(cluster, identifiers)
@@ -117,6 +141,9 @@ def measure(seconds: float, repeats: int, identifiers: int, say: Any) -> dict[st
             hop = max(0.0, (three_hops - one_hop) / 2)
             samples["rec_hop"].append(hop)
             samples["rec_walk"].append(max(0.0, one_hop - hop))
+            client, transport = _overheads(rec_host, rec_port, hot, ent_name)
+            samples["client"].append(max(0.0, client - samples["rec_walk"][-1]))
+            samples["transport"].append(max(0.0, (transport - samples["auth_cached"][-1] - hop) / 2))
             with BlockingClient(ent_host, ent_port, auth=(identity_of(ent_prefix), secret.encode())) as c:
                 def singles(c: BlockingClient = c, r: int = r) -> int:
                     deadline, n = time.monotonic() + seconds, 0

@@ -68,6 +68,8 @@ class Engine:
         self.hour_index = -1
         c = costs
         self._cached_s, self._walk_s, self._hop_s, self._busy_s = c["rec_cached"], c["rec_walk"], c["rec_hop"], c[BUSY]
+        self._client_s = c.get("client", 0.0)  # the client's own round trip, added to every resolution
+        links.transport_s = c.get("transport", 0.0)
 
     # -- scheduling ---------------------------------------------------------------------------------
     def at(self, t: float, handler: Handler, arg: Any = None) -> None:
@@ -165,7 +167,7 @@ class Engine:
                 finish = srv.occupy(t, start, self._cached_s)
                 hour.hits += 1
                 hour.answered += 1
-                us = int((finish - t) * 1e6)
+                us = int((finish - t + self._client_s) * 1e6)
                 if us >= 2048:
                     sh = us.bit_length() - 11
                     us = ((us >> sh) << sh) + (1 << (sh - 1))
@@ -289,7 +291,7 @@ class Engine:
         if self.paths is not None and self.hop_nodes is not None:
             asked = [h for h in done.trace if not h.cached]
             key = ">".join(h.node for h in asked) if asked else "cache"
-            add(self.paths.setdefault(key, {}), int((now - t0) * 1e6))
+            add(self.paths.setdefault(key, {}), int((now - t0 + self._client_s) * 1e6))
             for h in asked:
                 if h.code >= 0:
                     add(self.hop_nodes.setdefault(h.node, {}), h.elapsed_us)
@@ -299,7 +301,7 @@ class Engine:
 
     def _answered(self, t0: float, now: float, code: int, cached: bool, timed_out: bool = False) -> None:
         hour = self.stats.hour(t0)
-        latency = now - t0
+        latency = now - t0 + self._client_s
         if latency > self.client_timeout_s:  # the client gave up: it waited the timeout
             latency, timed_out = self.client_timeout_s, True
         hour.answered += 1

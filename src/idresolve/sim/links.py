@@ -26,6 +26,10 @@ class Links:
         self.side: dict[str, int] = {}  # partition: node -> side (absent: side 0)
         self._plain = True  # nothing degraded or partitioned: the hot path skips the look-ups
         self.lost = 0
+        self.transport_s = 0.0  # added to every message: what the hosts' own stacks take (service times)
+        # The emulator's link delays fire on the event loop's millisecond timers, trimmed so that their mean is
+        # what the model asked: each delay lands up to half a grid step early or late. 0: exact delays.
+        self.grid_s = 0.0
 
     def set_scenario(self, scenario: str) -> None:
         self.model = LatencyModel.for_topology(self.topology, scenario)
@@ -37,8 +41,10 @@ class Links:
         if ms is None:
             self.lost += 1
             return None
+        if self.grid_s:
+            ms = max(0.0, ms + (self.rng.random() - 0.5) * self.grid_s * 1000.0)
         if self._plain:
-            return ms / 1000.0
+            return ms / 1000.0 + self.transport_s
         side = self.side
         if side.get(a, 0) != side.get(b, 0):
             self.lost += 1
@@ -49,8 +55,8 @@ class Links:
             if loss > 0 and self.rng.random() < loss:
                 self.lost += 1
                 return None
-            return ms / 1000.0 * factor + add_s
-        return ms / 1000.0
+            return ms / 1000.0 * factor + add_s + self.transport_s
+        return ms / 1000.0 + self.transport_s
 
     def degrade(self, a: str, b: str, factor: float, add_ms: float, loss: float) -> None:
         if factor == 1.0 and add_ms == 0.0 and loss == 0.0:

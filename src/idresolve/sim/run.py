@@ -164,6 +164,7 @@ def simulate(spec: RunSpec, *, progress: Callable[[str], None] | None = None, pa
         if not keys:
             raise WorkloadError(f"workload {w.name!r}: no seeded identifier resolves through the top level")
     links = Links(topology, scenario, cluster.location, rng["links"])
+    links.grid_s = w.timer_grid_ms / 1000.0
     stats = Stats(t_start, math.ceil(duration / HOUR_S))
     t_end = t_start + duration
     engine = Engine(cluster, links, w.service_times.seconds(), stats, t_start=t_start, t_end=t_end,

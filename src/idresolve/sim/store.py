@@ -90,8 +90,11 @@ class SyntheticStore:
                 lo = mid
             else:
                 hi = mid - 1
+        first = bisect.bisect_left(extra, self._key(p, lo))
         skip = offset - position(lo)
-        later = extra[bisect.bisect_left(extra, self._key(p, lo)):]
+        if skip < 0:  # offset falls among overlay keys before the first synthetic one (lo is 0)
+            first, skip = 0, offset
+        later = extra[first:]
         merged = heapq.merge(((key, -1) for key in later), self._synthetic_keys(p, lo, set(gone)))
         out: list[str] = []
         for key, k in islice(merged, skip, None if limit is None else skip + limit):

@@ -68,6 +68,7 @@ class Workload:
     write_share: float = 0.0
     register_share: float = 0.0
     client_timeout_s: float = 5.0
+    timer_grid_ms: float = 0.0  # link delays fire on a timer grid of this step, mean kept (the emulator's)
     trace: bool = False  # resolutions ask for the trace (no fast path at the recursive node, as for real)
     authoritative: bool = False  # resolutions carry the authoritative flag: every one walks from the top
     clients: Mapping[str, float] = field(default_factory=dict)
@@ -137,8 +138,8 @@ class WorkloadFile:
         return Study(name, wl, tuple(out), str(raw.get("description", "")))
 
     def _where(self, table: tuple[str, ...]) -> Any:
-        def where(key: str) -> str:
-            line = locate(self.text, table, key)
+        def where(key: str, sub: str | None = None) -> str:
+            line = (locate(self.text, (*table, key), sub) if sub else None) or locate(self.text, table, key)
             return f"{self.path}:{line}" if line else str(self.path)
         return where
 
@@ -189,7 +190,7 @@ def load_file(path: Path) -> WorkloadFile:
 
 _SCALARS = {"description": str, "scenario": str, "arrivals": str, "keys": str}
 _NUMBERS = {"resolutions": (0.0, math.inf), "zipf_exponent": (0.0, 10.0), "unknown_share": (0.0, 1.0),
-            "unconnected_demand": (0.0, 1.0),
+            "unconnected_demand": (0.0, 1.0), "timer_grid_ms": (0.0, 100.0),
             "write_share": (0.0, 1.0), "register_share": (0.0, 1.0)}
 _DURATIONS = {"duration": "duration_s", "warmup": "warmup_s", "client_timeout": "client_timeout_s"}
 _NODE_DURATIONS = {"ttl_cap": "ttl_cap_s", "negative_ttl": "negative_ttl_s", "root_down": "root_down_s",
@@ -203,7 +204,7 @@ ALLOWED = tuple(sorted({*_SCALARS, *_NUMBERS, *_DURATIONS, *_TABLES, *_OTHER}))
 def _apply(w: Workload, raw: Mapping[str, Any], where: Any, path: str) -> Workload:
     """``w`` with the keys of ``raw`` applied; ``where(key)`` names the file and line for errors."""
     if not callable(where):
-        where = (lambda src: lambda key: src)(where)
+        where = (lambda src: lambda key, sub=None: src)(where)
     changes: dict[str, Any] = {}
     extra_events: list[str] = []
     for key, value in raw.items():
@@ -248,13 +249,14 @@ def _apply(w: Workload, raw: Mapping[str, Any], where: Any, path: str) -> Worklo
             else:
                 raise ValueError(f"unknown key {key!r}; allowed: {', '.join(ALLOWED)}")
         except (ValueError, EventError, SpaceError, ServiceTimeError) as exc:
-            raise WorkloadError(f"{where(key)}: {exc}") from None
+            sub = _subkey(value, str(exc)) if key in _TABLES else None
+            raise WorkloadError(f"{where(key, sub)}: {exc}") from None
     out = replace(w, **changes)
     if out.arrivals not in ARRIVALS or out.keys not in KEYS:
         bad = "arrivals" if out.arrivals not in ARRIVALS else "keys"
         raise WorkloadError(f"{where(bad)}: {bad} must be one of {', '.join(ARRIVALS if bad == 'arrivals' else KEYS)}")
     if out.keys == "cycle" and out.key_count < 1:
-        raise WorkloadError(f"{where('key_count')}: keys = \"cycle\" needs key_count >= 1")
+        raise WorkloadError(f"{where('keys')}: keys = \"cycle\" needs key_count >= 1")
     if out.write_share + out.register_share + out.unknown_share > 1.0:
         raise WorkloadError(f"{where('write_share')}: unknown_share + write_share + register_share exceed 1")
     try:
@@ -262,6 +264,14 @@ def _apply(w: Workload, raw: Mapping[str, Any], where: Any, path: str) -> Worklo
     except EventError as exc:
         raise WorkloadError(f"{where('events')}: {exc}") from None
     return replace(out, events=(*w.events, *events))
+
+
+def _subkey(table: Any, message: str) -> str | None:
+    """The key of a sub-table that an error message names (its line is then the one reported)."""
+    if not isinstance(table, Mapping):
+        return None
+    named = [k for k in table if re.search(rf"(^|[\s.'\"]){re.escape(str(k))}($|[\s'\"=:])", message)]
+    return str(max(named, key=len)) if named else None
 
 
 def _text(value: Any, key: str) -> str:
