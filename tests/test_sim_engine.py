@@ -75,7 +75,7 @@ def test_events_run_in_time_order_and_ties_in_the_order_scheduled() -> None:
 # -- determinism ----------------------------------------------------------------------------------------
 
 def test_the_same_seed_gives_the_same_run_and_another_run_number_another() -> None:
-    w = workload(duration_s=30.0, write_share=0.01, register_share=0.01, unknown_share=0.05)
+    w = workload(duration_s=12.0, write_share=0.01, register_share=0.01, unknown_share=0.05)
     a, b = simulate(RunSpec(w, seed=3)), simulate(RunSpec(w, seed=3))
     assert a.engine.fingerprint == b.engine.fingerprint and a.engine.events_done == b.engine.events_done
     ra, rb = build_report(a), build_report(b)
@@ -89,7 +89,7 @@ def test_the_same_seed_gives_the_same_run_and_another_run_number_another() -> No
 # -- the node code in virtual time ------------------------------------------------------------------------
 
 def test_walks_go_top_secondary_enterprise_then_straight_to_the_cached_referral() -> None:
-    res = simulate(RunSpec(workload(), seed=1), paths=True)
+    res = simulate(RunSpec(workload(duration_s=30.0), seed=1), paths=True)
     paths = res.engine.paths
     assert paths is not None
     assert "top-beijing>sec-tyre-qingdao>ent-tyre-qingdao-8" in paths  # the first walk under 88.118.8
@@ -98,13 +98,13 @@ def test_walks_go_top_secondary_enterprise_then_straight_to_the_cached_referral(
     hop = build_report(res)["per_hop"]["top"]["latency_ms"]
     assert 30.2 <= hop["p50"] < 31.0  # 30 ms round trip between provinces, plus the service times
     t = res.stats.totals()
-    assert t["answered"] == t["offered"] > 11_000 and t["ok"] > 0 and t["hits"] > 0
+    assert t["answered"] == t["offered"] > 5_500 and t["ok"] > 0 and t["hits"] > 0
     # identifiers of the unconnected secondary (88.120) are not found nationally
     assert t["not_found"] > 0 and res.stats.failures == {}
 
 
 def test_a_killed_top_level_node_is_skipped_for_the_next() -> None:
-    res = simulate(RunSpec(workload(duration_s=40.0), seed=1, events=events("+0s kill top-beijing")), paths=True)
+    res = simulate(RunSpec(workload(duration_s=20.0), seed=1, events=events("+0s kill top-beijing")), paths=True)
     assert res.engine.hop_nodes is not None and "top-nanjing" in res.engine.hop_nodes
     assert res.stats.hop_timeouts.get("top", 0) >= 1  # the refused connection, once: then root_down_s
     t = res.stats.totals()
@@ -126,7 +126,7 @@ def test_an_overloaded_recursive_node_sheds_with_code_3() -> None:
 
 
 def test_connecting_a_secondary_allocates_and_replicates_its_prefix() -> None:
-    w = workload(duration_s=30.0, keys="uniform")
+    w = workload(duration_s=15.0, keys="uniform")
     before = simulate(RunSpec(w, seed=2))
     after = simulate(RunSpec(w, seed=2, events=events("+1s connect sec-steel-jinan")))
     for top in ("top-beijing", "top-nanjing"):  # allocated at the primary, replicated to the other
