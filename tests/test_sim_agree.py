@@ -15,20 +15,20 @@ from clusterutil import run_cli
 
 def test_emulated_and_simulated_runs_agree(tmp_path: Path) -> None:
     out = tmp_path / "agree"
-    res = run_cli("simulate", "agree", "--duration", "4", "--cold-duration", "3", "--keys", "200", "--rate", "100",
+    res = run_cli("simulate", "agree", "--duration", "3", "--cold-duration", "2.5", "--keys", "200", "--rate", "100",
                   "--out", str(out), "--quiet", timeout_s=240)
     assert res.returncode == 0, res.stderr + res.stdout
     doc = json.loads((out / "agreement.json").read_text())
     cached, cold = doc["phases"]["cached"], doc["phases"]["cold"]
     for phase in (cached, cold):
         emu, sim = phase["answers"]["emulated"], phase["answers"]["simulated"]
-        assert abs(emu - sim) <= 2 and emu > 250, phase["answers"]
+        assert abs(emu - sim) <= 2 and emu > 200, phase["answers"]
     hit = cached["cache_hit_ratio"]
     assert abs(hit["emulated"] - hit["simulated"]) < 0.02 and hit["simulated"] > 0.3, hit
     assert cold["cache_hit_ratio"]["emulated"] == cold["cache_hit_ratio"]["simulated"] == 0.0
     top = next(r for r in cold["hops"] if r["name"] == "top-beijing")
     assert top["judged"] and top["modelled_ms"] == 30.2
-    assert top["emulated"]["count"] > 250 and top["simulated"]["count"] > 250
+    assert top["emulated"]["count"] > 200 and top["simulated"]["count"] > 200
     assert abs(top["difference"]["p50"]) < 0.10, top
     paths = {r["name"] for r in cold["paths"]}
     assert paths == {"top-beijing>sec-tyre-qingdao", "top-beijing>sec-tyre-qingdao>ent-tyre-qingdao-8"}

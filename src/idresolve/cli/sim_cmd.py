@@ -79,6 +79,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     s = p.add_subparsers(dest="sim_command", metavar="ACTION")
     st = s.add_parser("study", help="run the variants of a [studies.NAME] table side by side")
     st.add_argument("name", help="study name in --file")
+    st.add_argument("--start", help="time of day the runs start, e.g. 08:00 (default: the workload's)")
     _common(st)
     st.set_defaults(func=_study)
     c = s.add_parser("compare", help="print and plot what changed between runs")
