@@ -1,5 +1,13 @@
 """``idresolve keygen`` (a key pair for an HS_PUBKEY identity) and ``idresolve handle-config`` (the files
-that point Handle.Net's own client at a running cluster)."""
+that point Handle.Net's own client at a running cluster).
+
+Where Handle.Net's client (9.x) looks for its root: ``bootstrap_handles`` in its configuration directory, a
+JSON object ``{"lastUpdate": ms, "handles": {"0.NA/0.NA": record, "0.0/0.0": record}}`` whose records are
+in the REST API's JSON form; without that file it takes the real global service's, bundled in its jar.
+Older clients (and 9.x when it saves) use ``root_info``, the same HS_SITE values in binary (u32 count,
+then values). Both are written, from the top-level nodes' own sites; ``resolver_site`` (binary HS_SITE)
+sends every resolution to a recursive node.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +24,8 @@ from ..core.values import HS_SITE, HandleValue
 from .common import EXIT_OK, EXIT_UNREACHABLE, CliError
 
 RESOLVER_SITE, ROOT_INFO, CONFIG_DCT = "resolver_site", "root_info", "config.dct"
+BOOTSTRAP_HANDLES = "bootstrap_handles"
+ROOT_TTL_S = 86400
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -30,8 +40,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p = sub.add_parser("handle-config", help="write a Handle.Net client configuration for the running cluster",
                        description="Write the files Handle.Net's client reads from its configuration directory "
                        "(-Dnet.handle.configDir=DIR, or ~/.handle): resolver_site (the recursive node's site, as it "
-                       "answers get-site-info: every resolution goes there and it recurses), root_info (the "
-                       "top-level nodes' sites, the root a client that walks the hierarchy starts from) and "
+                       "answers get-site-info: every resolution goes there and it recurses), bootstrap_handles "
+                       "(Handle.Net 9) and root_info (older clients): the top-level nodes' sites, the root a client "
+                       "that walks the hierarchy starts from; and "
                        "config.dct (no automatic update of the root information from the real global service).")
     p.add_argument("--out", type=Path, required=True, help="the configuration directory to write")
     p.add_argument("--data-dir", help="the cluster's data directory (default ./data)")
@@ -58,6 +69,18 @@ def keygen(args: argparse.Namespace) -> int:
         print(f"private key: {args.file} (mode 0600; keep it)")
         print(f"HS_PUBKEY value: {json.dumps(value)}")
     return EXIT_OK
+
+
+def bootstrap_handles(root: list[HandleValue]) -> dict[str, object]:
+    """Handle.Net 9's ``bootstrap_handles``: the root of resolution (the top-level nodes' sites) and an empty
+    trust root (no root key: answers are not checked against one)."""
+    import time
+
+    values = [{"index": v.index, "type": v.type, "ttl": ROOT_TTL_S,
+               "data": {"format": "base64", "value": base64.b64encode(v.data).decode("ascii")}} for v in root]
+    return {"lastUpdate": int(time.time() * 1000),
+            "handles": {"0.NA/0.NA": {"handle": "0.NA/0.NA", "values": values},
+                        "0.0/0.0": {"handle": "0.0/0.0", "values": []}}}
 
 
 def _site_of(address: str) -> bytes:
@@ -99,7 +122,9 @@ def handle_config(args: argparse.Namespace) -> int:
     out = bytearray()
     write_values(out, root)
     (args.out / ROOT_INFO).write_bytes(bytes(out))
-    written = [ROOT_INFO]
+    (args.out / BOOTSTRAP_HANDLES).write_text(json.dumps(bootstrap_handles(root), indent=2) + "\n",
+                                              encoding="utf-8")
+    written = [BOOTSTRAP_HANDLES, ROOT_INFO]
     if resolver is not None:
         (args.out / RESOLVER_SITE).write_bytes(resolver)
         written.append(RESOLVER_SITE)
@@ -109,5 +134,5 @@ def handle_config(args: argparse.Namespace) -> int:
     written.append(CONFIG_DCT)
     via = "walking from the top-level nodes" if resolver is None else f"through {rec['name']} ({rec['handle']})"
     print(f"wrote {', '.join(written)} to {args.out}: Handle.Net clients resolve {via}")
-    print(f"  e.g. JAVA_TOOL_OPTIONS=-Dnet.handle.configDir={args.out} hdl-qresolve 88.118.8/JXDY2106023")
+    print(f"  e.g. JAVA_TOOL_OPTIONS=-Dnet.handle.configDir={args.out} hdl-qresolver 88.118.8/JXDY2106023")
     return EXIT_OK

@@ -58,7 +58,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    help="an HS_PUBKEY value holding the public half of a key file made by `idresolve keygen` "
                    "(index 300 unless given): the record becomes an identity INDEX:HANDLE")
     p.add_argument("--admin", action="append", default=[], metavar="[INDEX=]IDENTITY",
-                   help="an HS_ADMIN value granting IDENTITY (index:handle) the usual administrator rights")
+                   help="an HS_ADMIN value (index 100 unless given) granting IDENTITY (index:handle) the usual "
+                        "administrator rights")
     add_server_args(p, write=True)
     _protocol_args(p)
     p.set_defaults(func=register)
@@ -151,7 +152,7 @@ def _key_and_admin_values(args: argparse.Namespace, used: set[Any]) -> list[dict
         out.append({"index": index, "type": "HS_PUBKEY", "data": {"format": "base64",
                                                                    "value": base64.b64encode(data).decode()}})
     for spec in getattr(args, "admin", []):
-        index, identity = _indexed(spec, None, used)
+        index, identity = _indexed(spec, 100, used)  # where Handle tools put HS_ADMIN
         admin_index, colon, admin_handle = identity.partition(":")
         if not colon or not admin_index.isdigit() or not admin_handle:
             raise CliError(f"--admin takes [INDEX=]IDENTITY with IDENTITY index:handle, not {spec!r}")
