@@ -294,3 +294,26 @@ async def test_unknown_session_and_stray_challenge_answers(node: Node) -> None:
     stray = captured("08-create-delete-auth-nosession")[2].message
     got = await tcp_exchange(node, encode_message(replace(stray, wire=b"")))
     assert got.header.code == ResponseCode.AUTHEN_TIMEOUT and got.header.opcode == OpCode.CHALLENGE_RESPONSE
+
+
+async def test_a_node_beyond_loopback_refuses_native_writes_and_credentials_without_challenging() -> None:
+    """What ``writes_over_binary`` decides for a native listener beyond loopback without --plain-writes: no
+    challenge (no credentials asked for in clear), the write refused, resolutions answered."""
+    from idresolve.runtime.hosted import HostSettings
+
+    hosted = authoritative_host("t", MemoryStore(), ["88.100"], "admin-secret",
+                                settings=HostSettings(binary_writes=False))
+    for r in recorded_records():
+        hosted.node.bootstrap_record(r)
+    addrs = await hosted.start(http=None, handle="127.0.0.1:0", native=NativeOptions(KEY))
+    assert addrs.handle is not None
+    n = Node(hosted, *addrs.handle)
+    try:
+        create = await tcp_exchange(n, captured("08-create-delete-auth-nosession")[0].raw)
+        assert create.header.code == ResponseCode.INVALID_ADMIN and isinstance(create.body, ErrorBody)
+        assert "loopback" in create.body.message
+        assert hosted.node.store.get("88.100/test3") is None
+        resolved = await tcp_exchange(n, captured("02-resolve-tcp")[0].raw)
+        assert resolved.header.code == ResponseCode.SUCCESS
+    finally:
+        await hosted.stop()
