@@ -17,7 +17,9 @@ Outcomes per template: found -> learned (the node parses the version; a bad defi
 "not found" -> learned as absent (202); no answer, an error, or more than ``timeout_s`` -> the node keeps
 an expired copy if it has one (a published version never changes), else ``TemplateUnavailable``: the
 write is refused and nothing is stored (docs/templates.md, "When a template cannot be reached").
-Concurrent writes needing the same template share one fetch.
+Concurrent writes needing the same template share one fetch. Every fetch walks past the walkers' caches
+(the authoritative flag): the node's ``TemplateCache`` is the one cache, so a version published a moment
+ago is found at once.
 """
 
 from __future__ import annotations
@@ -31,19 +33,19 @@ from collections.abc import Callable, Mapping, Sequence
 from ..core.codes import OpCode, ResponseCode
 from ..core.errors import InvalidValue
 from ..core.handles import fold
-from ..core.messages import Request
+from ..core.messages import FLAG_AUTHORITATIVE, Request
 from ..core.templates import TemplateRef
 from ..nodes.authoritative import AuthoritativeNode
 from ..nodes.pipeline import RecursiveNode
 from ..nodes.recursive import Done, RecursiveResolver, Upstream
-from ..nodes.templates import TTL_CAP_S, TemplateUnavailable
+from ..nodes.templates import TemplateUnavailable
 from .client import ClientPool
 from .upstream import drive
 
 log = logging.getLogger("idresolve.templates")
 
 FETCH_TIMEOUT_S = 5.0
-_WALK_CACHE_ENTRIES = 256
+_WALK_CACHE_ENTRIES = 16  # the walkers' caches are never read (FLAG_AUTHORITATIVE): kept small
 
 
 class TemplateFetcher:
@@ -64,7 +66,7 @@ class TemplateFetcher:
         self.fetches = 0  # records asked for (metrics, tests)
 
     def _walker(self, prefix: str, roots: list[Upstream]) -> RecursiveNode:
-        resolver = RecursiveResolver(roots, cache_entries=_WALK_CACHE_ENTRIES, ttl_cap_s=TTL_CAP_S)
+        resolver = RecursiveResolver(roots, cache_entries=_WALK_CACHE_ENTRIES)
         return RecursiveNode(f"{self.node.name} templates {prefix}".rstrip(), resolver)
 
     async def __call__(self, refs: Sequence[TemplateRef]) -> None:
@@ -78,6 +80,11 @@ class TemplateFetcher:
             raise TemplateUnavailable("; ".join(str(e) for e in failed))
 
     async def _shared(self, ref: TemplateRef) -> None:
+        try:
+            if self.node.templates.get(ref, self.clock()) is not None:
+                return  # another write fetched it meanwhile
+        except InvalidValue:
+            return  # ... and found there is none: the retry answers that
         key = ref.key
         running = self._inflight.get(key)
         if running is not None:
@@ -109,8 +116,8 @@ class TemplateFetcher:
         done: Done | None = None
         try:
             async with asyncio.timeout(self.timeout_s):
-                walk = walker.begin(Request(0, OpCode.RESOLUTION, ref.handle), time.monotonic())
-                done = await drive(walk, self.pool, timeout_s=self.hop_timeout_s, clock=time.monotonic)
+                walk = walker.begin(Request(0, OpCode.RESOLUTION, ref.handle, FLAG_AUTHORITATIVE), self.clock())
+                done = await drive(walk, self.pool, timeout_s=self.hop_timeout_s, clock=self.clock)
         except TimeoutError:
             why = f"no answer within {self.timeout_s:g} s"
         now = self.clock()

@@ -562,7 +562,10 @@ class AuthoritativeNode:
             except HandleError as exc:
                 failed = failed or exc
                 results.append(ItemResult(text, exc.code, exc.message))
-        if needed:  # checked once they are here: the retry reports every item
+        if len(needed) > MAX_FETCHES_PER_WRITE:
+            raise InvalidValue(f"this batch names {len(needed)} templates held by other nodes; a write may name at "
+                               f"most {MAX_FETCHES_PER_WRITE}")
+        if needed:  # the items are checked once the templates are here: the retry reports every item
             raise TemplateNeeded(tuple(needed.values()))
         if failed is not None:
             bad = sum(1 for r in results if r.code != ResponseCode.SUCCESS)
@@ -610,11 +613,7 @@ class AuthoritativeNode:
             return self.templates.learn(ref, record.values if record is not None else None, now, local=True)
         if needed is None:
             raise TemplateNeeded((ref,))
-        if ref.key not in needed:
-            if len(needed) >= MAX_FETCHES_PER_WRITE:
-                raise InvalidValue(f"this write names more than {MAX_FETCHES_PER_WRITE} templates held by other "
-                                   f"nodes; {ref} is one too many")
-            needed[ref.key] = ref
+        needed[ref.key] = ref
         return None
 
     # -- records a node writes for itself --------------------------------------------------------------
