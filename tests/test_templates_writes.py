@@ -98,6 +98,8 @@ class Surface:
 
     def batch(self, items: list[tuple[str, list[HandleValue]]]) -> Outcome: ...
 
+    def delete(self, handle: str) -> Outcome: ...
+
     def close(self) -> None: ...
 
 
@@ -125,6 +127,9 @@ class Binary(Surface):
 
     def batch(self, items: list[tuple[str, list[HandleValue]]]) -> Outcome:
         return self._out(self.c.batch_create([(h, tuple(v)) for h, v in items]))
+
+    def delete(self, handle: str) -> Outcome:
+        return self._out(self.c.delete(handle))
 
     def close(self) -> None:
         self.c.close()
@@ -158,6 +163,9 @@ class Rest(Surface):
 
     def batch(self, items: list[tuple[str, list[HandleValue]]]) -> Outcome:
         return self._out(self.c.batch([{"handle": h, "values": self._json(v)} for h, v in items]))
+
+    def delete(self, handle: str) -> Outcome:
+        return self._out(self.c.delete(handle))
 
     def close(self) -> None:
         self.c.close()
@@ -319,5 +327,21 @@ async def test_writes_to_a_template_record(node: Any, protocol: str) -> None:
         ok(s.create(f"{PREFIX}/{protocol}-on-v1", [TemplateRef(h, 1).to_value(), required()]), "a record of version 1")
         refused(s.create(f"{PREFIX}/{protocol}-on-v2", [TemplateRef(h, 2).to_value()]), "a record of version 2",
                 "version 2", "req (2000)")
+
+    await _run(node, protocol, flow)
+
+
+@pytest.mark.parametrize("protocol", ["rest", "binary"])
+async def test_a_withdrawn_template_leaves_its_records_but_refuses_writes_to_them(node: Any, protocol: str) -> None:
+    def flow(s: Surface, stored: Callable[[str], Any]) -> None:
+        h, rec = f"{PREFIX}/TPL-gone-{protocol}", f"{PREFIX}/{protocol}-on-gone"
+        ok(s.create(h, [version_value(parse_definition({**DEFINITION, "name": f"gone-{protocol}"}))]), "publish")
+        ok(s.create(rec, [TemplateRef(h, 1).to_value(), required()]), "a record naming it")
+        ok(s.delete(h), "the publisher withdraws the template")
+        assert stored(h) is None and stored(rec) is not None  # the record stays as it was
+        refused(s.add(rec, [string_value(2001, "s", "abc")]), "a write naming a withdrawn template", "does not exist")
+        assert 2001 not in {v.index for v in stored(rec).values}  # nothing of the refused write
+        ok(s.remove(rec, [1001]), "the write that removes the template reference")
+        ok(s.add(rec, [string_value(2001, "s", "free text")]), "no template, no check")
 
     await _run(node, protocol, flow)
