@@ -28,10 +28,16 @@ from ..net.links import LinkModel
 from ..net.replicator import Replicator
 from ..net.services import DEFAULT_CLIENT_RATE
 from ..nodes.pipeline import RecursiveNode
-from ..nodes.recursive import RecursiveResolver
+from ..nodes.recursive import RecursiveResolver, Upstream
 from ..nodes.replication import SyncState, make_sync_handler
 from ..runtime.config import is_loopback
-from ..runtime.hosted import HostedAuthoritative, HostedRecursive, HostSettings, authoritative_host
+from ..runtime.hosted import (
+    HostedAuthoritative,
+    HostedRecursive,
+    HostSettings,
+    TemplateSources,
+    authoritative_host,
+)
 from ..runtime.serve import freeze_startup_heap, run_until_signal
 from ..store.sqlite import SqliteStore
 from .credentials import cluster_secret, secret_for
@@ -68,13 +74,28 @@ class Worker:
         link = None if self.latency.is_off else LinkModel(self.latency, n.spec.location, self._where)
         return ClientPool(delay=link)
 
-    def _recursive(self, n: NodePlan) -> HostedRecursive:
+    def _tops(self, n: NodePlan) -> list[Upstream]:
+        """The top-level nodes as ``n`` asks them: primaries first, nearest first."""
         tops = sorted(self.plan.by_role("top"), key=lambda t: (
             t.spec.disaster_recovery, self.latency.base_one_way_ms(n.spec.location, t.spec.location), t.index))
+        return [t.upstream() for t in tops]
+
+    def _recursive(self, n: NodePlan) -> HostedRecursive:
         ro = self.recursive
-        resolver = RecursiveResolver([t.upstream() for t in tops], cache_entries=ro.cache_entries,
-                                     negative_ttl_s=ro.negative_ttl_s)
+        resolver = RecursiveResolver(self._tops(n), cache_entries=ro.cache_entries, negative_ttl_s=ro.negative_ttl_s)
         return HostedRecursive(RecursiveNode(n.name, resolver), self._pool(n), self.settings)
+
+    def _template_sources(self, n: NodePlan) -> TemplateSources | None:
+        """Secondary and enterprise nodes fetch templates through the top level; an enterprise node asks its
+        own secondary directly (its industry's templates; a secondary not registered at the top is
+        reachable only so)."""
+        if n.role not in ("secondary", "enterprise"):
+            return None
+        holders: tuple[tuple[str, Upstream], ...] = ()
+        if n.role == "enterprise" and n.spec.parent is not None:
+            sec = self.plan.node(n.spec.parent)
+            holders = ((sec.spec.prefix or "", sec.upstream()),)
+        return TemplateSources(tuple(self._tops(n)), holders, self._pool(n))
 
     def _authoritative(self, n: NodePlan, now: float) -> HostedAuthoritative:
         assert n.spec.prefix is not None  # every authoritative role has a prefix (topology validation)
@@ -84,7 +105,8 @@ class Worker:
         state = SyncState() if n.role == "top" else None
         extra = make_sync_handler(state, n.spec.prefix) if state is not None else None
         hosted = authoritative_host(n.name, SqliteStore(node_dir / "records.sqlite3"), n.prefixes, secret,
-                                    settings=self.settings, role=n.role, site=n.site(), extra_handlers=extra, now=now)
+                                    settings=self.settings, role=n.role, site=n.site(), extra_handlers=extra, now=now,
+                                    templates=self._template_sources(n))
         if state is not None:
             peers = [t.upstream() for t in self.plan.by_role("top") if t.name != n.name]
             auth = (identity_of(n.spec.prefix), secret.encode())
