@@ -11,6 +11,7 @@ from pathlib import Path
 MAX_BATCH = 2_000
 TARGET_REST_RATIO = 0.7  # node requests/s over a bare aiohttp handler's
 TARGET_IDS_PER_S = 20_000  # batch registration into the durable store
+TARGET_TEMPLATE_COST = 1.25  # a batch checked against its template over the same batch unchecked (time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,7 @@ class BatchConfig:
     identifiers: int = 100_000
     batch_size: int = MAX_BATCH
     repeats: int = 3
+    template: bool = False  # records fill a template; core and REST also run naming it (bench batch --template)
 
 
 # -- bench run (documented in bench.scenarios) ---------------------------------------------------------

@@ -23,7 +23,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..bench.config import BOTH, MAX_BATCH, PROTOCOLS, SCENARIOS, BatchConfig, RestConfig, RunConfig
+from ..bench.config import (
+    BOTH,
+    MAX_BATCH,
+    PROTOCOLS,
+    SCENARIOS,
+    TARGET_TEMPLATE_COST,
+    BatchConfig,
+    RestConfig,
+    RunConfig,
+)
 from .common import EXIT_HANDLE_ERROR, EXIT_USAGE, CliError
 
 # The benchmark machinery (aiohttp, hdrhistogram, the node) is imported when a benchmark runs, not for
@@ -168,6 +177,10 @@ def _batch_args(p: argparse.ArgumentParser, *, prefix: str = "") -> None:
                    help=f"identifiers per batch, one transaction each (default {d.batch_size:,}, the maximum)")
     p.add_argument(f"--{prefix}repeats", dest="batch_repeats", metavar="N", type=_int_in(1, MAX_REPEATS), default=d.repeats,
                    help=f"runs per path; medians are reported (default {d.repeats})")
+    p.add_argument(f"--{prefix}template", dest="batch_template", action="store_true",
+                   help="records fill the tyre-batch template; core and REST also run naming it (every record "
+                   "checked), beside the same batch not naming it: the cost of checking (target <= "
+                   f"{TARGET_TEMPLATE_COST}x)")
 
 
 def _common(p: argparse.ArgumentParser, *, out_help: str) -> None:
@@ -255,7 +268,8 @@ def _rest_cfg(args: argparse.Namespace) -> RestConfig:
 
 
 def _batch_cfg(args: argparse.Namespace) -> BatchConfig:
-    return BatchConfig(identifiers=args.identifiers, batch_size=args.batch_size, repeats=args.batch_repeats)
+    return BatchConfig(identifiers=args.identifiers, batch_size=args.batch_size, repeats=args.batch_repeats,
+                       template=args.batch_template)
 
 
 def _guarded(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -46,6 +46,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--http-idle-timeout", dest="http_idle_timeout_s", type=float, metavar="S",
                    help="close HTTP connections idle this long, and requests whose body has not arrived by then "
                    "(default 30)")
+    p.add_argument("--template-resolver", dest="template_resolvers", action="append", metavar="HOST:PORT",
+                   help="where to fetch metadata templates this node does not hold, over the binary protocol: a "
+                   "top-level node, a recursive node or the template's holder (repeat; env "
+                   "IDRESOLVE_TEMPLATE_RESOLVERS=a,b). Without it, writes naming such a template are refused")
     p.set_defaults(func=run)
 
 
@@ -56,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
                                            "tls_cert", "tls_key", "log_level", "access_log", "shed_lag_ms",
                                            "plain_http_writes", "http_idle_timeout_s")}
     flags["prefixes"] = tuple(args.prefixes) if args.prefixes else None
+    flags["template_resolvers"] = tuple(args.template_resolvers) if args.template_resolvers else None
     try:
         cfg = load_node_config(toml_path=args.config, flags=flags)
     except ConfigError as exc:

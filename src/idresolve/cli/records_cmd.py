@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..client.rest import Answer
+from ..core.templates import TEMPLATE_REF_TYPE
+from ..core.values import TEMPLATE_REF_INDEX
 from .cluster_client import apply_cluster_defaults, resolve_with_trace
 from .common import (
     EXIT_HANDLE_ERROR,
@@ -49,6 +51,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    help="a string value, e.g. 2:EMAIL=ops@example.com (repeat; index defaults to 1, 2, ...)")
     p.add_argument("--values-json", type=Path, metavar="FILE",
                    help="a JSON file with the values list in the REST API's form ('-' for stdin)")
+    p.add_argument("--template", metavar="TEMPLATE[@VERSION]",
+                   help="the metadata template the identifier follows (e.g. 88.118/TPL-tyre-batch; default: its "
+                   "latest version): written at index 1001; the node checks the record against it")
+    p.add_argument("--field", action="append", default=[], metavar="NAME=TEXT",
+                   help="a field of --template by name, e.g. batchNumber=2106023 (repeat)")
+    p.add_argument("--template-server", metavar="URL",
+                   help="where to read --template (default: the cluster's recursive node, else --server)")
     p.add_argument("--index", type=int, action="append", help="only add or modify the values at this index")
     p.add_argument("--no-overwrite", action="store_true", help="fail if the identifier (or value) exists")
     p.add_argument("--batch", type=Path, metavar="FILE",
@@ -161,14 +170,36 @@ def _key_and_admin_values(args: argparse.Namespace, used: set[Any]) -> list[dict
     return out
 
 
+def _template_values(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Value 1001 naming ``--template`` and one value per ``--field``, at the field's index and with its
+    name as type (the template is read to find them; the node checks the values)."""
+    if not args.template:
+        if args.field:
+            raise CliError("--field needs --template")
+        return []
+    from .template_cmd import fetch_template
+
+    handle, _versions, template = fetch_template(args, args.template, server=args.template_server)
+    out: list[dict[str, Any]] = [{"index": TEMPLATE_REF_INDEX, "type": TEMPLATE_REF_TYPE,
+                                  "data": f"{handle}@{template.version}"}]
+    for spec in args.field:
+        name, eq, text = spec.partition("=")
+        field = template.by_name.get(name)
+        if not eq or field is None:
+            known = ", ".join(f.name for f in template.fields)
+            raise CliError(f"bad --field {spec!r}: {template.title} has the fields {known}")
+        out.append({"index": field.index, "type": field.name, "data": text})
+    return out
+
+
 def register(args: argparse.Namespace) -> int:
     if args.batch:
         return _register_batch(args)
     if not args.handle:
         raise CliError("register needs a HANDLE (or --batch FILE)")
-    values = _values(args)
+    values = _values(args) + _template_values(args)
     if not values:
-        raise CliError("nothing to register: give --url, --value, --pubkey, --admin or --values-json")
+        raise CliError("nothing to register: give --url, --value, --pubkey, --admin, --values-json or --template")
     if args.protocol == "handle":
         from . import native_cmd
 

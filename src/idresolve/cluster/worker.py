@@ -30,10 +30,16 @@ from ..net.links import LinkModel
 from ..net.replicator import Replicator
 from ..net.services import DEFAULT_CLIENT_RATE
 from ..nodes.pipeline import RecursiveNode
-from ..nodes.recursive import RecursiveResolver
+from ..nodes.recursive import RecursiveResolver, Upstream
 from ..nodes.replication import SyncState, make_sync_handler
 from ..runtime.config import is_loopback
-from ..runtime.hosted import HostedAuthoritative, HostedRecursive, HostSettings, authoritative_host
+from ..runtime.hosted import (
+    HostedAuthoritative,
+    HostedRecursive,
+    HostSettings,
+    TemplateSources,
+    authoritative_host,
+)
 from ..runtime.listeners import NativeOptions
 from ..runtime.serve import freeze_startup_heap, run_until_signal
 from ..runtime.serverkey import load_or_create_server_key, public_key_bytes
@@ -72,18 +78,33 @@ class Worker:
         link = None if self.latency.is_off else LinkModel(self.latency, n.spec.location, self._where)
         return ClientPool(delay=link)
 
-    def _recursive(self, n: NodePlan) -> HostedRecursive:
+    def _tops(self, n: NodePlan) -> list[Upstream]:
+        """The top-level nodes as ``n`` asks them: primaries first, nearest first."""
         tops = sorted(self.plan.by_role("top"), key=lambda t: (
             t.spec.disaster_recovery, self.latency.base_one_way_ms(n.spec.location, t.spec.location), t.index))
+        return [t.upstream() for t in tops]
+
+    def _recursive(self, n: NodePlan) -> HostedRecursive:
         ro = self.recursive
-        resolver = RecursiveResolver([t.upstream() for t in tops], cache_entries=ro.cache_entries,
-                                     negative_ttl_s=ro.negative_ttl_s)
+        resolver = RecursiveResolver(self._tops(n), cache_entries=ro.cache_entries, negative_ttl_s=ro.negative_ttl_s)
         return HostedRecursive(RecursiveNode(n.name, resolver), self._pool(n), self.settings)
 
     def _native(self, n: NodePlan) -> NativeOptions:
         """The node's key (``<data_dir>/nodes/<name>/server-key.pem``) and the site that publishes it."""
         key = load_or_create_server_key(self.data_dir / "nodes" / n.name)
         return NativeOptions(key, n.site(n.site_address, public_key_bytes(key)))
+
+    def _template_sources(self, n: NodePlan) -> TemplateSources | None:
+        """Secondary and enterprise nodes fetch templates through the top level; an enterprise node asks its
+        own secondary directly (its industry's templates; a secondary not registered at the top is
+        reachable only so)."""
+        if n.role not in ("secondary", "enterprise"):
+            return None
+        holders: tuple[tuple[str, Upstream], ...] = ()
+        if n.role == "enterprise" and n.spec.parent is not None:
+            sec = self.plan.node(n.spec.parent)
+            holders = ((sec.spec.prefix or "", sec.upstream()),)
+        return TemplateSources(tuple(self._tops(n)), holders, self._pool(n))
 
     def _authoritative(self, n: NodePlan, now: float, native: NativeOptions) -> HostedAuthoritative:
         assert n.spec.prefix is not None  # every authoritative role has a prefix (topology validation)
@@ -94,7 +115,7 @@ class Worker:
         extra = make_sync_handler(state, n.spec.prefix) if state is not None else None
         hosted = authoritative_host(n.name, SqliteStore(node_dir / "records.sqlite3"), n.prefixes, secret,
                                     settings=self.settings, role=n.role, site=native.site, extra_handlers=extra,
-                                    now=now)
+                                    now=now, templates=self._template_sources(n))
         if state is not None:
             peers = [t.upstream() for t in self.plan.by_role("top") if t.name != n.name]
             auth = (identity_of(n.spec.prefix), secret.encode())

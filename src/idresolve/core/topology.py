@@ -33,6 +33,7 @@ The TOML shape (see ``config/minimal.toml`` for a complete file)::
     prefix = "88.118"
     connected = true                      # required: registered with the top-level nodes or not
     industry = "tyres and rubber"         # optional
+    templates = ["tyre-batch"]            # optional: metadata templates it publishes (<config dir>/templates/<name>.json)
 
     [[enterprise]]                        # an enterprise prefix allocated by a secondary node
     name = "ent-tyre-qingdao-8"
@@ -72,6 +73,7 @@ MEMORY_SOURCE = "<memory>"
 # Node and location names become process labels and container host names: one DNS label.
 _NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _SEGMENT_RE = re.compile(r"^[1-9][0-9]*$")  # a prefix segment: a positive decimal, no leading zero
+_TEMPLATE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")  # core.templates.definition's template names
 
 
 class TopologyError(ValueError):
@@ -168,6 +170,8 @@ class NodeSpec:
     - ``connected``: secondary only (registered with the top-level nodes, resolvable nationally).
     - ``hosted``: enterprise only (served by its secondary node, no node of its own).
     - ``disaster_recovery``: top-level only.
+    - ``templates``: secondary only, the names of the metadata templates it publishes (``TPL-<name>``
+      under its prefix, written by the bootstrap from ``<config dir>/templates/<name>.json``).
     Flags that do not apply to a role are ``False``. A hosted enterprise's ``location`` is its secondary's.
     """
 
@@ -181,6 +185,7 @@ class NodeSpec:
     disaster_recovery: bool = False
     industry: str | None = None
     description: str = ""
+    templates: tuple[str, ...] = ()
 
     @property
     def runs(self) -> bool:
@@ -347,6 +352,8 @@ def _validate(topo: Topology) -> None:
                            ("disaster_recovery", "top")):
             if getattr(spec, flag) and spec.role != role:
                 raise TopologyError(f"{flag!r} applies to {role} nodes only", entry=entry)
+        if spec.templates and spec.role != "secondary":
+            raise TopologyError("'templates' applies to secondary nodes only", entry=entry)
     for role, what in (("top", "national top-level"), ("recursive", "recursive")):
         if not any(n.role == role for n in topo.nodes):
             raise TopologyError(f"a topology needs at least one {what} node ([[{role}]])")
@@ -397,7 +404,7 @@ _TOP_KEYS = {"name", "description", "country_prefix", "default_scenario", "locat
 _KEYS: dict[str, tuple[set[str], set[str]]] = {  # table -> (required keys, optional keys)
     "location": ({"name", "province", "lat", "lon"}, {"description"}),
     "top": ({"name", "location"}, {"disaster_recovery", "description"}),
-    "secondary": ({"name", "location", "prefix", "connected"}, {"industry", "description"}),
+    "secondary": ({"name", "location", "prefix", "connected"}, {"industry", "description", "templates"}),
     "enterprise": ({"name", "secondary", "prefix", "hosted"}, {"location", "industry", "description"}),
     "recursive": ({"name", "location"}, {"description"}),
 }
@@ -435,6 +442,16 @@ class _Table:
         if not isinstance(value, bool):
             raise TopologyError(f"{key!r} must be true or false, not {value!r}", entry=self.entry)
         return value
+
+    def names(self, key: str) -> tuple[str, ...]:
+        """A list of distinct template names (``tyre-batch``: lowercase letters, digits and ``-``)."""
+        raw = self.data.get(key, [])
+        if not isinstance(raw, list) or not all(isinstance(n, str) and _TEMPLATE_NAME_RE.match(n) for n in raw):
+            raise TopologyError(f"{key!r} must be a list of template names (lowercase letters, digits and '-', "
+                                f"at most 64), not {raw!r}", entry=self.entry)
+        if len(set(raw)) != len(raw):
+            raise TopologyError(f"{key!r} names a template twice", entry=self.entry)
+        return tuple(raw)
 
     def located(self, locations: Mapping[str, Location]) -> Location:
         name = self.text("location")
@@ -510,7 +527,7 @@ def _topology_from_dict(data: Mapping[str, Any], source: str) -> Topology:
     for t in _tables(data, "secondary"):
         spec = NodeSpec(t.data["name"], "secondary", t.located(locations), prefix=t.text("prefix"),
                         connected=t.flag("connected"), industry=t.text("industry"),
-                        description=t.text("description", "") or "")
+                        description=t.text("description", "") or "", templates=t.names("templates"))
         secondaries.setdefault(spec.name, spec)
         nodes.append(spec)
     for t in _tables(data, "enterprise"):
@@ -584,7 +601,7 @@ def canonical_form(topology: Topology) -> dict[str, Any]:
         return {"name": n.name, "role": n.role, "location": n.location.name, "prefix": n.prefix,
                 "parent": n.parent, "connected": n.connected, "hosted": n.hosted,
                 "disaster_recovery": n.disaster_recovery, "industry": n.industry,
-                "description": n.description}
+                "description": n.description, **({"templates": list(n.templates)} if n.templates else {})}
 
     return {
         "name": topology.name,

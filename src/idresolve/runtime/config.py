@@ -60,6 +60,9 @@ class NodeConfig:
     access_log: bool = False
     shed_lag_ms: str = "50"  # shed load when the event loop lags this much for 100 ms; 0 turns shedding off
     http_idle_timeout_s: float = 30.0  # HTTP connections idle (or a request body not complete) this long close
+    #: binary TCP addresses (host:port) where fetching a template this node does not hold starts: a
+    #: top-level node (the walk follows referrals), a recursive node, or the node that holds the template
+    template_resolvers: tuple[str, ...] = ()
 
     def writes_over_plain_http(self) -> bool:
         if self.plain_http_writes is not None:

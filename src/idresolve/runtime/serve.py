@@ -19,9 +19,10 @@ from pathlib import Path
 from ..core.errors import HandleError
 from ..nodes.authoritative import AuthoritativeNode
 from ..nodes.bootstrap import admin_identity
+from ..nodes.recursive import Upstream
 from ..store import open_store
 from .config import ConfigError, NodeConfig, is_loopback, parse_hostport
-from .hosted import HostedAuthoritative, HostSettings, authoritative_host
+from .hosted import HostedAuthoritative, HostSettings, TemplateSources, authoritative_host
 from .listeners import Addresses, NativeOptions
 from .secrets import load_or_create_secret
 from .serverkey import load_or_create_server_key
@@ -77,7 +78,8 @@ async def _serve(cfg: NodeConfig, shutdown_trigger: Awaitable[object],
     store = open_store(cfg.store, cfg.data_dir, name=cfg.name, fsync=cfg.fsync)
     hosted: HostedAuthoritative | None = None
     try:
-        hosted = authoritative_host(cfg.name, store, cfg.prefixes, secret, settings=settings)
+        hosted = authoritative_host(cfg.name, store, cfg.prefixes, secret, settings=settings,
+                                    templates=template_sources(cfg))
         node = hosted.node
         ssl_ctx = None
         if cfg.tls_cert is not None and cfg.tls_key is not None:
@@ -102,6 +104,15 @@ async def _serve(cfg: NodeConfig, shutdown_trigger: Awaitable[object],
             await hosted.stop()
         else:
             store.close()
+
+
+def template_sources(cfg: NodeConfig) -> TemplateSources | None:
+    """Where ``cfg``'s node fetches templates it does not hold (``--template-resolver``); None: nowhere."""
+    roots = []
+    for addr in cfg.template_resolvers:
+        host, port = parse_hostport(addr, 2641)
+        roots.append(Upstream(f"{host}:{port}", host, port))
+    return TemplateSources(tuple(roots)) if roots else None
 
 
 def freeze_startup_heap() -> None:
