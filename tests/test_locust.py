@@ -40,7 +40,7 @@ IDRESOLVE = [str(BIN / "idresolve")] if (BIN / "idresolve").exists() else [
     sys.executable, "-c", "from idresolve.cli.main import entry; entry()"]
 LOCUST = BIN / "locust"
 SEEDED = 400
-PORTS_PER_CLUSTER = 12  # minimal.toml: 6 nodes, tcp/udp on base+2i and http on base+2i+1
+PORTS_PER_CLUSTER = 18  # minimal.toml: 6 nodes, tcp/udp on base+2i, http on base+2i+1, native on base+12+i
 RUN_S = 4
 USERS = 4
 
