@@ -147,7 +147,8 @@ def test_each_node_has_a_service_a_statefulset_and_a_volume(shandong):
         assert arg(c["command"], "--host") == n.name and arg(c["command"], "--dial-hosts") == "names"
         ports = {p["name"]: (p["containerPort"], p["protocol"]) for p in c["ports"]}
         assert ports == {"binary-tcp": (n.tcp_port, "TCP"), "binary-udp": (n.udp_port, "UDP"),
-                         "http": (n.http_port, "TCP")}
+                         "http": (n.http_port, "TCP"), "handle-tcp": (n.handle_port, "TCP"),
+                         "handle-udp": (n.handle_port, "UDP")}
         # The Service picks this node's pod and no other, at the same port numbers (nodes dial NAME:port).
         assert [name for name, pod in pods.items() if selects(svc["spec"]["selector"], pod["metadata"]["labels"])] \
             == [n.name]
