@@ -134,7 +134,7 @@ def test_lookup_errors(minimal: Topology, call: Callable[[Topology], object], me
 
 
 def test_roles_constant() -> None:
-    assert ROLES == ("top", "secondary", "enterprise", "recursive")
+    assert ROLES == ("top", "secondary", "enterprise", "recursive", "mirror")
 
 
 # --------------------------------------------------------------------------------------------------

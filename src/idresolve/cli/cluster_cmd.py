@@ -25,6 +25,7 @@ from ..cluster.supervisor import (
     run_bootstrap,
 )
 from ..core.topology import TopologyError, load_topology
+from . import fault_cmd
 from .common import EXIT_HANDLE_ERROR, EXIT_OK, CliError
 
 PACKAGE_CONFIG = Path(__file__).resolve().parents[3] / "config"
@@ -182,9 +183,10 @@ def status(args: argparse.Namespace) -> int:
     with ThreadPoolExecutor(max_workers=16) as pool:
         probed = list(pool.map(_probe, nodes))
     up_count = sum(1 for n in probed if n["up"])
+    fault_lines, faults = fault_cmd.status_lines(data_dir_of(args))
     if args.json:
-        print(json.dumps({"topology": cluster["topology"], "up": up_count, "total": len(probed), "nodes": probed},
-                         indent=2, ensure_ascii=False))
+        print(json.dumps({"topology": cluster["topology"], "up": up_count, "total": len(probed), "nodes": probed,
+                          "faults": faults}, indent=2, ensure_ascii=False))
         return EXIT_OK if up_count == len(probed) else EXIT_HANDLE_ERROR
     rows = [("node", "role", "location", "state", "records", "prefixes", "http", "tcp/udp")]
     for n in probed:
@@ -197,6 +199,8 @@ def status(args: argparse.Namespace) -> int:
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     print(f"{up_count}/{len(probed)} nodes up ({cluster['topology']}, latency {cluster['latency']})")
+    for line in fault_lines:
+        print(line)
     return EXIT_OK if up_count == len(probed) else EXIT_HANDLE_ERROR
 
 

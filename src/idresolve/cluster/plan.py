@@ -3,7 +3,8 @@
 Every running node gets a fixed index in topology order (top, secondary, enterprise, recursive), and
 from it fixed ports: binary TCP and UDP on ``base_port + 2*i``, HTTP on ``base_port + 2*i + 1``. Fixed
 ports keep the HS_SITE records written at allocation valid across restarts. Nodes are spread over
-workers round-robin so each process holds a mix of roles.
+workers round-robin so each process holds a mix of roles. A secondary's mirrors come after every other
+node (``Topology.running_nodes``); their HS_SITE says they are not the primary site.
 """
 
 from __future__ import annotations
@@ -53,11 +54,13 @@ class NodePlan:
         return Upstream(self.name, self.dial_host, self.tcp_port, self.spec.location.name)
 
     def site(self, address: str = "127.0.0.1") -> SiteInfo:
-        """The HS_SITE naming this node: address, interfaces, and its name and location as attributes."""
+        """The HS_SITE naming this node: address, interfaces, and its name and location as attributes (a
+        mirror's site is not primary: it answers queries, and the primary takes the writes)."""
         host = None if self.dial_host == address else self.dial_host
         server = Server(1, address, (Interface("TCP", self.tcp_port), Interface("UDP", self.udp_port),
                                      Interface("HTTP", self.http_port)), host=host)
-        return SiteInfo((server,), attributes=(("name", self.name), ("location", self.spec.location.name)))
+        return SiteInfo((server,), primary=self.role != "mirror",
+                        attributes=(("name", self.name), ("location", self.spec.location.name)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,10 @@ class ClusterPlan:
 
     def by_role(self, role: str) -> tuple[NodePlan, ...]:
         return tuple(n for n in self.nodes if n.role == role)
+
+    def mirrors_of(self, name: str) -> tuple[NodePlan, ...]:
+        """The mirrors of the secondary node ``name``."""
+        return tuple(n for n in self.nodes if n.spec.mirror_of == name)
 
     def for_worker(self, worker: int) -> tuple[NodePlan, ...]:
         return tuple(n for n in self.nodes if n.worker == worker)

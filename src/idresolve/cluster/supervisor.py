@@ -2,7 +2,9 @@
 
 The supervisor writes ``<data_dir>/cluster.json`` (every node's role, location, prefixes and addresses)
 so that ``status``, ``seed``, ``register`` and ``resolve`` find the cluster, and ``credentials.json``
-(mode 0600) with every prefix admin's secret.
+(mode 0600) with every prefix admin's secret. Once the workers listen it writes ``control.json``: each
+worker's control channel (``cluster.control``: faults and the latency setting at run time) and the
+dashboard's address.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from ..core.topology import Topology
 from .bootstrap import BootstrapReport, bootstrap
 from .credentials import cluster_secret, write_credentials
+from .faults import write_control_file
 from .plan import ClusterPlan
 
 CLUSTER_FILE = "cluster.json"
@@ -100,6 +103,7 @@ class Supervisor:
         self.plan, self.opts = plan, opts
         self.procs: list[subprocess.Popen[str]] = []
         self.ready_nodes: list[dict[str, object]] = []
+        self.controls: list[dict[str, object]] = []  # per worker: its control channel and its nodes
 
     def _groups(self) -> list[list[str]]:
         own = set(self.opts.own_process)
@@ -128,7 +132,8 @@ class Supervisor:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         for names in groups:
             # stdin is a pipe nobody writes: when this process dies, however, it closes and the workers stop.
-            self.procs.append(subprocess.Popen(self.worker_argv(names) + ["--stop-with-stdin"], stdin=subprocess.PIPE,
+            self.procs.append(subprocess.Popen(self.worker_argv(names) + ["--stop-with-stdin", "--control"],
+                                               stdin=subprocess.PIPE,
                                                stdout=subprocess.PIPE,
                                                stderr=None, text=True, env=env, start_new_session=True))
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -143,7 +148,10 @@ class Supervisor:
             if event.get("event") != "ready":
                 raise ClusterError(f"a worker failed: {event.get('message', line.strip())}")
             self.ready_nodes.extend(event["nodes"])
+            if event.get("control"):
+                self.controls.append({"url": event["control"], "nodes": names, "pid": proc.pid})
             progress(f"worker {len(self.ready_nodes)}/{len(self.plan.nodes)} nodes listening")
+        write_control_file(self.opts.data_dir, self.controls)
 
     def stop(self) -> None:
         for p in self.procs:
