@@ -133,7 +133,8 @@ def up(args: argparse.Namespace) -> int:
     took = time.monotonic() - t0
     recs = plan.by_role("recursive")
     print(f"ready in {took:.1f} s: {len(plan.by_role('top'))} top-level, {len(plan.by_role('secondary'))} secondary, "
-          f"{len(plan.by_role('enterprise'))} enterprise, {len(recs)} recursive nodes", flush=True)
+          f"{len(plan.by_role('enterprise'))} enterprise, {len(recs)} recursive nodes"
+          + (f", {len(plan.by_role('mirror'))} mirrors" if plan.by_role("mirror") else ""), flush=True)
     for r in recs:
         print(f"  recursive {r.name} ({r.spec.location.name}): REST {r.http_url}  binary tcp/udp "
               f"{r.dial_host}:{r.tcp_port}", flush=True)
