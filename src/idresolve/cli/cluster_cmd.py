@@ -67,6 +67,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    "0: never)")
     p.add_argument("--client-rate", type=float, help="recursive nodes: requests/s accepted per client address, "
                    "beyond which they answer code 3 (default 100000; 0 for no limit)")
+    p.add_argument("--dashboard", default=None, metavar="HOST:PORT",
+                   help="serve the live dashboard there (default 127.0.0.1 and the base port - 1; 'off': none); "
+                   "beyond loopback its controls need the registry admin's credentials")
     p.set_defaults(func=up)
 
     p = sub.add_parser("status", help="list every node of the running cluster: role, place, addresses, up/down",
@@ -107,8 +110,10 @@ def up(args: argparse.Namespace) -> int:
             if value < low:
                 raise CliError(f"{flag} must be at least {low}")
             flags += [flag, str(value)]
+    dashboard = args.dashboard or f"127.0.0.1:{args.base_port - 1}"
     opts = UpOptions(config, data_dir_of(args), args.base_port, args.workers, args.latency, args.scenario,
-                     tuple(args.own_process), args.log_level, tuple(flags))
+                     tuple(args.own_process), args.log_level, tuple(flags),
+                     dashboard=None if dashboard == "off" else dashboard)
     try:
         check_ports_free(plan)
     except ClusterError as exc:
@@ -143,6 +148,12 @@ def up(args: argparse.Namespace) -> int:
         print(f"    try: idresolve resolve {report.demo} --trace --data-dir {opts.data_dir}", flush=True)
         if recs:
             print(f"    or:  curl {recs[0].http_url}/api/handles/{report.demo}", flush=True)
+    if opts.dashboard is not None:
+        try:
+            print(f"  dashboard: {sup.start_dashboard()}", flush=True)
+        except ClusterError as exc:
+            print(f"warning: {exc}; the cluster runs without it (`idresolve dashboard --listen HOST:PORT` "
+                  "serves one)", file=sys.stderr, flush=True)
     print(f"  admin credentials: {creds_path} (mode 0600)", flush=True)
     print(f"  data: {opts.data_dir}/ ; `idresolve status --data-dir {opts.data_dir}` lists the nodes; Ctrl-C stops",
           flush=True)

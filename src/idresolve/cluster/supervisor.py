@@ -48,6 +48,7 @@ class UpOptions:
     own_process: tuple[str, ...] = ()
     log_level: str = "WARNING"
     worker_flags: tuple[str, ...] = ()  # passed through to every worker (recursive settings)
+    dashboard: str | None = None  # HOST:PORT of the dashboard, None: none
 
 
 def cluster_description(plan: ClusterPlan, opts: UpOptions) -> dict[str, object]:
@@ -104,6 +105,7 @@ class Supervisor:
         self.procs: list[subprocess.Popen[str]] = []
         self.ready_nodes: list[dict[str, object]] = []
         self.controls: list[dict[str, object]] = []  # per worker: its control channel and its nodes
+        self.dashboard: subprocess.Popen[str] | None = None
 
     def _groups(self) -> list[list[str]]:
         own = set(self.opts.own_process)
@@ -153,7 +155,26 @@ class Supervisor:
             progress(f"worker {len(self.ready_nodes)}/{len(self.plan.nodes)} nodes listening")
         write_control_file(self.opts.data_dir, self.controls)
 
+    def start_dashboard(self) -> str:
+        """Start ``idresolve dashboard`` for this cluster (it stops when this process goes); its URL, or why
+        it did not start (the cluster runs without it)."""
+        argv = [sys.executable, "-c", "from idresolve.cli.main import entry; entry()", "dashboard", "--data-dir",
+                str(self.opts.data_dir),
+                "--listen", str(self.opts.dashboard), "--ready-json", "--stop-with-stdin"]
+        self.dashboard = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, text=True,
+                                          env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
+        line = _readline(self.dashboard, time.monotonic() + READY_TIMEOUT_S)
+        try:
+            event = json.loads(line or "{}")
+        except ValueError:
+            event = {"message": (line or "").strip()[:200]}
+        if event.get("event") != "ready":
+            raise ClusterError(f"the dashboard did not start: {event.get('message', 'no answer')}")
+        return str(event["url"])
+
     def stop(self) -> None:
+        if self.dashboard is not None and self.dashboard.poll() is None:
+            self.procs.append(self.dashboard)
         for p in self.procs:
             if p.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
