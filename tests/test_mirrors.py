@@ -4,12 +4,13 @@ record, read-only mirrors, recursive failover between the servers of a referral,
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
 import pytest
 
-from clusterutil import MINIMAL, wait_until
+from clusterutil import MINIMAL, run_cli, wait_until
 from idresolve.cluster.faults import new_fault
 from idresolve.cluster.plan import make_plan
 from idresolve.core.codes import ResponseCode
@@ -193,3 +194,23 @@ async def test_the_registry_lag_is_measured_between_top_level_nodes(tmp_path: Pa
         assert rep.lag_s(peer) == 0.0
         text = o.cluster.worker.hosted[TOP].metrics.render().decode()
         assert f'idresolve_replication_lag_seconds{{peer="{peer.name}"}} 0.0' in text
+
+
+def test_bench_replication_reports_lag_and_the_catch_up(tmp_path: Path) -> None:
+    """``idresolve bench run --scenario replication`` on a topology with a mirror, as a user runs it."""
+    out = tmp_path / "repl.json"
+    res = run_cli("bench", "run", "--topology", str(mirrored_minimal(tmp_path)), "--scenario", "replication",
+                  "--duration", "1", "--rate", "100", "--identifiers", "50", "--out", str(out), timeout_s=180)
+    assert res.returncode == 0, res.stderr[-2000:]
+    (result,) = json.loads(out.read_text())["results"]
+    rp = result["replication"]
+    assert (rp["primary"], rp["mirror"]) == (SEC, MIR) and rp["writes"]["mirror"] >= 100
+    assert rp["steady"]["mirror"]["samples"] > 0 and rp["steady"]["registry"]["samples"] > 0
+    assert rp["mirror_down"]["pending_max"] > 0 and rp["mirror_down"]["lag_max_ms"] > 0  # it fell behind...
+    assert rp["back"]["caught_up_s"] is not None  # ... and caught up once started again
+    assert "lag (sampled every 50 ms)" in res.stdout
+
+
+def test_bench_replication_needs_a_mirror() -> None:
+    res = run_cli("bench", "run", "--scenario", "replication", "--duration", "1", "--identifiers", "10", timeout_s=120)
+    assert res.returncode != 0 and "has no secondary node with a mirror" in (res.stdout + res.stderr)
