@@ -91,13 +91,19 @@ class SyncState:
         return out
 
 
+def _require_admin(node: AuthoritativeNode, req: Request, caller: Identity | None, prefix: str, perms: AdminPerm,
+                   needs: str, refused: str) -> None:
+    """A sync is taken only from an admin holding ``perms`` in this node's ``0.NA/<prefix>``."""
+    if caller is None:
+        raise AuthenticationNeeded(needs, handle=req.handle)
+    if not permitted(node.store, node.store.get(fold(prefix_handle(prefix))), caller, perms):
+        raise NotAuthorized(refused, handle=req.handle)
+
+
 def make_sync_handler(state: SyncState, country_prefix: str):  # type: ignore[no-untyped-def]
     def handle_sync(node: AuthoritativeNode, req: Request, caller: Identity | None, now: float) -> Response:
-        if caller is None:
-            raise AuthenticationNeeded("registry sync needs the registry admin's identity", handle=req.handle)
-        registry = node.store.get(fold(prefix_handle(country_prefix)))
-        if not permitted(node.store, registry, caller, AdminPerm.ADD_DERIVED_PREFIX | AdminPerm.DELETE_DERIVED_PREFIX):
-            raise NotAuthorized("not a registry admin", handle=req.handle)
+        _require_admin(node, req, caller, country_prefix, AdminPerm.ADD_DERIVED_PREFIX | AdminPerm.DELETE_DERIVED_PREFIX,
+                       "registry sync needs the registry admin's identity", "not a registry admin")
         h = parse_handle(req.handle)
         if not h.is_prefix_record or not node.responsible(h):
             raise NotAuthorized("only prefix records replicate", handle=req.handle)
@@ -157,11 +163,8 @@ def make_mirror_handler(prefix: str):  # type: ignore[no-untyped-def]
     prefix's admin (who holds ADD_HANDLE in the mirror's own copy of ``0.NA/<prefix>``)."""
 
     def handle_sync(node: AuthoritativeNode, req: Request, caller: Identity | None, now: float) -> Response:
-        if caller is None:
-            raise AuthenticationNeeded("mirror sync needs the prefix admin's identity", handle=req.handle)
-        own = node.store.get(fold(prefix_handle(prefix)))
-        if not permitted(node.store, own, caller, AdminPerm.ADD_HANDLE | AdminPerm.DELETE_HANDLE):
-            raise NotAuthorized("not the admin of the mirrored prefix", handle=req.handle)
+        _require_admin(node, req, caller, prefix, AdminPerm.ADD_HANDLE | AdminPerm.DELETE_HANDLE,
+                       "mirror sync needs the prefix admin's identity", "not the admin of the mirrored prefix")
         h = parse_handle(req.handle)
         if not node.covers(h.suffix if h.is_prefix_record else h.prefix):
             raise NotAuthorized("not a record of the mirrored prefix", handle=req.handle)

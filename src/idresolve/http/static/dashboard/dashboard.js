@@ -59,7 +59,7 @@ function drawMap() {
   const regions = $("#regions");
   const [x0, y0] = project(37.9, 115.2), [x1, y1] = project(34.6, 122.8);
   el("rect", {x: x0 - 12, y: y0 - 30, width: x1 - x0 + 24, height: y1 - y0 + 46, rx: 10, class: "region"}, regions);
-  el("text", {x: x0 - 6, y: y0 - 36, class: "region-label"}, regions, "Shandong (enlarged)");
+  el("text", {x: x1 + 6, y: y1 + 12, "text-anchor": "end", class: "region-label"}, regions, "Shandong (enlarged)");
   const groups = layout();
   for (const [loc, ns] of Object.entries(groups)) {
     if (ns.length > 1 || ns[0].role !== "top") {
