@@ -238,7 +238,7 @@ class Dashboard:
                     await resp.write(b": keep-alive\n\n")
                     continue
                 await resp.write(f"event: snapshot\ndata: {text}\n\n".encode())
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:  # the page went away
             pass
         finally:
             self.subscribers.discard(q)
