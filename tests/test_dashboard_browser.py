@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterutil import IDRESOLVE, ROOT, cli_env, free_base_port, spawn, stop_proc
+from clusterutil import IDRESOLVE, ROOT, Proc, cli_env, free_base_port, spawn, stop_proc
 from idresolve.core.topology import load_topology
 from idresolve.net.blocking import BlockingClient
 from opsutil import ENT, REC, TOP, mirrored_minimal
@@ -55,19 +55,37 @@ def _load(port: int, stop: threading.Event) -> None:
             time.sleep(0.001)
 
 
+def _start_up(config: Path, data_dir: Path, nodes: int, attempts: int = 3) -> tuple[Proc, int, str]:
+    """``idresolve up`` with its dashboard just below its base port; other ports if someone took one first."""
+    for _ in range(attempts):
+        base = free_base_port(2 * nodes + 1)
+        up = spawn([IDRESOLVE, "up", "--config", str(config), "--data-dir", str(data_dir), "--base-port", str(base + 1),
+                    "--latency", os.environ.get("IDRESOLVE_DASHBOARD_LATENCY", "off"), "--workers", "2",
+                    "--dashboard", f"127.0.0.1:{base}"], cwd=ROOT, env=cli_env())
+        try:
+            up.wait_for_line("admin credentials", timeout_s=60)  # printed after the dashboard's line (or warning)
+        except (RuntimeError, TimeoutError):
+            stop_proc(up)
+            if "in use" not in up.stderr:
+                raise
+            continue
+        line = next((x for x in up.out if "dashboard: " in x), None)
+        if line is not None:
+            return up, base, line.split("dashboard: ", 1)[1].strip()
+        stop_proc(up)
+        assert "in use" in up.stderr, up.stderr
+    raise RuntimeError(f"no free ports for the cluster in {attempts} attempts")
+
+
 def test_the_dashboard_shows_the_cluster_live(tmp_path: Path) -> None:
     sync_playwright = _playwright()
     config = Path(os.environ.get("IDRESOLVE_DASHBOARD_CONFIG") or mirrored_minimal(tmp_path))
     topology = load_topology(config)
     names = topology.running_node_names()
-    base = free_base_port(2 * len(names) + 1)
-    up = spawn([IDRESOLVE, "up", "--config", str(config), "--data-dir", str(tmp_path / "data"), "--base-port", str(base + 1),
-                "--latency", os.environ.get("IDRESOLVE_DASHBOARD_LATENCY", "off"), "--workers", "2", "--dashboard", f"127.0.0.1:{base}"], cwd=ROOT, env=cli_env())
+    up, base, url = _start_up(config, tmp_path / "data", len(names))
     stop = threading.Event()
     loader = None
     try:
-        line = up.wait_for_line("dashboard: ", timeout_s=60)
-        url = line.split("dashboard: ", 1)[1].strip()
         assert url == f"http://127.0.0.1:{base}/"
         rec_port = base + 1 + 2 * names.index(REC)
         with sync_playwright() as p:
