@@ -195,3 +195,15 @@ async def test_the_control_channel_needs_the_token(ops: Ops) -> None:
         await asyncio.to_thread(wrong.state)
     with pytest.raises(FaultError, match="no node named"):
         await asyncio.to_thread(ops.control.remove, kind="kill", node="nobody")
+
+
+async def test_a_node_that_cannot_listen_again_says_why_and_can_be_retried(ops: Ops) -> None:
+    from clusterutil import listening_socket
+
+    await ops.ctl("add", new_fault("kill", [ENT], now=time.time(), known=NODES))
+    with listening_socket(ops.cluster.plan.node(ENT).http_port):  # someone took its port meanwhile
+        state = await ops.ctl("heal")
+        assert state["down"] == [ENT] and "cannot listen again" in state["errors"][ENT]
+    state = await ops.ctl("remove", kind="kill", node=ENT)  # `idresolve fault restart` tries again
+    assert state["down"] == [] and state["errors"] == {}
+    assert (await ops.resolve(DEMO)).code == ResponseCode.SUCCESS

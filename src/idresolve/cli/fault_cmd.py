@@ -94,6 +94,8 @@ def state_lines(state: dict[str, Any]) -> list[str]:
     lines += [f"  {describe_fault(f, now)}" for f in state["faults"]]
     if state.get("down"):
         lines.append(f"nodes down: {', '.join(state['down'])}")
+    for node, why in sorted((state.get("errors") or {}).items()):
+        lines.append(f"  {node} could not start again: {why} (`idresolve fault restart {node}` tries again)")
     latency = state.get("latency")
     if latency is not None:
         lines.append(f"latency: {latency}" + (f" ({state['scenario']})" if latency == "on" else ""))

@@ -280,12 +280,14 @@ class Controller:
 def merge_states(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     faults: dict[str, Any] = {}
     down: list[str] = []
+    errors: dict[str, str] = {}
     for s in states:
         for f in s.get("faults", []):
             faults.setdefault(f["id"], f)
         down.extend(s.get("down", []))
+        errors.update(s.get("errors", {}))
     first = states[0] if states else {}
-    return {"faults": sorted(faults.values(), key=lambda f: f["id"]), "down": sorted(down),
+    return {"faults": sorted(faults.values(), key=lambda f: f["id"]), "down": sorted(down), "errors": errors,
             "latency": first.get("latency"), "scenario": first.get("scenario")}
 
 
