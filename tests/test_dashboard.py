@@ -195,3 +195,14 @@ async def test_fault_status_and_dashboard_commands(ops: Ops) -> None:
             (ops.cluster.data_dir / "control.json").read_text())["dashboard"], timeout_s=10)
     finally:
         await asyncio.to_thread(stop_proc, dash)
+
+
+async def test_resolve_takes_any_identifier_and_refuses_none(ops: Ops) -> None:
+    client, _ = await _client(ops)
+    try:
+        odd = await (await client.get("/api/resolve", params={"handle": "88.118.9/a b?c#d%e"})).json()
+        assert odd["answer"]["responseCode"] == 100 and odd["answer"]["handle"] == "88.118.9/a b?c#d%e"
+        missing = await client.get("/api/resolve", params={"handle": ""})
+        assert missing.status == 400
+    finally:
+        await client.close()

@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
@@ -251,7 +252,7 @@ class Dashboard:
         if not handle or len(handle) > 1024 or via is None:
             return web.json_response({"error": "give an identifier (and a recursive node)"}, status=400)
         query = {"trace": ""} if request.query.get("cache") == "1" else {"trace": "", "auth": "true"}
-        url = f"{str(via['http']).rstrip('/')}/api/handles/{handle}"
+        url = f"{str(via['http']).rstrip('/')}/api/handles/{quote(handle, safe='/')}"  # %XX escapes are kept
         assert self._session is not None
         started = time.perf_counter()
         try:

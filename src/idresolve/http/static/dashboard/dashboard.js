@@ -246,13 +246,13 @@ function drawDetail() {
   const f = (snapshot && snapshot.nodes[selected]) || {};
   $("#detail-title").textContent = `${n.name} · ${n.role}${n.prefix ? " " + n.prefix : ""} · ${n.location}` +
     (n.mirrorOf ? ` · mirror of ${n.mirrorOf}` : "");
-  const ops = Object.entries(f.ops || {}).map(([k, v]) => `${k}: ${v.toFixed(1)}/s`).join(" · ");
-  const lag = Object.entries(f.lag || {}).map(([k, v]) => `${k} ${v.toFixed(2)} s`).join(", ");
+  const ops = Object.entries(f.ops || {}).map(([k, v]) => `${esc(k)}: ${v.toFixed(1)}/s`).join(" · ");
+  const lag = Object.entries(f.lag || {}).map(([k, v]) => `${esc(k)} ${v.toFixed(2)} s`).join(", ");
   $("#detail-figures").innerHTML = `<div>${f.up === false ? "<b>DOWN</b>" : "up"} · ${fmt(f.rps)} req/s · p50 ${fmt(f.p50_ms, 2)} ms · ` +
     `p99 ${fmt(f.p99_ms, 2)} ms · errors ${fmt(f.errors)}/s · shed ${fmt(f.shed)}/s · records ${f.records ?? "–"}` +
     (f.hit !== null && f.hit !== undefined ? ` · cache hits ${(100 * f.hit).toFixed(0)}%` : "") + "</div>" +
     `<div class="ops">${ops || "no requests in the last second"}</div>` + (lag ? `<div class="ops">replication lag: ${lag}</div>` : "") +
-    `<div class="ops">REST ${n.http} · binary ${n.tcp}</div>`;
+    `<div class="ops">REST ${esc(n.http)} · binary ${esc(n.tcp)}</div>`;
   const pts = history[selected] || [];
   let charts = sparkline(pts, "rps", "req/s") + sparkline(pts, "p99_ms", "p99 ms") + sparkline(pts, "errors", "errors/s") +
     sparkline(pts, "shed", "shed/s");
@@ -273,8 +273,9 @@ async function resolve(ev) {
   if (!r.ok) { $("#resolve-result").textContent = body.error || `error ${r.status}`; return; }
   const a = body.answer || {};
   const values = (a.values || []).map((v) => `${v.index} ${v.type}: ${typeof v.data === "object" ? JSON.stringify(v.data.value) : v.data}`);
-  $("#resolve-result").innerHTML = `<b>${a.handle || handle}</b>: code ${a.responseCode} (HTTP ${body.status}) via ${body.via}` +
-    ` in ${body.ms} ms` + (a.message ? ` — ${a.message}` : "") + `<div class="values">${values.map(esc).join("<br>")}</div>`;
+  $("#resolve-result").innerHTML = `<b>${esc(a.handle || handle)}</b>: code ${esc(a.responseCode)} (HTTP ${body.status}) via ` +
+    `${esc(body.via)} in ${body.ms} ms` + (a.message ? ` — ${esc(a.message)}` : "") +
+    `<div class="values">${values.map(esc).join("<br>")}</div>`;
   trace = {via: body.via, hops: a.trace || []};
   drawTrace();
 }
