@@ -120,7 +120,10 @@ def test_the_dashboard_shows_the_cluster_live(tmp_path: Path) -> None:
                 page.screenshot(path=str(shot))
                 if os.environ.get("IDRESOLVE_SCREENSHOT"):
                     shutil.copyfile(shot, os.environ["IDRESOLVE_SCREENSHOT"])
-                # Kill a top-level node from the page: it shows down, and the next trace fails over.
+                # Kill a top-level node from the page: it shows down, and the next trace fails over (the load
+                # stops first, so that the page's resolution is the first to meet the dead node).
+                stop.set()
+                loader.join(10)
                 page.click(f"#nodes .node[data-node={TOP}] circle.body")
                 page.click("#btn-kill")
                 page.wait_for_selector(f"#nodes .node[data-node={TOP}][data-state=down]", timeout=WAIT_MS)
