@@ -214,3 +214,17 @@ def test_bench_replication_reports_lag_and_the_catch_up(tmp_path: Path) -> None:
 def test_bench_replication_needs_a_mirror() -> None:
     res = run_cli("bench", "run", "--scenario", "replication", "--duration", "1", "--identifiers", "10", timeout_s=120)
     assert res.returncode != 0 and "has no secondary node with a mirror" in (res.stdout + res.stderr)
+
+
+def test_failover_between_the_servers_of_one_site() -> None:
+    """One HS_SITE with two servers (the other way to list primary and mirror) fails over the same way."""
+    from idresolve.core.site import Interface, Server
+
+    top = Upstream("top", "127.0.0.1", 1)
+    site = SiteInfo((Server(1, "127.0.0.1", (Interface("TCP", 2),)), Server(2, "127.0.0.1", (Interface("TCP", 3),))),
+                    attributes=(("name", "sec"),))
+    res = RecursiveResolver([top]).begin("88.118/X", 0.0)
+    res.on_response(Response(0, 1, ResponseCode.PREFIX_REFERRAL, "0.NA/88.118", values=(site_value(1, site),)), 0.0, 1)
+    assert isinstance(res.step, Ask) and res.step.target.port == 2
+    res.on_timeout(1.0, 1)
+    assert isinstance(res.step, Ask) and res.step.target.port == 3
