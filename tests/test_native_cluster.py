@@ -123,7 +123,7 @@ async def test_an_authenticated_native_client_administers_its_prefix_only(
     codes = await asyncio.to_thread(_writes, c)
     assert codes == {"create": 1, "modify": 1, "modified": 1, "add": 1, "remove": 1, "delete": 1, "gone": 100,
                      "other": ResponseCode.INVALID_ADMIN, "anonymous": ResponseCode.AUTHENTICATION_NEEDED}
-    sec = next(h for h in c.worker.hosted if h.node.name == SEC)
+    sec = next(h for h in c.worker.hosted.values() if h.node.name == SEC)
     assert sec.node.store.get(fold(f"{OTHER_PREFIX}/NATIVE-X")) is None
 
 
@@ -159,7 +159,7 @@ async def test_a_public_key_identity_authenticates_natively_and_over_rest(
 
 
 def _site_of_record(c: LocalCluster, node: str, handle: str) -> SiteInfo:
-    hosted = next(h for h in c.worker.hosted if h.node.name == node)
+    hosted = next(h for h in c.worker.hosted.values() if h.node.name == node)
     record = hosted.node.store.get(fold(handle))
     assert record is not None
     return SiteInfo.from_bytes(next(v.data for v in record.values if v.type == HS_SITE))
@@ -173,7 +173,7 @@ async def test_sites_name_the_native_port_the_key_and_the_msgpack_port(
     server = site.servers[0]
     assert server.endpoint("TCP") == server.endpoint("UDP") == ("127.0.0.1", ent.handle_port)
     assert dict(site.attributes)["idr-msgpack.1"] == str(ent.tcp_port)
-    hosted = next(h for h in c.worker.hosted if h.node.name == ENT)
+    hosted = next(h for h in c.worker.hosted.values() if h.node.name == ENT)
     assert hosted.listeners.native_state is not None and hosted.listeners.native_state.key is not None
     assert server.public_key == public_key_bytes(hosted.listeners.native_state.key)
     assert site == _site_of_record(c, ENT, f"0.NA/{DEMO_PREFIX}")  # the node's own record says the same
@@ -186,7 +186,7 @@ async def test_sites_of_an_older_layout_still_lead_and_are_rewritten(
     old = SiteInfo((Server(1, "127.0.0.1", (Interface("TCP", ent.tcp_port), Interface("UDP", ent.tcp_port),
                                             Interface("HTTP", ent.http_port))),),
                    attributes=(("name", ent.name), ("location", ent.spec.location.name)))
-    hosted_sec = next(h for h in c.worker.hosted if h.node.name == SEC)
+    hosted_sec = next(h for h in c.worker.hosted.values() if h.node.name == SEC)
     record = hosted_sec.node.store.get(fold(f"0.NA/{DEMO_PREFIX}"))
     assert record is not None
     values = tuple(site_value(1, old) if v.type == HS_SITE else v for v in record.values)

@@ -277,7 +277,7 @@ async def test_cluster_refuses_a_write_when_the_secondary_is_down(tmp_path: Path
                 return c.create(template_handle("88.118", "tyre-other"), (version_value(other),)).code
 
         assert await asyncio.to_thread(publish) == ResponseCode.SUCCESS
-        hosted = next(x for x in cluster.worker.hosted if x.node.name == SEC)
+        hosted = next(x for x in cluster.worker.hosted.values() if x.node.name == SEC)
         await hosted.listeners.stop()  # the secondary node is gone from the network
 
         def write() -> Any:
@@ -289,7 +289,7 @@ async def test_cluster_refuses_a_write_when_the_secondary_is_down(tmp_path: Path
         answer = await asyncio.to_thread(write)
         assert answer.status == 503 and answer.code == ResponseCode.ERROR, answer
         assert "could not be reached" in answer.body["message"]
-        ent_node = next(x for x in cluster.worker.hosted if x.node.name == ENT).node
+        ent_node = next(x for x in cluster.worker.hosted.values() if x.node.name == ENT).node
         assert ent_node.store.get(fold("88.118.8/WHILE-DOWN")) is None
     finally:
         await cluster.worker.stop()

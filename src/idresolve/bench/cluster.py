@@ -303,7 +303,8 @@ class OwnCluster:
             data_dir = self.tmp / f"cluster{attempt}"
             base = free_base_port(count, rng)
             argv = idresolve_argv("up", "--config", str(self.config), "--data-dir", str(data_dir), "--base-port",
-                                  str(base), "--latency", self.latency, "--log-level", "WARNING", *self.extra_flags)
+                                  str(base), "--latency", self.latency, "--log-level", "WARNING", "--dashboard", "off",
+                                  *self.extra_flags)
             for name in self.own_process:
                 argv += ["--own-process", name]
             env = {k: v for k, v in os.environ.items() if not k.startswith("IDRESOLVE_")}

@@ -53,12 +53,15 @@ SCENARIOS: dict[str, BenchScenario] = {s.name: s for s in (
              description="cold resolutions at the same fixed rate, latency model off"),
     BenchScenario("kill-top", True, None, fixed_rate=True, kill=True,
              description="cold resolutions at a fixed rate; the first top-level node is SIGKILLed halfway"),
+    BenchScenario("replication", False, None, fixed_rate=True,
+             description="replication lag to a mirror and between top-level nodes under writes; the mirror killed "
+                         "and started again (bench.replication)"),
 )}
 MODES = ("closed", "rate", "sweep")
 PROTOCOLS = ("binary", "rest", "handle")  # handle: the native Handle protocol (bench.nativeload)
 BOTH = ("binary", "rest")  # --protocol both
 SWEEP_FRACTIONS = (0.1, 0.25, 0.5, 0.7, 0.85, 1.0, 1.15)
-DEFAULT_FIXED_RATE = {"latency-on": 200.0, "latency-off": 200.0, "kill-top": 500.0}
+DEFAULT_FIXED_RATE = {"latency-on": 200.0, "latency-off": 200.0, "kill-top": 500.0, "replication": 200.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +100,7 @@ class RunConfig:
         out = []
         for name in self.scenarios:
             spec = SCENARIOS[name]
-            protocols = self.protocols[:1] if spec.kill else self.protocols
+            protocols = self.protocols[:1] if spec.kill or name == "replication" else self.protocols
             modes = ("rate",) if spec.fixed_rate else self.modes
             out.extend((name, p, m) for p in protocols for m in modes)
         return out

@@ -406,6 +406,15 @@ def run_scenario(sc: ScenarioRun) -> dict[str, Any]:
                            "cluster": sc.cluster.name, "latency": sc.cluster.latency, "node": sc.rec_node["name"],
                            "node_own_process": sc.rec_alone, "identifiers": len(sc.handles), "mode": sc.mode,
                            "rate_per_s": sc.cfg.fixed_rate(sc.name) if sc.mode == "rate" else None}
+    if sc.name == "replication":  # writes, not resolutions: its own flow
+        from .replication import NoMirror, replication_run
+
+        try:
+            out["replication"] = replication_run(sc.cluster, rate=sc.cfg.fixed_rate(sc.name),
+                                                 duration_s=max(sc.cfg.duration_s, 2.0), say=sc.say)
+        except NoMirror as exc:
+            raise UsageProblem(str(exc)) from None
+        return out
     if not sc.rec_alone:
         out["note"] = ("the recursive node shares its process with other nodes: CPU figures cover that whole "
                        "process" if sc.rec_pid else "the recursive node's process was not found: no CPU figures")
@@ -577,6 +586,9 @@ def validate(cfg: RunConfig) -> None:
         problem = check_topology_node(topo, cfg.node, "recursive")
         if problem:
             raise UsageProblem(f"--node: {problem}")
+    if any(it[0] == "replication" for it in cfg.items()) and not topo.nodes_by_role("mirror"):
+        raise UsageProblem(f"scenario replication: the topology {topo.name!r} has no secondary node with a mirror: "
+                           "use --topology shandong (or a topology with `mirrors = [...]` on a secondary)")
     if any(it[0] == "kill-top" for it in cfg.items()):
         problem = check_topology_node(topo, cfg.kill_node, "top")
         if problem:

@@ -7,7 +7,17 @@ import sys
 
 from .. import __version__
 from ..client.rest import ClientError
-from . import bench_cmd, cluster_cmd, compose_cmd, keys_cmd, node_cmd, records_cmd, template_cmd
+from . import (
+    bench_cmd,
+    cluster_cmd,
+    compose_cmd,
+    dashboard_cmd,
+    fault_cmd,
+    keys_cmd,
+    node_cmd,
+    records_cmd,
+    template_cmd,
+)
 from .common import EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
 
@@ -25,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     cluster_cmd.add_parsers(sub)
     compose_cmd.add_parsers(sub)
     keys_cmd.add_parsers(sub)
+    fault_cmd.add_parsers(sub)
+    dashboard_cmd.add_parser(sub)
     bench_cmd.add_parser(sub)
     return parser
 

@@ -2,7 +2,8 @@
 
 1. The primary top-level node allocates ``88.<n>`` to each *connected* secondary node: it creates
    ``0.NA/88.<n>`` (HS_ADMIN for the registry admin and for the secondary's admin, the secondary admin's
-   HS_SECKEY, and HS_SITE naming the secondary node). Replication carries it to the other top-level nodes.
+   HS_SECKEY, and HS_SITE naming the secondary node, then one HS_SITE per mirror at indexes 2, 3, ...,
+   not primary: recursive nodes fail over between them). Replication carries it to the other top-level nodes.
 2. Each secondary node allocates ``88.<n>.<m>`` to its enterprises: ``0.NA/88.<n>.<m>`` with the
    enterprise admin's HS_ADMIN and HS_SECKEY, and, for an enterprise with its own node, an HS_SITE
    naming it (so the secondary answers with a referral). Hosted enterprises get no HS_SITE: their
@@ -154,7 +155,8 @@ def demo_values(handle: str, found: tuple[TemplateRef, Template] | None) -> tupl
 
 
 def allocation_values(parent_prefix: str, child_prefix: str, master: str, site_of: NodePlan | None,
-                      *, owner_perms: int, site: SiteInfo | None = None) -> tuple[HandleValue, ...]:
+                      *, owner_perms: int, site: SiteInfo | None = None,
+                      mirrors: tuple[NodePlan, ...] = ()) -> tuple[HandleValue, ...]:
     p_id, c_id = identity_of(parent_prefix), identity_of(child_prefix)
     values = [
         admin_value(100, p_id.split(":", 1)[1], 300, PARENT_PERMS),
@@ -162,7 +164,10 @@ def allocation_values(parent_prefix: str, child_prefix: str, master: str, site_o
         seckey_value(300, secret_for(master, child_prefix)),
     ]
     if site_of is not None:
-        values.insert(0, site_value(1, site or site_of.site(site_of.site_address)))
+        # The node's own site (as it publishes it, with its key), then one per mirror (the plan's: a mirror
+        # answers with the records it copies, not with a prefix record of its own).
+        values[:0] = [site_value(1, site or site_of.site(site_of.site_address)),
+                      *(site_value(i, m.site(m.site_address)) for i, m in enumerate(mirrors, start=2))]
     return tuple(values)
 
 
@@ -230,7 +235,7 @@ def bootstrap(plan: ClusterPlan, master: str, *, progress: Callable[[str], None]
                 continue
             node = plan.node(sec.name)
             values = allocation_values(country, sec.prefix, master, node, owner_perms=OWNER_AT_PARENT_PERMS,
-                                       site=published_site(node, master, timeout_s))
+                                       site=published_site(node, master, timeout_s), mirrors=plan.mirrors_of(sec.name))
             with _client(top, sec.prefix, master, timeout_s) as owner:
                 _ensure(c, owner, prefix_handle(sec.prefix), values, report)
     say(f"top-level registry: {len(report.created)} allocated, {len(report.unchanged)} already in place")

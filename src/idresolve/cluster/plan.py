@@ -9,7 +9,8 @@ process holds a mix of roles.
 
 A node's HS_SITE names its native interface as TCP and UDP (what a Handle client reads), HTTP, and the
 msgpack port in the site attribute ``idr-msgpack.<serverId>`` that idresolve's own recursive nodes read
-(``nodes.recursive.upstreams_from_site``; docs/native-protocol.md).
+(``nodes.recursive.upstreams_from_site``; docs/native-protocol.md). A secondary's mirrors come after
+every other node (``Topology.running_nodes``); their HS_SITE says they are not the primary site.
 """
 
 from __future__ import annotations
@@ -73,12 +74,14 @@ class NodePlan:
 
     def site(self, address: str = "127.0.0.1", public_key: bytes = b"") -> SiteInfo:
         """The HS_SITE naming this node: address, native TCP/UDP and HTTP interfaces, its key, and its name,
-        location and msgpack port as attributes."""
+        location and msgpack port as attributes (a mirror's site is not primary: it answers queries, and
+        the primary takes the writes)."""
         host = None if self.dial_host == address else self.dial_host
         server = Server(1, address, (Interface("TCP", self.handle_port), Interface("UDP", self.handle_port),
                                      Interface("HTTP", self.http_port)), host=host, public_key=public_key)
-        return SiteInfo((server,), attributes=(("name", self.name), ("location", self.spec.location.name),
-                                               (f"{MSGPACK_ATTRIBUTE}.{server.server_id}", str(self.tcp_port))))
+        return SiteInfo((server,), primary=self.role != "mirror",
+                        attributes=(("name", self.name), ("location", self.spec.location.name),
+                                    (f"{MSGPACK_ATTRIBUTE}.{server.server_id}", str(self.tcp_port))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,10 @@ class ClusterPlan:
 
     def by_role(self, role: str) -> tuple[NodePlan, ...]:
         return tuple(n for n in self.nodes if n.role == role)
+
+    def mirrors_of(self, name: str) -> tuple[NodePlan, ...]:
+        """The mirrors of the secondary node ``name``."""
+        return tuple(n for n in self.nodes if n.spec.mirror_of == name)
 
     def for_worker(self, worker: int) -> tuple[NodePlan, ...]:
         return tuple(n for n in self.nodes if n.worker == worker)

@@ -46,12 +46,20 @@ The TOML shape (see ``config/minimal.toml`` for a complete file)::
     name = "rec-jinan"
     location = "jinan"
 
+    # optional on a [[secondary]]: mirrors that replicate its records and answer resolutions
+    # mirrors = [{ name = "mir-tyre-jinan", location = "jinan" }]
+
     [scenarios.direct-interconnect]       # fields of LatencySpec that differ from its defaults
     inter_province_rtt_ms = 30.0
 
 Every table may carry ``description``. A hosted enterprise is served by its secondary node: it is an
 entry of the hierarchy (``NodeSpec`` with ``hosted=True``, located where its secondary is) but no node
 of its own runs for it; ``running_nodes()`` lists only what actually runs.
+
+A mirror (``mirrors = [{ name, location, description }]`` on a ``[[secondary]]``) is a node of its own,
+role ``mirror``, with its secondary's prefix and ``mirror_of`` naming the secondary: it holds a copy of the
+secondary's records, answers resolutions and refuses writes. Mirrors come last in ``running_nodes()``, so
+adding one moves no other node's index (nor its ports).
 """
 
 from __future__ import annotations
@@ -66,7 +74,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-ROLES = ("top", "secondary", "enterprise", "recursive")
+ROLES = ("top", "secondary", "enterprise", "recursive", "mirror")
 DEFAULT_COUNTRY_PREFIX = "88"
 MEMORY_SOURCE = "<memory>"
 
@@ -172,6 +180,7 @@ class NodeSpec:
     - ``disaster_recovery``: top-level only.
     - ``templates``: secondary only, the names of the metadata templates it publishes (``TPL-<name>``
       under its prefix, written by the bootstrap from ``<config dir>/templates/<name>.json``).
+    - ``mirror_of``: a mirror's secondary node name (the mirror carries that secondary's prefix).
     Flags that do not apply to a role are ``False``. A hosted enterprise's ``location`` is its secondary's.
     """
 
@@ -186,6 +195,7 @@ class NodeSpec:
     industry: str | None = None
     description: str = ""
     templates: tuple[str, ...] = ()
+    mirror_of: str | None = None
 
     @property
     def runs(self) -> bool:
@@ -219,7 +229,7 @@ class Topology:
             raise exc.located(self.source) from None
         object.__setattr__(self, "_by_name", {n.name: n for n in self.nodes})
         object.__setattr__(self, "_by_prefix", {n.prefix: n for n in self.nodes
-                                                if n.prefix is not None and n.role != "top"})
+                                                if n.prefix is not None and n.role not in ("top", "mirror")})
 
     # lookups -------------------------------------------------------------------------------------
 
@@ -254,6 +264,11 @@ class Topology:
             raise TopologyError(f"{spec.name!r} is a {spec.role} node, not a secondary", source=self.source)
         return tuple(n for n in self.nodes if n.role == "enterprise" and n.parent == spec.name)
 
+    def mirrors_of(self, secondary: str | NodeSpec) -> tuple[NodeSpec, ...]:
+        """The mirrors of ``secondary``, in file order."""
+        spec = self._spec(secondary)
+        return tuple(n for n in self.nodes if n.role == "mirror" and n.mirror_of == spec.name)
+
     def hosted_by(self, secondary: str | NodeSpec) -> tuple[NodeSpec, ...]:
         """The enterprises whose identifiers ``secondary`` stores and answers itself."""
         return tuple(n for n in self.enterprises_of(secondary) if n.hosted)
@@ -277,6 +292,8 @@ class Topology:
         spec = self._spec(node)
         if spec.role == "enterprise" and spec.parent is not None:
             spec = self._by_name[spec.parent]
+        if spec.role == "mirror" and spec.mirror_of is not None:
+            spec = self._by_name[spec.mirror_of]
         return spec.role == "secondary" and spec.connected
 
     def latency(self, scenario: str | None = None) -> LatencySpec:
@@ -343,6 +360,10 @@ def _validate(topo: Topology) -> None:
             _check_enterprise(spec, by_name, cc, entry)
         elif spec.parent is not None:
             raise TopologyError(f"only enterprises have a parent, not a {spec.role} node", entry=entry)
+        if spec.role == "mirror":
+            _check_mirror(spec, by_name, entry)
+        elif spec.mirror_of is not None:
+            raise TopologyError(f"only mirrors have 'mirror_of', not a {spec.role} node", entry=entry)
         if spec.role in ("secondary", "enterprise") and spec.prefix is not None:
             if spec.prefix in seen_prefixes:
                 raise TopologyError(f"prefix {spec.prefix!r} is already used by {seen_prefixes[spec.prefix]}",
@@ -376,6 +397,15 @@ def _check_secondary_prefix(spec: NodeSpec, cc: str, entry: str) -> None:
     _check_segment(prefix, tail, entry, f"'{cc}.<n>'")
 
 
+def _check_mirror(spec: NodeSpec, by_name: Mapping[str, NodeSpec], entry: str) -> None:
+    primary = by_name.get(spec.mirror_of) if spec.mirror_of is not None else None
+    if primary is None or primary.role != "secondary":
+        raise TopologyError(f"a mirror belongs to a secondary node, not {spec.mirror_of!r}", entry=entry)
+    if spec.prefix != primary.prefix:
+        raise TopologyError(f"a mirror carries the prefix {primary.prefix!r} of {primary.name!r}, not "
+                            f"{spec.prefix!r}", entry=entry)
+
+
 def _check_enterprise(spec: NodeSpec, by_name: Mapping[str, NodeSpec], cc: str, entry: str) -> None:
     parent = by_name.get(spec.parent) if spec.parent is not None else None
     if parent is None:
@@ -404,7 +434,8 @@ _TOP_KEYS = {"name", "description", "country_prefix", "default_scenario", "locat
 _KEYS: dict[str, tuple[set[str], set[str]]] = {  # table -> (required keys, optional keys)
     "location": ({"name", "province", "lat", "lon"}, {"description"}),
     "top": ({"name", "location"}, {"disaster_recovery", "description"}),
-    "secondary": ({"name", "location", "prefix", "connected"}, {"industry", "description", "templates"}),
+    "secondary": ({"name", "location", "prefix", "connected"}, {"industry", "description", "templates", "mirrors"}),
+    "mirror": ({"name", "location"}, {"description"}),
     "enterprise": ({"name", "secondary", "prefix", "hosted"}, {"location", "industry", "description"}),
     "recursive": ({"name", "location"}, {"description"}),
 }
@@ -502,6 +533,18 @@ def _scenarios(data: Mapping[str, Any]) -> tuple[tuple[LatencyScenario, ...], st
     return tuple(out), default
 
 
+def _mirrors(t: _Table, secondary: NodeSpec, locations: Mapping[str, Location]) -> list[NodeSpec]:
+    raw = t.data.get("mirrors", [])
+    if not isinstance(raw, list):
+        raise TopologyError("'mirrors' must be a list of tables like { name = ..., location = ... }", entry=t.entry)
+    out = []
+    for i, item in enumerate(raw):
+        m = _Table("mirror", i, item)
+        out.append(NodeSpec(m.data["name"], "mirror", m.located(locations), prefix=secondary.prefix,
+                            mirror_of=secondary.name, description=m.text("description", "") or ""))
+    return out
+
+
 def _topology_from_dict(data: Mapping[str, Any], source: str) -> Topology:
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
@@ -524,12 +567,14 @@ def _topology_from_dict(data: Mapping[str, Any], source: str) -> Topology:
         nodes.append(NodeSpec(t.data["name"], "top", t.located(locations), prefix=country,
                               disaster_recovery=t.flag("disaster_recovery"), description=t.text("description", "") or ""))
     secondaries: dict[str, NodeSpec] = {}
+    mirrors: list[NodeSpec] = []
     for t in _tables(data, "secondary"):
         spec = NodeSpec(t.data["name"], "secondary", t.located(locations), prefix=t.text("prefix"),
                         connected=t.flag("connected"), industry=t.text("industry"),
                         description=t.text("description", "") or "", templates=t.names("templates"))
         secondaries.setdefault(spec.name, spec)
         nodes.append(spec)
+        mirrors.extend(_mirrors(t, spec, locations))
     for t in _tables(data, "enterprise"):
         hosted = t.flag("hosted")
         parent_name = t.text("secondary")
@@ -552,6 +597,7 @@ def _topology_from_dict(data: Mapping[str, Any], source: str) -> Topology:
     for t in _tables(data, "recursive"):
         nodes.append(NodeSpec(t.data["name"], "recursive", t.located(locations),
                               description=t.text("description", "") or ""))
+    nodes.extend(mirrors)
     scenarios, default = _scenarios(data)
     name = data.get("name", "")
     description = data.get("description", "")
@@ -601,7 +647,8 @@ def canonical_form(topology: Topology) -> dict[str, Any]:
         return {"name": n.name, "role": n.role, "location": n.location.name, "prefix": n.prefix,
                 "parent": n.parent, "connected": n.connected, "hosted": n.hosted,
                 "disaster_recovery": n.disaster_recovery, "industry": n.industry,
-                "description": n.description, **({"templates": list(n.templates)} if n.templates else {})}
+                "description": n.description, **({"templates": list(n.templates)} if n.templates else {}),
+                **({"mirror_of": n.mirror_of} if n.mirror_of else {})}
 
     return {
         "name": topology.name,
