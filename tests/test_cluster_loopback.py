@@ -342,7 +342,7 @@ async def test_trace_delays_follow_the_latency_model(running_with_latency: Runni
 
 async def _replicator_idle(r: Running, name: str) -> None:
     """Wait (bounded) until the node's replicator has no push waiting for an answer."""
-    (rep,) = [rp for rp in r.cluster.worker.replicators if rp.node.name == name]
+    rep = r.cluster.worker.replicators[name]
     deadline = time.monotonic() + REPLICATION_DEADLINE_S
     while any(rep.pending.values()):
         assert time.monotonic() < deadline, "replicator never became idle"
@@ -408,9 +408,9 @@ async def test_a_top_level_node_that_starts_late_still_gets_the_registry(tmp_pat
     late: Worker | None = None
     try:
         # Take the DR node out of the running worker: stop its listeners before any write.
-        (hosted,) = [h for h in worker.hosted if isinstance(h, HostedAuthoritative) and h.node.name == DR]
+        hosted = worker.hosted.pop(DR)
+        assert isinstance(hosted, HostedAuthoritative)
         await hosted.stop()
-        worker.hosted.remove(hosted)
         report = await asyncio.to_thread(bootstrap, plan, cluster.master)
         assert "0.NA/88.118" in report.created
         late = Worker(plan, [DR], tmp_path, cluster.master, latency=LatencyModel.off())
@@ -470,7 +470,7 @@ async def test_a_failed_start_releases_every_port(tmp_path: Path) -> None:
     gc.collect()
     alive = [o.node.name if isinstance(o, HostedAuthoritative) else o.service.name for o in gc.get_objects()
              if isinstance(o, HostedAuthoritative | HostedRecursive) and id(o) not in earlier
-             and o not in worker.hosted]
+             and o not in worker.hosted.values()]
     assert alive == [], f"listeners of the failed start still alive outside the worker: {alive}"
 
 

@@ -55,7 +55,7 @@ from idresolve.cluster.compose import (
     dump_yaml,
     render,
 )
-from idresolve.cluster.plan import make_plan
+from idresolve.cluster.plan import PORTS_PER_NODE, make_plan
 from idresolve.core.codes import ResponseCode
 from idresolve.core.topology import load_topology
 from idresolve.net.blocking import BlockingClient
@@ -99,10 +99,11 @@ def test_checked_in_file_runs_every_node_with_the_plan_ports():
         if n.role == "recursive":
             assert sorted(svc["ports"]) == sorted([
                 f"127.0.0.1:{n.tcp_port}:{n.tcp_port}/tcp", f"127.0.0.1:{n.udp_port}:{n.udp_port}/udp",
-                f"127.0.0.1:{n.http_port}:{n.http_port}/tcp"])
+                f"127.0.0.1:{n.http_port}:{n.http_port}/tcp", f"127.0.0.1:{n.handle_port}:{n.handle_port}/tcp",
+                f"127.0.0.1:{n.handle_port}:{n.handle_port}/udp"])
         published += svc.get("ports", [])
     recursive = plan.by_role("recursive")
-    assert len(published) == 3 * len(recursive) > 0
+    assert len(published) == 5 * len(recursive) > 0
     assert not any("ports" in svc for name, svc in services.items() if name in ("bootstrap", "locust"))
 
     boot = services["bootstrap"]
@@ -179,7 +180,8 @@ def test_check_fails_after_the_topology_changes(tmp_path, capsys):
     rc, _, stderr = cli(capsys, *args, "--check")
     assert rc == 1
     assert "drifted" in stderr and "services to add (1): rec-qingdao" in stderr
-    assert "services that differ (1): bootstrap" in stderr  # it now waits for rec-qingdao too
+    # The bootstrap now waits for rec-qingdao too; rec-jinan publishes a new native port (base + 2N + i).
+    assert "services that differ (2): rec-jinan, bootstrap" in stderr
     assert "regenerate it with `idresolve compose" in stderr
 
     assert cli(capsys, *args)[0] == 0
@@ -270,7 +272,7 @@ def test_compose_commands_run_a_cluster_without_docker(tmp_path):
     cfg = tmp_path / "config" / "minimal.toml"
     shutil.copy(MINIMAL, cfg)
     running = load_topology(cfg).running_nodes()
-    base = free_base_port(2 * len(running))
+    base = free_base_port(PORTS_PER_NODE * len(running))
     out = tmp_path / "docker-compose.yml"
     r = run_idresolve("compose", "--config", str(cfg), "--out", str(out), "--base-port", str(base))
     assert r.returncode == 0, r.stderr
@@ -326,8 +328,9 @@ def test_compose_commands_run_a_cluster_without_docker(tmp_path):
 
         rec_name = next(name for name, svc in services.items() if "ports" in svc)
         ports = services[rec_name]["ports"]
-        binary = int(next(p for p in ports if p.endswith("/udp")).split(":")[1])
-        (rest,) = [int(p.split(":")[1]) for p in ports if p.endswith("/tcp") and int(p.split(":")[1]) != binary]
+        udp = [int(p.split(":")[1]) for p in ports if p.endswith("/udp")]  # binary and native: binary is the lower
+        binary = min(udp)
+        (rest,) = [int(p.split(":")[1]) for p in ports if p.endswith("/tcp") and int(p.split(":")[1]) not in udp]
         with urllib.request.urlopen(f"http://127.0.0.1:{rest}/api/handles/{DEMO}", timeout=10) as resp:
             assert resp.status == 200
             body = json.loads(resp.read())

@@ -868,6 +868,19 @@ def test_the_fast_path_counts_each_lookup_once(hier: Hierarchy) -> None:
     assert node.cached(DEMO, 2.0 + 3600.0) is None  # expired: the TTL cap is an hour
 
 
+def test_a_cached_failure_is_counted_once_by_the_walk_not_by_the_fast_path(hier: Hierarchy) -> None:
+    # The fast path serves only successes; a cached negative answer is left to the walk, which counts it.
+    # (Counting it in both once made the node report more resolutions than its clients sent.)
+    node = RecursiveNode("rec", RecursiveResolver(hier.tops(), negative_ttl_s=30))
+    stats = node.resolver.answers.stats
+    missing = Request(1, OpCode.RESOLUTION, "88.118.8/Missing")
+    walk_over(hier, node, missing, 1.0)
+    assert (stats.hits, stats.misses) == (0, 1)
+    assert node.cached(missing.handle, 2.0) is None and (stats.hits, stats.misses) == (0, 1)
+    answer = walk_over(hier, node, missing, 2.0)
+    assert answer.code == ResponseCode.HANDLE_NOT_FOUND and (stats.hits, stats.misses) == (1, 1)
+
+
 def test_a_walk_whose_upstream_never_answers_fails_with_a_typed_reason(hier: Hierarchy) -> None:
     from idresolve.nodes.recursive import Failure
 

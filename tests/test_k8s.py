@@ -48,7 +48,7 @@ from containerutil import (
 from idresolve.cluster.compose import ComposeOptions, compose_dict
 from idresolve.cluster.containers import APP_UID, DATA_DIR, SECRET_ENV, SECRET_TARGET
 from idresolve.cluster.k8s import K8S_VERSION, SECRET_KEY, SECRET_NAME, K8sOptions, manifests
-from idresolve.cluster.plan import make_plan
+from idresolve.cluster.plan import PORTS_PER_NODE, make_plan
 from idresolve.core.topology import load_topology
 
 NAMESPACED = {"Service", "StatefulSet", "Job"}
@@ -147,7 +147,8 @@ def test_each_node_has_a_service_a_statefulset_and_a_volume(shandong):
         assert arg(c["command"], "--host") == n.name and arg(c["command"], "--dial-hosts") == "names"
         ports = {p["name"]: (p["containerPort"], p["protocol"]) for p in c["ports"]}
         assert ports == {"binary-tcp": (n.tcp_port, "TCP"), "binary-udp": (n.udp_port, "UDP"),
-                         "http": (n.http_port, "TCP")}
+                         "http": (n.http_port, "TCP"), "handle-tcp": (n.handle_port, "TCP"),
+                         "handle-udp": (n.handle_port, "UDP")}
         # The Service picks this node's pod and no other, at the same port numbers (nodes dial NAME:port).
         assert [name for name, pod in pods.items() if selects(svc["spec"]["selector"], pod["metadata"]["labels"])] \
             == [n.name]
@@ -326,8 +327,8 @@ def test_manifest_commands_run_a_cluster_without_kubernetes(tmp_path):
     cfg = tmp_path / "config" / "minimal.toml"
     shutil.copy(MINIMAL, cfg)
     running = load_topology(cfg).running_nodes()
-    base = free_base_port(2 * len(running))
-    locust_port = free_base_port(1, lo=base + 2 * len(running) + 1)
+    base = free_base_port(PORTS_PER_NODE * len(running))
+    locust_port = free_base_port(1, lo=base + PORTS_PER_NODE * len(running) + 1)
     out = tmp_path / "k8s"
     r = run_idresolve("k8s", "--config", str(cfg), "--out", str(out), "--base-port", str(base), "--with-locust",
                       "--locust-workers", "1")

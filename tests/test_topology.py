@@ -65,7 +65,10 @@ def test_shandong_counts(shandong: Topology) -> None:
         assert 2 <= len(shandong.enterprises_of(sec)) <= 3, sec.name
     own_nodes = [n for n in shandong.nodes_by_role("enterprise") if not n.hosted]
     assert 12 <= len(own_nodes) <= 20
-    assert len(shandong.running_nodes()) == 7 + 38 + len(own_nodes) + 2
+    mirrors = shandong.nodes_by_role("mirror")
+    assert {m.mirror_of for m in mirrors} == {"sec-tyre-qingdao", "sec-appliance-qingdao"}
+    assert len(shandong.running_nodes()) == 7 + 38 + len(own_nodes) + 2 + len(mirrors)
+    assert shandong.running_nodes()[-len(mirrors):] == mirrors  # last: no other node's ports move
 
 
 def test_shandong_example_identifier_path(shandong: Topology) -> None:
@@ -134,7 +137,7 @@ def test_lookup_errors(minimal: Topology, call: Callable[[Topology], object], me
 
 
 def test_roles_constant() -> None:
-    assert ROLES == ("top", "secondary", "enterprise", "recursive")
+    assert ROLES == ("top", "secondary", "enterprise", "recursive", "mirror")
 
 
 # --------------------------------------------------------------------------------------------------

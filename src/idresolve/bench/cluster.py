@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ..cluster.plan import PORTS_PER_NODE
 from ..cluster.supervisor import CLUSTER_FILE, ephemeral_range
 from ..core.topology import Topology, TopologyError, config_hash, load_topology
 from .procs import children, cmdline, cpu_seconds, idresolve_argv, rss_bytes
@@ -294,7 +295,7 @@ class OwnCluster:
 
     def start(self) -> Cluster:
         topology = load_topology(self.config)
-        count = 2 * len(topology.running_nodes())
+        count = PORTS_PER_NODE * len(topology.running_nodes())
         rng = random.Random(os.getpid() ^ time.monotonic_ns())
         self.tmp = Path(tempfile.mkdtemp(prefix="idresolve-bench-"))
         last = ""
@@ -302,7 +303,8 @@ class OwnCluster:
             data_dir = self.tmp / f"cluster{attempt}"
             base = free_base_port(count, rng)
             argv = idresolve_argv("up", "--config", str(self.config), "--data-dir", str(data_dir), "--base-port",
-                                  str(base), "--latency", self.latency, "--log-level", "WARNING", *self.extra_flags)
+                                  str(base), "--latency", self.latency, "--log-level", "WARNING", "--dashboard", "off",
+                                  *self.extra_flags)
             for name in self.own_process:
                 argv += ["--own-process", name]
             env = {k: v for k, v in os.environ.items() if not k.startswith("IDRESOLVE_")}

@@ -11,6 +11,7 @@ from pathlib import Path
 MAX_BATCH = 2_000
 TARGET_REST_RATIO = 0.7  # node requests/s over a bare aiohttp handler's
 TARGET_IDS_PER_S = 20_000  # batch registration into the durable store
+TARGET_TEMPLATE_COST = 1.25  # a batch checked against its template over the same batch unchecked (time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,7 @@ class BatchConfig:
     identifiers: int = 100_000
     batch_size: int = MAX_BATCH
     repeats: int = 3
+    template: bool = False  # records fill a template; core and REST also run naming it (bench batch --template)
 
 
 # -- bench run (documented in bench.scenarios) ---------------------------------------------------------
@@ -51,11 +53,15 @@ SCENARIOS: dict[str, BenchScenario] = {s.name: s for s in (
              description="cold resolutions at the same fixed rate, latency model off"),
     BenchScenario("kill-top", True, None, fixed_rate=True, kill=True,
              description="cold resolutions at a fixed rate; the first top-level node is SIGKILLed halfway"),
+    BenchScenario("replication", False, None, fixed_rate=True,
+             description="replication lag to a mirror and between top-level nodes under writes; the mirror killed "
+                         "and started again (bench.replication)"),
 )}
 MODES = ("closed", "rate", "sweep")
-PROTOCOLS = ("binary", "rest")
+PROTOCOLS = ("binary", "rest", "handle")  # handle: the native Handle protocol (bench.nativeload)
+BOTH = ("binary", "rest")  # --protocol both
 SWEEP_FRACTIONS = (0.1, 0.25, 0.5, 0.7, 0.85, 1.0, 1.15)
-DEFAULT_FIXED_RATE = {"latency-on": 200.0, "latency-off": 200.0, "kill-top": 500.0}
+DEFAULT_FIXED_RATE = {"latency-on": 200.0, "latency-off": 200.0, "kill-top": 500.0, "replication": 200.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +100,7 @@ class RunConfig:
         out = []
         for name in self.scenarios:
             spec = SCENARIOS[name]
-            protocols = self.protocols[:1] if spec.kill else self.protocols
+            protocols = self.protocols[:1] if spec.kill or name == "replication" else self.protocols
             modes = ("rate",) if spec.fixed_rate else self.modes
             out.extend((name, p, m) for p in protocols for m in modes)
         return out

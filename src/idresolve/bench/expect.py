@@ -88,6 +88,8 @@ class PathExpectation:
             for role in ("top", "secondary", "recursive"):
                 for e in _entries(data, role):
                     node_place[str(e["name"])] = str(e["location"])
+                    for m in e.get("mirrors", []) if role == "secondary" else ():  # a secondary's mirrors
+                        node_place[str(m["name"])] = str(m["location"])
             tops = [(str(e["name"]), bool(e.get("disaster_recovery", False))) for e in _entries(data, "top")]
             enterprises: dict[str, tuple[str, str | None]] = {}
             for e in _entries(data, "enterprise"):

@@ -171,12 +171,27 @@ def batch_text(res: Mapping[str, Any]) -> str:
     t = res["target_ids_per_s"]
     verdict = [f"{name} vs target {t:,}/s: {'met' if res[key]['median_ids_per_s'] >= t else 'NOT met'}"
                for key, name in (("core", "core"), ("rest", "end to end"))]
+    tpl = res.get("template")
+    if tpl is not None:
+        for key, label in (("core_template", "core, naming the template (every record checked)"),
+                           ("rest_template", "end to end, naming the template")):
+            rows.insert(len(rows) - 1, [label, fmt_rate(res[key]["median_ids_per_s"]),
+                                        f"{ratio(res[key]['median_ids_per_s'], res['raw_sqlite']['median_ids_per_s']):.2f}"])
+        head += f"; records fill {tpl['template']} ({res['values_per_identifier']} values each)"
     lines = [head, table(rows, ["path", "identifiers/s", "x raw"]), "; ".join(verdict)]
-    if any(res["rest"]["shed_503_per_run"]):
-        lines.append(f"end to end: the node shed {sum(res['rest']['shed_503_per_run'])} batches with 503 (code 3); "
-                     f"they were sent again after {sum(res['rest']['paused_s_per_run']):.1f} s of pauses in all, "
-                     "which count in its rate")
-    return "\n".join([*lines, "note: " + res["note"]])
+    if tpl is not None:
+        for kind, name in (("core", "core"), ("rest", "end to end")):
+            cost = tpl[f"{kind}_cost"]
+            lines.append(f"checking against the template, {name}: {cost:.3f}x the time of the same batch unchecked "
+                         f"(runs {', '.join(f'{c:.3f}' for c in tpl[f'{kind}_cost_per_run'])}; target <= "
+                         f"{tpl['target_cost']}x: {'met' if cost <= tpl['target_cost'] else 'NOT met'})")
+    for path in ("rest", "rest_template"):
+        if path in res and any(res[path]["shed_503_per_run"]):
+            lines.append(f"{path}: the node shed {sum(res[path]['shed_503_per_run'])} batches with 503 (code 3); "
+                         f"they were sent again after {sum(res[path]['paused_s_per_run']):.1f} s of pauses in all, "
+                         "which count in its rate")
+    notes = [res["note"]] + ([tpl["note"]] if tpl is not None else [])
+    return "\n".join([*lines, *("note: " + n for n in notes)])
 
 
 def suite_text(report: Mapping[str, Any]) -> str:

@@ -89,6 +89,13 @@ def figures(rep: Mapping[str, Any]) -> dict[str, Figure]:
             out[f"{base}.model.model_ratio"] = {"value": md["ratio"], "unit": "x", "better": "closer to 1"}
             _add(out, f"{base}.model.measured_mean_us", md["measured_mean_us"])
             _add(out, f"{base}.model.expected_mean_us", md["expected_mean_us"])
+        rp = r.get("replication")
+        if rp:
+            for key in ("lag_p50_ms", "lag_p99_ms"):
+                _add(out, f"{base}.replication.mirror.{key}", rp["steady"]["mirror"].get(key))
+                _add(out, f"{base}.replication.registry.{key}", rp["steady"]["registry"].get(key))
+            _add(out, f"{base}.replication.down.lag_max_ms", rp["mirror_down"].get("lag_max_ms"))
+            _add(out, f"{base}.replication.caught_up_s", rp["back"].get("caught_up_s"))
         k = r.get("kill", {}).get("analysis")
         if k and k.get("killed"):
             for side in ("before", "after", "steady_after"):
@@ -187,6 +194,18 @@ def result_text(r: Mapping[str, Any]) -> str:
                      f"{md.get('scheduled_mean_us', 0):,.0f} us from the scheduled one), expected "
                      f"{md['expected_mean_us']:,.0f} us (ratio {md['ratio']:.3f}; within 5 %: "
                      f"{'yes' if md['within'] else 'no'})")
+    rp = r.get("replication")
+    if rp:
+        rows = [[phase, str(f.get("samples")), str(f.get("lag_p50_ms")), str(f.get("lag_p99_ms")), str(f.get("lag_max_ms"))]
+                for phase, f in (("steady: mirror", rp["steady"]["mirror"]), ("steady: registry", rp["steady"]["registry"]),
+                                 ("mirror down", rp["mirror_down"]), ("mirror back", rp["back"]),
+                                 ("after: mirror", rp["after"]["mirror"]), ("after: registry", rp["after"]["registry"]))]
+        lines.append(f"{rp['primary']} -> {rp['mirror']} and {rp['registry_from']} -> {rp['registry_peer']}, "
+                     f"{rp['rate_per_s']:g} writes/s ({rp['writes']['mirror']} identifiers, {rp['writes']['registry']} "
+                     f"registry records); mirror down {rp['mirror_down']['down_s']} s with up to "
+                     f"{rp['mirror_down']['pending_max']:.0f} records waiting, caught up "
+                     f"{rp['back']['caught_up_s']} s after its restart")
+        lines.append(table(rows, ["lag (sampled every 50 ms)", "samples", "p50 ms", "p99 ms", "max ms"]))
     k = r.get("kill")
     if k:
         a = k["analysis"]

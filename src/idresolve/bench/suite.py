@@ -17,25 +17,37 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from ..client.rest import BUSY_BACKOFF_S
+from ..client.rest import BUSY_BACKOFF_S, RestClient
 from ..core.errors import HandleError
+from ..core.handles import fold
+from ..core.records import Record
+from ..core.values import HandleValue
 from ..nodes.auth import Identity
 from ..nodes.authoritative import MAX_BATCH, AuthoritativeNode
-from ..nodes.bootstrap import ADMIN_INDEX, prefix_record
+from ..nodes.bootstrap import ADMIN_INDEX, admin_identity, prefix_record
 from ..store.sqlite import SqliteStore
 from . import httpload, report
 from .baselines import raw_sqlite_insert, read_rows
-from .config import TARGET_IDS_PER_S, TARGET_REST_RATIO, BatchConfig, RestConfig
+from .config import TARGET_IDS_PER_S, TARGET_REST_RATIO, TARGET_TEMPLATE_COST, BatchConfig, RestConfig
 from .hist import histogram, summary
 from .procs import ServerFailed, ServerProcess, baseline_process, node_process
-from .workload import PREFIX, batch_requests, chunks, core_values, handles, resolve_requests
+from .workload import (
+    PREFIX,
+    TemplatedWorkload,
+    batch_requests,
+    chunks,
+    core_values,
+    handles,
+    json_values,
+    resolve_requests,
+)
 
 HOST = "127.0.0.1"
 MAX_RATE_PER_S = 1_000_000  # the count bound of a run: no loopback HTTP server here gets near it
@@ -186,11 +198,14 @@ def _check_alive(server: ServerProcess) -> None:
 
 # -- batch registration -------------------------------------------------------------------------------------
 
-def _core_batch(path: Path, items: Sequence[tuple[str, Any]], batch_size: int, secret: str) -> float:
+def _core_batch(path: Path, items: Sequence[tuple[str, Any]], batch_size: int, secret: str,
+                template: Record | None = None) -> float:
     store = SqliteStore(path)
     try:
         node = AuthoritativeNode(store, [PREFIX], name="bench")
         node.bootstrap_record(prefix_record(PREFIX, secret, now=time.time()))
+        if template is not None:
+            node.bootstrap_record(template)
         caller = Identity(ADMIN_INDEX, f"0.NA/{PREFIX}")
         t0 = time.perf_counter()
         for part in chunks(items, batch_size):
@@ -202,9 +217,15 @@ def _core_batch(path: Path, items: Sequence[tuple[str, Any]], batch_size: int, s
         store.close()
 
 
-def _rest_batch(tmp: Path, names: Sequence[str], batch_size: int, secret: str) -> Registered:
+def _rest_batch(tmp: Path, names: Sequence[str], batch_size: int, secret: str, *,
+                values: Callable[[str], list[dict[str, Any]]] = json_values, template: Record | None = None) -> Registered:
     with node_process(tmp / "node", PREFIX, secret) as node:
-        requests = batch_requests(names, batch_size, HOST, node.port, secret)  # encoded before the clock starts
+        if template is not None:  # published at the node before the clock starts, as a secondary holds its own
+            with RestClient(node.url, identity=admin_identity(PREFIX), secret=secret) as client:
+                answer = client.put(template.handle, [v.to_json() for v in template.values])
+            if answer.status != 201:
+                raise BenchError(f"publishing {template.handle} answered {answer.status}: {answer.body}")
+        requests = batch_requests(names, batch_size, HOST, node.port, secret, values=values)  # before the clock
         reg = httpload.run(_register(node.port, requests))
         _check_alive(node)
     if reg.count != len(names):
@@ -212,45 +233,63 @@ def _rest_batch(tmp: Path, names: Sequence[str], batch_size: int, secret: str) -
     return reg
 
 
+BATCH_PATHS = ("core", "raw_sqlite", "rest")
+TEMPLATE_PATHS = ("core", "core_template", "raw_sqlite", "rest", "rest_template")  # each kind beside its twin
+
+
 def run_batch(cfg: BatchConfig, progress: report.ProgressFn) -> dict[str, Any]:
+    """Batch registration: core, REST and raw SQLite; with ``cfg.template`` the records fill the tyre-batch
+    template, and core and REST run twice, once naming the template (checked) and once not (the same
+    values but the reference: not checked), next to each other in every repeat."""
     secret = secrets.token_urlsafe(24)
     names = handles(cfg.identifiers, "b")
-    items = [(h, core_values(h)) for h in names]
+    tw = TemplatedWorkload.load() if cfg.template else None
+    template = tw.record if tw is not None else None
+    if tw is None:
+        items: dict[str, list[tuple[str, Any]]] = {"core": [(h, core_values(h)) for h in names]}
+        json_of: dict[str, Callable[[str], list[dict[str, Any]]]] = {"rest": json_values}
+    else:
+        items = {"core": tw.items(names, checked=False), "core_template": tw.items(names, checked=True)}
+        json_of = {f"rest{tail}": _json_by_handle(items[f"core{tail}"]) for tail in ("", "_template")}
+    paths = TEMPLATE_PATHS if tw is not None else BATCH_PATHS
     rows: list[Any] = []
-    per: dict[str, list[float]] = {"core": [], "rest": [], "raw_sqlite": []}
-    shed: list[int] = []
-    paused: list[float] = []
+    per: dict[str, list[float]] = {p: [] for p in paths}
+    shed: dict[str, list[int]] = {p: [] for p in paths if p.startswith("rest")}
+    paused: dict[str, list[float]] = {p: [] for p in shed}
     n = len(names)
     for rep in range(cfg.repeats):
         with tempfile.TemporaryDirectory(prefix="idresolve-bench-") as tmp_text:
             tmp = Path(tmp_text)
-            order = ("core", "raw_sqlite", "rest") if rep % 2 == 0 else ("rest", "raw_sqlite", "core")
-            for path in order:
-                if path == "core":
-                    elapsed = _core_batch(tmp / "core.sqlite3", items, cfg.batch_size, secret)
-                    if not rows:  # the encoded rows the store wrote, replayed by the raw baseline
-                        rows = read_rows(tmp / "core.sqlite3", PREFIX)
+            # Alternating: the first repeat runs core first (its rows feed the raw baseline), the next ones in
+            # reverse, so that no path always runs while the machine is busier.
+            for path in paths if rep % 2 == 0 else tuple(reversed(paths)):
+                if path.startswith("core"):
+                    elapsed = _core_batch(tmp / f"{path}.sqlite3", items[path], cfg.batch_size, secret, template)
+                    if path == "core" and not rows:  # the encoded rows the store wrote, replayed by the raw baseline
+                        rows = [r for r in read_rows(tmp / "core.sqlite3", PREFIX)
+                                if template is None or r[0] != fold(template.handle)]
                         if len(rows) != n:
                             raise BenchError(f"the store holds {len(rows)} rows, expected {n}")
                 elif path == "raw_sqlite":  # the first repeat runs core first, so rows exist by now
                     elapsed = raw_sqlite_insert(tmp / "raw.sqlite3", list(chunks(rows, cfg.batch_size)))
                 else:
-                    reg = _rest_batch(tmp, names, cfg.batch_size, secret)
+                    reg = _rest_batch(tmp / path, names, cfg.batch_size, secret, values=json_of[path], template=template)
                     elapsed = reg.elapsed_s
-                    shed.append(reg.shed)
-                    paused.append(reg.paused_s)
+                    shed[path].append(reg.shed)
+                    paused[path].append(reg.paused_s)
                 rate = n / elapsed if elapsed > 0 else 0.0
                 per[path].append(rate)
                 progress(f"batch: run {rep + 1}/{cfg.repeats} {path}: {rate:,.0f} identifiers/s "
-                         f"({elapsed:.2f} s for {n:,})" + (f"; {shed[-1]} batches shed with 503 and sent again "
-                                                           f"after {paused[-1]:.1f} s of pauses"
-                                                           if path == "rest" and shed[-1] else ""))
+                         f"({elapsed:.2f} s for {n:,})" + (f"; {shed[path][-1]} batches shed with 503 and sent again "
+                                                           f"after {paused[path][-1]:.1f} s of pauses"
+                                                           if path in shed and shed[path][-1] else ""))
     out: dict[str, Any] = {"config": asdict(cfg), "target_ids_per_s": TARGET_IDS_PER_S,
-                           "values_per_identifier": len(items[0][1]) if items else 0}
+                           "values_per_identifier": len(items["core"][0][1]) if names else 0}
     for path, rates in per.items():
         out[path] = {"median_ids_per_s": round(report.median(rates), 1), "runs_ids_per_s": [round(r, 1) for r in rates]}
-    out["rest"]["shed_503_per_run"] = shed
-    out["rest"]["paused_s_per_run"] = [round(p, 2) for p in paused]
+    for path in shed:
+        out[path]["shed_503_per_run"] = shed[path]
+        out[path]["paused_s_per_run"] = [round(p, 2) for p in paused[path]]
     raw = out["raw_sqlite"]["median_ids_per_s"]
     out["ratio_core_raw"] = report.ratio(out["core"]["median_ids_per_s"], raw)
     out["ratio_rest_raw"] = report.ratio(out["rest"]["median_ids_per_s"], raw)
@@ -258,6 +297,28 @@ def run_batch(cfg: BatchConfig, progress: report.ProgressFn) -> dict[str, Any]:
                    "(SqliteStore, WAL, synchronous=NORMAL); end to end adds JSON over HTTP to a node subprocess "
                    "(requests encoded before the clock starts, one connection, one batch in flight); raw = "
                    "executemany of the rows the store wrote, same schema and pragmas")
+    if tw is not None:
+        out["template"] = _template_costs(per, tw)
+    return out
+
+
+def _json_by_handle(items: Sequence[tuple[str, Sequence[HandleValue]]]) -> Callable[[str], list[dict[str, Any]]]:
+    by_handle = {h: values for h, values in items}
+    return lambda h: [v.to_json() for v in by_handle[h]]
+
+
+def _template_costs(per: dict[str, list[float]], tw: TemplatedWorkload) -> dict[str, Any]:
+    """What checking costs: the time of a templated batch over the same batch without the reference (rate
+    without / rate with), per repeat (the twin runs are next to each other) and its median."""
+    out: dict[str, Any] = {"template": str(tw.ref), "fields": len(tw.template.fields),
+                           "target_cost": TARGET_TEMPLATE_COST}
+    for kind in ("core", "rest"):
+        pairs = [round(plain / checked, 3) for plain, checked in zip(per[kind], per[f"{kind}_template"], strict=True)
+                 if checked > 0]
+        out[f"{kind}_cost_per_run"] = pairs
+        out[f"{kind}_cost"] = round(report.median(pairs), 3) if pairs else None
+    out["note"] = ("cost = time of the batch naming the template (index 1001: every record checked) over the same "
+                   "batch without that value (not checked), the two runs next to each other; median of the repeats")
     return out
 
 

@@ -231,6 +231,12 @@ def rest_batch_targets(rest: Mapping[str, Any] | None = None, batch: Mapping[str
             out.append(target(tid, "batch registration", f"batch registration, {what}: identifiers/s",
                               (batch.get(key) or {}).get("median_ids_per_s"), "ids/s", ">=", TARGET_IDS_PER_S,
                               asked=True, how="median of the runs"))
+        tpl = batch.get("template")
+        if tpl is not None:  # bench batch --template
+            for tid, key, what in (("B3", "core", "core"), ("B4", "rest", "POST /api/batch")):
+                out.append(target(tid, "batch registration", f"batch registration naming a template, {what}: time "
+                                  "over the same batch unchecked", tpl.get(f"{key}_cost"), "x", "<=",
+                                  tpl["target_cost"], asked=True, how="median of the paired runs"))
     return out
 
 

@@ -23,7 +23,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..bench.config import MAX_BATCH, PROTOCOLS, SCENARIOS, BatchConfig, RestConfig, RunConfig
+from ..bench.config import (
+    BOTH,
+    MAX_BATCH,
+    PROTOCOLS,
+    SCENARIOS,
+    TARGET_TEMPLATE_COST,
+    BatchConfig,
+    RestConfig,
+    RunConfig,
+)
 from .common import EXIT_HANDLE_ERROR, EXIT_USAGE, CliError
 
 # The benchmark machinery (aiohttp, hdrhistogram, the node) is imported when a benchmark runs, not for
@@ -100,7 +109,9 @@ def _run_args(p: argparse.ArgumentParser, *, suite: bool = False) -> None:
         w = p.add_argument_group("what to measure")
         w.add_argument("--scenario", action="append", choices=[*SCENARIOS, "all"], metavar="NAME",
                        help=f"repeat for several: {', '.join(SCENARIOS)}, or all (default cached)")
-        w.add_argument("--protocol", choices=[*PROTOCOLS, "both"], default="binary", help="default binary")
+        w.add_argument("--protocol", type=_protocols, default=("binary",), metavar="P[,P...]",
+                       help=f"{', '.join(PROTOCOLS)} (the native Handle protocol), a comma-separated list, or both "
+                       "(binary and rest); with binary and handle the report gives their ratios (default binary)")
         m = p.add_argument_group("mode (default --closed; several may be given)")
         m.add_argument("--rate", type=_positive(MAX_RATE, "--rate"), help="open loop at this many requests/s (also "
                        "the rate of latency-on/off and kill-top)")
@@ -166,6 +177,10 @@ def _batch_args(p: argparse.ArgumentParser, *, prefix: str = "") -> None:
                    help=f"identifiers per batch, one transaction each (default {d.batch_size:,}, the maximum)")
     p.add_argument(f"--{prefix}repeats", dest="batch_repeats", metavar="N", type=_int_in(1, MAX_REPEATS), default=d.repeats,
                    help=f"runs per path; medians are reported (default {d.repeats})")
+    p.add_argument(f"--{prefix}template", dest="batch_template", action="store_true",
+                   help="records fill the tyre-batch template; core and REST also run naming it (every record "
+                   "checked), beside the same batch not naming it: the cost of checking (target <= "
+                   f"{TARGET_TEMPLATE_COST}x)")
 
 
 def _common(p: argparse.ArgumentParser, *, out_help: str) -> None:
@@ -231,6 +246,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     s.set_defaults(func=cmd_suite)
 
 
+def _protocols(text: str) -> tuple[str, ...]:
+    if text == "both":
+        return BOTH
+    names = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    bad = [n for n in names if n not in PROTOCOLS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown protocol {', '.join(bad) or text!r}; choose from "
+                                         f"{', '.join(PROTOCOLS)} or both")
+    return names
+
+
 def _no_sub(p: argparse.ArgumentParser) -> int:
     p.print_help()
     return 2
@@ -242,7 +268,8 @@ def _rest_cfg(args: argparse.Namespace) -> RestConfig:
 
 
 def _batch_cfg(args: argparse.Namespace) -> BatchConfig:
-    return BatchConfig(identifiers=args.identifiers, batch_size=args.batch_size, repeats=args.batch_repeats)
+    return BatchConfig(identifiers=args.identifiers, batch_size=args.batch_size, repeats=args.batch_repeats,
+                       template=args.batch_template)
 
 
 def _guarded(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -317,7 +344,7 @@ def _run_cfg(args: argparse.Namespace) -> RunConfig:
     if "all" in scenarios:
         scenarios = tuple(SCENARIOS)
     modes = tuple(m for m, on in (("closed", args.closed), ("rate", args.rate is not None), ("sweep", args.sweep)) if on)
-    protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
+    protocols = args.protocol
     if args.data_dir is not None and not (args.data_dir / "cluster.json").exists():
         raise CliError(f"no cluster in {args.data_dir} ({args.data_dir / 'cluster.json'} is missing): start one with "
                        f"`idresolve up --data-dir {args.data_dir}`, or leave out --data-dir", EXIT_USAGE)

@@ -25,6 +25,7 @@ from ..cluster.supervisor import (
     run_bootstrap,
 )
 from ..core.topology import TopologyError, load_topology
+from . import fault_cmd
 from .common import EXIT_HANDLE_ERROR, EXIT_OK, CliError
 
 PACKAGE_CONFIG = Path(__file__).resolve().parents[3] / "config"
@@ -52,7 +53,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--latency", choices=["on", "off"], default="on", help="apply the latency model (default on)")
     p.add_argument("--scenario", help="latency scenario from the topology (e.g. before-interconnect)")
     p.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT,
-                   help=f"first port; node i listens on base+2i (tcp/udp) and base+2i+1 (http) (default {DEFAULT_BASE_PORT})")
+                   help=f"first port; node i of N listens on base+2i (msgpack tcp/udp), base+2i+1 (http) and "
+                   f"base+2N+i (native Handle protocol, tcp/udp) (default {DEFAULT_BASE_PORT})")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: one per core)")
     p.add_argument("--own-process", action="append", default=[], metavar="NODE",
                    help="run this node in a process of its own (so it can be killed alone); repeat")
@@ -66,6 +68,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    "0: never)")
     p.add_argument("--client-rate", type=float, help="recursive nodes: requests/s accepted per client address, "
                    "beyond which they answer code 3 (default 100000; 0 for no limit)")
+    p.add_argument("--dashboard", default=None, metavar="HOST:PORT",
+                   help="serve the live dashboard there (default 127.0.0.1 and the base port - 1; 'off': none); "
+                   "beyond loopback its controls need the registry admin's credentials")
     p.set_defaults(func=up)
 
     p = sub.add_parser("status", help="list every node of the running cluster: role, place, addresses, up/down",
@@ -106,8 +111,10 @@ def up(args: argparse.Namespace) -> int:
             if value < low:
                 raise CliError(f"{flag} must be at least {low}")
             flags += [flag, str(value)]
+    dashboard = args.dashboard or f"127.0.0.1:{args.base_port - 1}"
     opts = UpOptions(config, data_dir_of(args), args.base_port, args.workers, args.latency, args.scenario,
-                     tuple(args.own_process), args.log_level, tuple(flags))
+                     tuple(args.own_process), args.log_level, tuple(flags),
+                     dashboard=None if dashboard == "off" else dashboard)
     try:
         check_ports_free(plan)
     except ClusterError as exc:
@@ -132,15 +139,22 @@ def up(args: argparse.Namespace) -> int:
     took = time.monotonic() - t0
     recs = plan.by_role("recursive")
     print(f"ready in {took:.1f} s: {len(plan.by_role('top'))} top-level, {len(plan.by_role('secondary'))} secondary, "
-          f"{len(plan.by_role('enterprise'))} enterprise, {len(recs)} recursive nodes", flush=True)
+          f"{len(plan.by_role('enterprise'))} enterprise, {len(recs)} recursive nodes"
+          + (f", {len(plan.by_role('mirror'))} mirrors" if plan.by_role("mirror") else ""), flush=True)
     for r in recs:
         print(f"  recursive {r.name} ({r.spec.location.name}): REST {r.http_url}  binary tcp/udp "
-              f"{r.dial_host}:{r.tcp_port}", flush=True)
+              f"{r.dial_host}:{r.tcp_port}  Handle protocol tcp/udp {r.handle_address}", flush=True)
     if report.demo:
         print(f"  demo identifier: {report.demo}", flush=True)
         print(f"    try: idresolve resolve {report.demo} --trace --data-dir {opts.data_dir}", flush=True)
         if recs:
             print(f"    or:  curl {recs[0].http_url}/api/handles/{report.demo}", flush=True)
+    if opts.dashboard is not None:
+        try:
+            print(f"  dashboard: {sup.start_dashboard()}", flush=True)
+        except ClusterError as exc:
+            print(f"warning: {exc}; the cluster runs without it (`idresolve dashboard --listen HOST:PORT` "
+                  "serves one)", file=sys.stderr, flush=True)
     print(f"  admin credentials: {creds_path} (mode 0600)", flush=True)
     print(f"  data: {opts.data_dir}/ ; `idresolve status --data-dir {opts.data_dir}` lists the nodes; Ctrl-C stops",
           flush=True)
@@ -182,21 +196,25 @@ def status(args: argparse.Namespace) -> int:
     with ThreadPoolExecutor(max_workers=16) as pool:
         probed = list(pool.map(_probe, nodes))
     up_count = sum(1 for n in probed if n["up"])
+    fault_lines, faults = fault_cmd.status_lines(data_dir_of(args))
     if args.json:
-        print(json.dumps({"topology": cluster["topology"], "up": up_count, "total": len(probed), "nodes": probed},
-                         indent=2, ensure_ascii=False))
+        print(json.dumps({"topology": cluster["topology"], "up": up_count, "total": len(probed), "nodes": probed,
+                          "faults": faults}, indent=2, ensure_ascii=False))
         return EXIT_OK if up_count == len(probed) else EXIT_HANDLE_ERROR
-    rows = [("node", "role", "location", "state", "records", "prefixes", "http", "tcp/udp")]
+    rows = [("node", "role", "location", "state", "records", "prefixes", "http", "tcp/udp", "handle")]
     for n in probed:
         prefixes = n.get("prefixes") or ([n["prefix"]] if n.get("prefix") else [])
         extra = "" if n["role"] != "secondary" else ("" if n.get("connected") else " (not connected)")
         rows.append((n["name"], n["role"] + extra, n["location"], "up" if n["up"] else "DOWN",
                      "" if n.get("records") is None else str(n["records"]), ",".join(prefixes[:4]) +
-                     (f" +{len(prefixes) - 4}" if len(prefixes) > 4 else ""), n["http"], n["tcp"]))
+                     (f" +{len(prefixes) - 4}" if len(prefixes) > 4 else ""), n["http"], n["tcp"],
+                     n.get("handle") or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     print(f"{up_count}/{len(probed)} nodes up ({cluster['topology']}, latency {cluster['latency']})")
+    for line in fault_lines:
+        print(line)
     return EXIT_OK if up_count == len(probed) else EXIT_HANDLE_ERROR
 
 

@@ -127,7 +127,7 @@ def compose(args: argparse.Namespace) -> int:
         os.replace(tmp, out)
     except OSError as exc:
         raise CliError(f"cannot write {out}: {exc.strerror or exc}") from None
-    rec = ", ".join(f"{n.name} REST {n.http_port} binary {n.tcp_port}" for n in plan.by_role("recursive"))
+    rec = ", ".join(f"{n.name} REST {n.http_port} binary {n.tcp_port} handle {n.handle_port}" for n in plan.by_role("recursive"))
     locust = ", locust (profile load)" if has_load_test(plan, opts) else ""
     print(f"wrote {out}: {len(plan.nodes)} node services of {topology.name!r} (latency {opts.latency}), bootstrap"
           f"{locust}; published: {rec}")

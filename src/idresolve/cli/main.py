@@ -7,7 +7,18 @@ import sys
 
 from .. import __version__
 from ..client.rest import ClientError
-from . import bench_cmd, cluster_cmd, compose_cmd, node_cmd, records_cmd, sim_cmd
+from . import (
+    bench_cmd,
+    cluster_cmd,
+    compose_cmd,
+    dashboard_cmd,
+    fault_cmd,
+    keys_cmd,
+    node_cmd,
+    records_cmd,
+    sim_cmd,
+    template_cmd,
+)
 from .common import EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
 
@@ -21,8 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     node_cmd.add_parser(sub)
     records_cmd.add_parsers(sub)
+    template_cmd.add_parsers(sub)
     cluster_cmd.add_parsers(sub)
     compose_cmd.add_parsers(sub)
+    keys_cmd.add_parsers(sub)
+    fault_cmd.add_parsers(sub)
+    dashboard_cmd.add_parser(sub)
     bench_cmd.add_parser(sub)
     sim_cmd.add_parser(sub)
     return parser

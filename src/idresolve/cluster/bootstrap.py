@@ -2,12 +2,19 @@
 
 1. The primary top-level node allocates ``88.<n>`` to each *connected* secondary node: it creates
    ``0.NA/88.<n>`` (HS_ADMIN for the registry admin and for the secondary's admin, the secondary admin's
-   HS_SECKEY, and HS_SITE naming the secondary node). Replication carries it to the other top-level nodes.
+   HS_SECKEY, and HS_SITE naming the secondary node, then one HS_SITE per mirror at indexes 2, 3, ...,
+   not primary: recursive nodes fail over between them). Replication carries it to the other top-level nodes.
 2. Each secondary node allocates ``88.<n>.<m>`` to its enterprises: ``0.NA/88.<n>.<m>`` with the
    enterprise admin's HS_ADMIN and HS_SECKEY, and, for an enterprise with its own node, an HS_SITE
    naming it (so the secondary answers with a referral). Hosted enterprises get no HS_SITE: their
    identifiers live at the secondary.
-3. The demo identifier is registered at the node that holds its prefix.
+3. Each secondary node publishes the metadata templates the topology names for it (``templates = [...]``,
+   definitions from ``<config dir>/templates/<name>.json``) as ``<prefix>/TPL-<name>``, through its own
+   API as its admin: a record that does not exist is created; a file whose version is not published yet
+   is added as the next version; a published version is never changed (a file edited without a new
+   version number is reported, not written).
+4. The demo identifier is registered at the node that holds its prefix: a tyre batch filling the
+   template its secondary publishes, when it publishes one.
 Every step is idempotent: a record already holding the wanted values is left alone, so a restart
 changes nothing and keeps every record.
 
@@ -22,11 +29,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..core.admin import ALL_PERMS, AdminPerm
 from ..core.codes import ResponseCode
+from ..core.errors import InvalidValue
 from ..core.handles import prefix_handle
-from ..core.values import HandleValue, admin_value, seckey_value, site_value, string_value
+from ..core.site import SiteInfo
+from ..core.templates import (
+    Template,
+    TemplateRef,
+    generate_values,
+    new_version_value,
+    parse_definition_text,
+    stored_versions,
+    template_handle,
+    version_value,
+)
+from ..core.topology import MEMORY_SOURCE, NodeSpec, Topology
+from ..core.values import HS_SITE, HandleValue, admin_value, seckey_value, site_value, string_value
 from ..net.blocking import BlockingClient
 from .credentials import secret_for
 from .plan import ClusterPlan, NodePlan, identity_of
@@ -46,10 +67,96 @@ class BootstrapReport:
     created: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     demo: str | None = None
+    templates: list[str] = field(default_factory=list)  # template versions published by this run (handle@v)
+    warnings: list[str] = field(default_factory=list)
+
+
+# -- templates ---------------------------------------------------------------------------------------------
+
+def templates_dir(topology: Topology) -> Path:
+    """Where the topology's template files are: ``templates/`` beside its file (``config/templates``)."""
+    if topology.source == MEMORY_SOURCE:
+        return Path("config") / "templates"
+    return Path(topology.source).parent / "templates"
+
+
+def load_templates(topology: Topology, directory: Path | None = None) -> dict[str, Template]:
+    """Every template some secondary of ``topology`` publishes, by name, parsed from its file."""
+    where = directory or templates_dir(topology)
+    out: dict[str, Template] = {}
+    for sec in topology.nodes_by_role("secondary"):
+        for name in sec.templates:
+            if name in out:
+                continue
+            path = where / f"{name}.json"
+            try:
+                template = parse_definition_text(path.read_bytes())
+            except OSError as exc:
+                raise BootstrapError(f"template {name!r} of {sec.name}: cannot read {path}: {exc.strerror}") from None
+            except InvalidValue as exc:
+                raise BootstrapError(f"template file {path}: {exc.message}") from None
+            if template.name != name:
+                raise BootstrapError(f"template file {path} defines {template.name!r}, not {name!r}")
+            out[name] = template
+    return out
+
+
+def enterprise_template(topology: Topology, templates: dict[str, Template],
+                        enterprise: NodeSpec) -> tuple[TemplateRef, Template] | None:
+    """The template an enterprise's identifiers fill: the first its secondary publishes (None: none)."""
+    sec = topology.secondary_of(enterprise)
+    if not sec.templates or sec.prefix is None or sec.templates[0] not in templates:
+        return None
+    t = templates[sec.templates[0]]
+    return TemplateRef(template_handle(sec.prefix, t.name), t.version), t
+
+
+def _publish(c: BlockingClient, handle: str, template: Template, source: Path, report: BootstrapReport) -> None:
+    """Make ``handle`` hold ``template`` as its version ``template.version`` (see the module docstring)."""
+    current = c.resolve(handle)
+    label = f"{handle}@{template.version}"
+    if current.code == ResponseCode.HANDLE_NOT_FOUND:
+        resp = c.create(handle, (version_value(template),), overwrite=False)
+    elif current.code == ResponseCode.SUCCESS:
+        published = stored_versions(current.values).get(template.version)
+        if published is not None:
+            if published.data != template.to_bytes():
+                report.warnings.append(f"{source} differs from the published {label}: published versions never "
+                                       f"change; give the file version {template.version + 1} to publish it")
+            return
+        try:
+            value = new_version_value(current.values, template)
+        except InvalidValue as exc:
+            report.warnings.append(f"{source} not published at {handle}: {exc.message}")
+            return
+        resp = c.add_values(handle, (value,))
+    else:
+        raise BootstrapError(f"reading template {handle} failed: code {current.code} {current.message}")
+    if resp.code != ResponseCode.SUCCESS:
+        raise BootstrapError(f"publishing {label} failed: code {resp.code} {resp.message}")
+    report.templates.append(label)
+
+
+def demo_values(handle: str, found: tuple[TemplateRef, Template] | None) -> tuple[HandleValue, ...]:
+    """The demo tyre batch: a URL and a description, and the fields of its template when there is one
+    (generated like seeded ones, with the documented product name and batch number)."""
+    base = (string_value(1, "URL", f"https://example.com/products/{DEMO_SUFFIX}"),
+            string_value(2, "DESC", "Demo product: a tyre batch registered at start-up by idresolve"))
+    fixed = (string_value(2000, "productName", "Radial tyre 205/55R16"), string_value(2001, "batchNumber", "2106023"))
+    if found is None:
+        return base + fixed
+    ref, template = found
+    filled = {v.index: v for v in generate_values(template, handle, seed="demo", ref=ref)}
+    for v in fixed:
+        f = template.by_index.get(v.index)
+        if f is not None and f.name == v.type:
+            filled[v.index] = v
+    return base + tuple(filled[i] for i in sorted(filled))
 
 
 def allocation_values(parent_prefix: str, child_prefix: str, master: str, site_of: NodePlan | None,
-                      *, owner_perms: int) -> tuple[HandleValue, ...]:
+                      *, owner_perms: int, site: SiteInfo | None = None,
+                      mirrors: tuple[NodePlan, ...] = ()) -> tuple[HandleValue, ...]:
     p_id, c_id = identity_of(parent_prefix), identity_of(child_prefix)
     values = [
         admin_value(100, p_id.split(":", 1)[1], 300, PARENT_PERMS),
@@ -57,12 +164,27 @@ def allocation_values(parent_prefix: str, child_prefix: str, master: str, site_o
         seckey_value(300, secret_for(master, child_prefix)),
     ]
     if site_of is not None:
-        values.insert(0, site_value(1, site_of.site(_address(site_of))))
+        # The node's own site (as it publishes it, with its key), then one per mirror (the plan's: a mirror
+        # answers with the records it copies, not with a prefix record of its own).
+        values[:0] = [site_value(1, site or site_of.site(site_of.site_address)),
+                      *(site_value(i, m.site(m.site_address)) for i, m in enumerate(mirrors, start=2))]
     return tuple(values)
 
 
-def _address(n: NodePlan) -> str:
-    return n.dial_host if n.dial_host.replace(".", "").isdigit() else "127.0.0.1"
+def published_site(n: NodePlan, master: str, timeout_s: float,
+                   client: type[BlockingClient] = BlockingClient) -> SiteInfo:
+    """The HS_SITE node ``n`` publishes for itself (its own prefix record's, with its key) as it answers
+    get-site-info; the plan's site when it publishes none."""
+    assert n.spec.prefix is not None
+    with _client(n, n.spec.prefix, master, timeout_s, client) as c:
+        resp = c.site_info()
+    for v in resp.values:
+        if v.type == HS_SITE:
+            try:
+                return SiteInfo.from_bytes(v.data)
+            except InvalidValue:
+                break
+    return n.site(n.site_address)
 
 
 def _same(existing: tuple[HandleValue, ...], wanted: tuple[HandleValue, ...]) -> bool:
@@ -100,8 +222,10 @@ def _client(n: NodePlan, prefix: str, master: str, timeout_s: float,
 
 
 def bootstrap(plan: ClusterPlan, master: str, *, progress: Callable[[str], None] | None = None,
-              timeout_s: float = 10.0, client: type[BlockingClient] = BlockingClient) -> BootstrapReport:
-    """Allocate every prefix of ``plan`` and register the demo identifier. ``client`` is how nodes are
+              timeout_s: float = 10.0, templates: Path | None = None,
+              client: type[BlockingClient] = BlockingClient) -> BootstrapReport:
+    """Allocate, publish templates, register the demo (module docstring). ``templates``: the directory of
+    the template files (default: ``templates/`` beside the topology file). ``client`` is how nodes are
     reached: ``BlockingClient`` on sockets, or a subclass moving the same bytes another way (the
     virtual-time simulator's in-memory network)."""
     report = BootstrapReport()
@@ -114,7 +238,9 @@ def bootstrap(plan: ClusterPlan, master: str, *, progress: Callable[[str], None]
         for sec in secondaries.values():
             if not sec.connected or sec.prefix is None:
                 continue
-            values = allocation_values(country, sec.prefix, master, plan.node(sec.name), owner_perms=OWNER_AT_PARENT_PERMS)
+            node = plan.node(sec.name)
+            values = allocation_values(country, sec.prefix, master, node, owner_perms=OWNER_AT_PARENT_PERMS,
+                                       site=published_site(node, master, timeout_s, client), mirrors=plan.mirrors_of(sec.name))
             with _client(top, sec.prefix, master, timeout_s, client) as owner:
                 _ensure(c, owner, prefix_handle(sec.prefix), values, report)
     say(f"top-level registry: {len(report.created)} allocated, {len(report.unchanged)} already in place")
@@ -127,21 +253,31 @@ def bootstrap(plan: ClusterPlan, master: str, *, progress: Callable[[str], None]
             for ent in enterprises:
                 if ent.prefix is None:
                     continue
-                site = None if ent.hosted else plan.node(ent.name)
-                values = allocation_values(sec.prefix, ent.prefix, master, site, owner_perms=ALL_PERMS)
+                site_of = None if ent.hosted else plan.node(ent.name)
+                site = published_site(site_of, master, timeout_s, client) if site_of is not None else None
+                values = allocation_values(sec.prefix, ent.prefix, master, site_of, owner_perms=ALL_PERMS, site=site)
                 with _client(node, ent.prefix, master, timeout_s, client) as owner:
                     _ensure(c, owner, prefix_handle(ent.prefix), values, report)
     say(f"enterprise prefixes: {len(topo.nodes_by_role('enterprise'))} in place")
-    demo_prefix = DEMO_PREFIX if any(n.prefix == DEMO_PREFIX for n in topo.nodes) else next(
-        (e.prefix for e in topo.nodes_by_role("enterprise") if e.prefix), None)
-    if demo_prefix is not None:
+    published = load_templates(topo, templates)
+    where = templates or templates_dir(topo)
+    publishers = [s for s in secondaries.values() if s.templates and s.prefix is not None]
+    for sec in publishers:
+        assert sec.prefix is not None
+        with _client(plan.node(sec.name), sec.prefix, master, timeout_s, client) as c:
+            for name in sec.templates:
+                _publish(c, template_handle(sec.prefix, name), published[name], where / f"{name}.json", report)
+    if publishers:
+        say(f"metadata templates: {len(report.templates)} published at {len(publishers)} secondary nodes"
+            + "".join(f"\n  warning: {w}" for w in report.warnings))
+    demo_ent = next((e for e in topo.nodes_by_role("enterprise") if e.prefix == DEMO_PREFIX), None) or next(
+        (e for e in topo.nodes_by_role("enterprise") if e.prefix), None)
+    if demo_ent is not None and demo_ent.prefix is not None:
+        demo_prefix = demo_ent.prefix
         holder = plan.holder_of(demo_prefix)
         demo = f"{demo_prefix}/{DEMO_SUFFIX}"
         with _client(holder, demo_prefix, master, timeout_s, client) as c:
-            values = (string_value(1, "URL", f"https://example.com/products/{DEMO_SUFFIX}"),
-                      string_value(2, "DESC", "Demo product: a tyre batch registered at start-up by idresolve"),
-                      string_value(2000, "productName", "Radial tyre 205/55R16"),
-                      string_value(2001, "batchNumber", "2106023"))
+            values = demo_values(demo, enterprise_template(topo, published, demo_ent))
             resp = c.create(demo, values, overwrite=False)
             if resp.code not in (ResponseCode.SUCCESS, ResponseCode.HANDLE_ALREADY_EXISTS):
                 raise BootstrapError(f"registering the demo identifier failed: code {resp.code} {resp.message}")

@@ -3,9 +3,9 @@ document (plain dicts and lists), its text, and a drift summary for ``--check``.
 
 Containers run the very nodes ``idresolve up`` runs, with the command lines of ``cluster.containers``.
 Every running node becomes one service named after the node, listening on 0.0.0.0 at the ports
-``plan.make_plan`` assigns (node i: ``P+2i`` binary TCP and UDP, ``P+2i+1`` HTTP) and reaching the other
-nodes by service name on the compose network. Only the recursive nodes' REST and binary ports are
-published (on ``publish_host``, loopback by default). Each node keeps its store in a named volume of its
+``plan.make_plan`` assigns (node i: ``P+2i`` binary TCP and UDP, ``P+2i+1`` HTTP, ``P+2N+i`` the native
+Handle protocol, TCP and UDP) and reaching the other nodes by service name on the compose network. Only
+the recursive nodes' REST, binary and native ports are published (on ``publish_host``, loopback by default). Each node keeps its store in a named volume of its
 own at ``/data``, as a node on a machine of its own would.
 
 The one-shot ``bootstrap`` service waits until every node's healthcheck (``GET /healthz`` with Python's
@@ -80,7 +80,8 @@ def healthcheck(n: NodePlan) -> dict[str, Any]:
 def published_ports(n: NodePlan, opts: ComposeOptions) -> list[str]:
     h = opts.publish_host
     return [f"{h}:{n.tcp_port}:{n.tcp_port}/tcp", f"{h}:{n.udp_port}:{n.udp_port}/udp",
-            f"{h}:{n.http_port}:{n.http_port}/tcp"]
+            f"{h}:{n.http_port}:{n.http_port}/tcp",
+            f"{h}:{n.handle_port}:{n.handle_port}/tcp", f"{h}:{n.handle_port}:{n.handle_port}/udp"]
 
 
 def _secret_ref() -> dict[str, Any]:
@@ -184,7 +185,7 @@ def header(topology: Topology, opts: ComposeOptions) -> list[str]:
     ]
     for r in rec:
         lines.append(cmd(f"curl http://{opts.publish_host}:{r.http_port}/healthz",
-                         f"{r.name}: REST {r.http_port}, binary tcp/udp {r.tcp_port}"))
+                         f"{r.name}: REST {r.http_port}, binary tcp/udp {r.tcp_port}, handle tcp/udp {r.handle_port}"))
     if has_load_test(plan, opts):
         lines.append(cmd("docker compose --profile load up locust",
                          f"Locust, headless, {opts.locust_run_time}, against every recursive node"))

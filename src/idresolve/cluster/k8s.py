@@ -4,11 +4,12 @@ objects (plain dicts and lists), their text in one file or a directory of files,
 
 The containers run what the compose file's run (``cluster.containers``); only the wrapping differs:
 
-- every running node: a ``Service`` named after the node (its binary TCP and UDP port and its HTTP port,
-  the plan's numbers, so nodes reach each other by name as under compose) and a ``StatefulSet`` of one
+- every running node: a ``Service`` named after the node (its binary TCP and UDP port, its HTTP port and
+  its native Handle protocol port, TCP and UDP, the plan's numbers, so nodes reach each other by name as under compose) and a ``StatefulSet`` of one
   replica with a ``PersistentVolumeClaim`` template for its store at ``/data``; probes on ``GET /healthz``;
 - the recursive nodes, all of them, behind one more ``Service``, ``recursive``, on the Handle ports
-  (2641 binary TCP and UDP, 8000 HTTP), mapped to each pod's own ports by name;
+  (2641 binary TCP and UDP, 8000 HTTP), mapped to each pod's own ports by name (the native protocol is
+  reached at each recursive node's own Service, on its plan port);
 - the bootstrap as a ``Job``: it waits for the nodes itself (nothing orders Kubernetes objects), then
   allocates the prefixes and seeds the identifiers Locust asks for;
 - with ``with_locust``: a ``Job`` for the headless Locust master (with its ``Service``, for the workers)
@@ -166,7 +167,8 @@ def _secret_volume() -> dict[str, Any]:
 
 
 def _ports(n: NodePlan) -> list[tuple[str, str, int]]:
-    return [("binary-tcp", "TCP", n.tcp_port), ("binary-udp", "UDP", n.udp_port), ("http", "TCP", n.http_port)]
+    return [("binary-tcp", "TCP", n.tcp_port), ("binary-udp", "UDP", n.udp_port), ("http", "TCP", n.http_port),
+            ("handle-tcp", "TCP", n.handle_port), ("handle-udp", "UDP", n.handle_port)]
 
 
 def _probe(**timing: int) -> dict[str, Any]:

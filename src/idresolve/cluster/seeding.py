@@ -8,6 +8,12 @@ from ``credentials.json`` (``seed_cluster``); ``idresolve bootstrap --seed N`` (
 step, which has neither file) takes them from the plan and the cluster secret (``seed_plan``). Both fill
 the enterprises in topology order, enterprise i getting N // E plus one for the first N % E: the layout
 ``loadtests/keyspace.py`` draws from.
+
+An enterprise whose secondary publishes a metadata template (``templates = [...]`` in the topology) gets
+identifiers that fill it (``core.templates.generate_values``: every required field and most optional
+ones, the same values for the same identifier in every run), so their records have the size of real
+ones (about 15 template values, most answers over the 512 bytes of a UDP answer); the others get a URL
+and a product name.
 """
 
 from __future__ import annotations
@@ -20,8 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from ..core.codes import ResponseCode
-from ..core.values import string_value
+from ..core.templates import Template, TemplateRef, generate_values
+from ..core.topology import Topology, TopologyError, load_topology
+from ..core.values import HandleValue, string_value
 from ..net.blocking import BlockingClient
+from .bootstrap import BootstrapError, enterprise_template, load_templates
 from .credentials import read_credentials, secret_for
 from .plan import ClusterPlan, identity_of
 
@@ -32,10 +41,29 @@ class SeedTarget:
     host: str  # the node that holds the prefix's identifiers
     port: int
     secret: str  # the prefix admin's
+    template: tuple[TemplateRef, Template] | None = None  # the template its identifiers fill
 
     @property
     def identity(self) -> str:
         return identity_of(self.prefix)
+
+    def values(self, handle: str, k: int, tag: str) -> tuple[HandleValue, ...]:
+        url = string_value(1, "URL", f"https://example.com/{handle}")
+        if self.template is None:
+            return url, string_value(2000, "productName", f"product {k}")
+        ref, template = self.template
+        return (url, *generate_values(template, handle, seed=tag, ref=ref))
+
+
+def _templates_by_prefix(topology: Topology) -> dict[str, tuple[TemplateRef, Template]]:
+    """Enterprise prefix -> the template its identifiers fill, for the enterprises that have one."""
+    templates = load_templates(topology)
+    out = {}
+    for e in topology.nodes_by_role("enterprise"):
+        found = enterprise_template(topology, templates, e)
+        if found is not None and e.prefix is not None:
+            out[e.prefix] = found
+    return out
 
 
 def _endpoint(nodes: dict[str, dict[str, Any]], name: str) -> tuple[str, int]:
@@ -56,7 +84,13 @@ def seed_cluster(cluster: dict[str, Any], data_dir: Path, count: int, *, batch_s
     """Seed the cluster ``cluster.json`` describes, with the secrets of ``data_dir/credentials.json``."""
     creds = read_credentials(data_dir)
     nodes = {n["name"]: n for n in cluster["nodes"]}
-    targets = [SeedTarget(e["prefix"], *_endpoint(nodes, e["holder"]), creds[identity_of(e["prefix"])])
+    try:
+        templates = _templates_by_prefix(load_topology(cluster["config"]))
+    except (TopologyError, BootstrapError, KeyError) as exc:  # the topology file moved since `up`: no templates
+        print(f"warning: seeding without metadata templates: {exc}", file=sys.stderr)
+        templates = {}
+    targets = [SeedTarget(e["prefix"], *_endpoint(nodes, e["holder"]), creds[identity_of(e["prefix"])],
+                          templates.get(e["prefix"]))
                for e in cluster["enterprises"] if e.get("prefix")]
     return seed_targets(targets, count, batch_size=batch_size, tag=tag, show_progress=show_progress)
 
@@ -66,10 +100,12 @@ def seed_plan(plan: ClusterPlan, master: str, count: int, *, batch_size: int = 1
     """Seed the cluster of ``plan`` (the nodes at their dial hosts), each admin's secret derived from ``master``;
     ``client`` reaches the nodes (``BlockingClient``, or the simulator's in-memory one)."""
     targets = []
+    templates = _templates_by_prefix(plan.topology)
     for e in plan.enterprises():
         if e.prefix:
             holder = plan.holder_of(e.prefix)
-            targets.append(SeedTarget(e.prefix, holder.dial_host, holder.tcp_port, secret_for(master, e.prefix)))
+            targets.append(SeedTarget(e.prefix, holder.dial_host, holder.tcp_port, secret_for(master, e.prefix),
+                                      templates.get(e.prefix)))
     return seed_targets(targets, count, batch_size=batch_size, tag=tag, show_progress=show_progress, client=client)
 
 
@@ -89,10 +125,8 @@ def seed_targets(targets: Sequence[SeedTarget], count: int, *, batch_size: int =
         prefix = ent.prefix
         with client(ent.host, ent.port, timeout_s=60.0, auth=(ent.identity, ent.secret.encode())) as c:
             for start in range(0, n, batch_size):
-                items = [(f"{prefix}/{tag}{k:09d}",
-                          (string_value(1, "URL", f"https://example.com/{prefix}/{tag}{k:09d}"),
-                           string_value(2000, "productName", f"product {k}")))
-                         for k in range(start, min(n, start + batch_size))]
+                numbers = range(start, min(n, start + batch_size))
+                items = [(f"{prefix}/{tag}{k:09d}", ent.values(f"{prefix}/{tag}{k:09d}", k, tag)) for k in numbers]
                 resp = c.batch_create(items)
                 if resp.code != ResponseCode.SUCCESS and resp.results:
                     fresh = [it for it, r in zip(items, resp.results, strict=False)

@@ -2,7 +2,9 @@
 
 The supervisor writes ``<data_dir>/cluster.json`` (every node's role, location, prefixes and addresses)
 so that ``status``, ``seed``, ``register`` and ``resolve`` find the cluster, and ``credentials.json``
-(mode 0600) with every prefix admin's secret.
+(mode 0600) with every prefix admin's secret. Once the workers listen it writes ``control.json``: each
+worker's control channel (``cluster.control``: faults and the latency setting at run time) and the
+dashboard's address.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from ..core.topology import Topology
 from .bootstrap import BootstrapReport, bootstrap
 from .credentials import cluster_secret, write_credentials
+from .faults import write_control_file
 from .plan import ClusterPlan
 
 CLUSTER_FILE = "cluster.json"
@@ -45,6 +48,7 @@ class UpOptions:
     own_process: tuple[str, ...] = ()
     log_level: str = "WARNING"
     worker_flags: tuple[str, ...] = ()  # passed through to every worker (recursive settings)
+    dashboard: str | None = None  # HOST:PORT of the dashboard, None: none
 
 
 def cluster_description(plan: ClusterPlan, opts: UpOptions) -> dict[str, object]:
@@ -59,7 +63,8 @@ def cluster_description(plan: ClusterPlan, opts: UpOptions) -> dict[str, object]
              "prefix": n.spec.prefix, "connected": n.spec.connected if n.role == "secondary" else None,
              "disasterRecovery": n.spec.disaster_recovery if n.role == "top" else None,
              "hosted": [e.prefix for e in plan.topology.hosted_by(n.name)] if n.role == "secondary" else [],
-             "http": n.http_url, "tcp": f"{n.dial_host}:{n.tcp_port}", "udp": f"{n.dial_host}:{n.udp_port}"}
+             "http": n.http_url, "tcp": f"{n.dial_host}:{n.tcp_port}", "udp": f"{n.dial_host}:{n.udp_port}",
+             "handle": n.handle_address}
             for n in plan.nodes
         ],
         "enterprises": [
@@ -80,7 +85,8 @@ def ephemeral_range() -> tuple[int, int] | None:
 
 def check_ports_free(plan: ClusterPlan) -> None:
     for n in plan.nodes:
-        for port, kind in ((n.tcp_port, socket.SOCK_STREAM), (n.http_port, socket.SOCK_STREAM), (n.udp_port, socket.SOCK_DGRAM)):
+        for port, kind in ((n.tcp_port, socket.SOCK_STREAM), (n.http_port, socket.SOCK_STREAM), (n.udp_port, socket.SOCK_DGRAM),
+                           (n.handle_port, socket.SOCK_STREAM), (n.handle_port, socket.SOCK_DGRAM)):
             with socket.socket(socket.AF_INET, kind) as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
@@ -100,6 +106,8 @@ class Supervisor:
         self.plan, self.opts = plan, opts
         self.procs: list[subprocess.Popen[str]] = []
         self.ready_nodes: list[dict[str, object]] = []
+        self.controls: list[dict[str, object]] = []  # per worker: its control channel and its nodes
+        self.dashboard: subprocess.Popen[str] | None = None
 
     def _groups(self) -> list[list[str]]:
         own = set(self.opts.own_process)
@@ -128,7 +136,8 @@ class Supervisor:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         for names in groups:
             # stdin is a pipe nobody writes: when this process dies, however, it closes and the workers stop.
-            self.procs.append(subprocess.Popen(self.worker_argv(names) + ["--stop-with-stdin"], stdin=subprocess.PIPE,
+            self.procs.append(subprocess.Popen(self.worker_argv(names) + ["--stop-with-stdin", "--control"],
+                                               stdin=subprocess.PIPE,
                                                stdout=subprocess.PIPE,
                                                stderr=None, text=True, env=env, start_new_session=True))
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -143,9 +152,31 @@ class Supervisor:
             if event.get("event") != "ready":
                 raise ClusterError(f"a worker failed: {event.get('message', line.strip())}")
             self.ready_nodes.extend(event["nodes"])
+            if event.get("control"):
+                self.controls.append({"url": event["control"], "nodes": names, "pid": proc.pid})
             progress(f"worker {len(self.ready_nodes)}/{len(self.plan.nodes)} nodes listening")
+        write_control_file(self.opts.data_dir, self.controls)
+
+    def start_dashboard(self) -> str:
+        """Start ``idresolve dashboard`` for this cluster (it stops when this process goes); its URL, or why
+        it did not start (the cluster runs without it)."""
+        argv = [sys.executable, "-c", "from idresolve.cli.main import entry; entry()", "dashboard", "--data-dir",
+                str(self.opts.data_dir),
+                "--listen", str(self.opts.dashboard), "--ready-json", "--stop-with-stdin"]
+        self.dashboard = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, text=True,
+                                          env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
+        line = _readline(self.dashboard, time.monotonic() + READY_TIMEOUT_S)
+        try:
+            event = json.loads(line or "{}")
+        except ValueError:
+            event = {"message": (line or "").strip()[:200]}
+        if event.get("event") != "ready":
+            raise ClusterError(f"the dashboard did not start: {event.get('message', 'no answer')}")
+        return str(event["url"])
 
     def stop(self) -> None:
+        if self.dashboard is not None and self.dashboard.poll() is None:
+            self.procs.append(self.dashboard)
         for p in self.procs:
             if p.poll() is None:
                 with contextlib.suppress(ProcessLookupError):

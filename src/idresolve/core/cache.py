@@ -53,13 +53,13 @@ class TtlCache(Generic[V]):
         return value
 
     def fresh(self, key: str, now: float) -> V | None:
-        """The value of ``key`` while it is fresh, counted as a hit, else None (counted nowhere: the caller
-        looks again through ``get``). For hot paths: it does not refresh the entry's place in the LRU order
-        (an entry read only this way ages out first-in, first-out) and leaves expired entries to ``get``."""
+        """The value of ``key`` while it is fresh, else None; counted nowhere (the caller counts a hit when it
+        uses the value, and looks again through ``get`` when it does not, which counts that lookup once).
+        For hot paths: it does not refresh the entry's place in the LRU order (an entry read only this way
+        ages out first-in, first-out) and leaves expired entries to ``get``."""
         item = self._data.get(key)
         if item is None or item[0] <= now:
             return None
-        self.stats.hits += 1
         return item[1]
 
     def put(self, key: str, value: V, ttl_s: float, now: float) -> None:

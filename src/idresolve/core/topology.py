@@ -33,6 +33,7 @@ The TOML shape (see ``config/minimal.toml`` for a complete file)::
     prefix = "88.118"
     connected = true                      # required: registered with the top-level nodes or not
     industry = "tyres and rubber"         # optional
+    templates = ["tyre-batch"]            # optional: metadata templates it publishes (<config dir>/templates/<name>.json)
 
     [[enterprise]]                        # an enterprise prefix allocated by a secondary node
     name = "ent-tyre-qingdao-8"
@@ -45,12 +46,20 @@ The TOML shape (see ``config/minimal.toml`` for a complete file)::
     name = "rec-jinan"
     location = "jinan"
 
+    # optional on a [[secondary]]: mirrors that replicate its records and answer resolutions
+    # mirrors = [{ name = "mir-tyre-jinan", location = "jinan" }]
+
     [scenarios.direct-interconnect]       # fields of LatencySpec that differ from its defaults
     inter_province_rtt_ms = 30.0
 
 Every table may carry ``description``. A hosted enterprise is served by its secondary node: it is an
 entry of the hierarchy (``NodeSpec`` with ``hosted=True``, located where its secondary is) but no node
 of its own runs for it; ``running_nodes()`` lists only what actually runs.
+
+A mirror (``mirrors = [{ name, location, description }]`` on a ``[[secondary]]``) is a node of its own,
+role ``mirror``, with its secondary's prefix and ``mirror_of`` naming the secondary: it holds a copy of the
+secondary's records, answers resolutions and refuses writes. Mirrors come last in ``running_nodes()``, so
+adding one moves no other node's index (nor its ports).
 """
 
 from __future__ import annotations
@@ -65,13 +74,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-ROLES = ("top", "secondary", "enterprise", "recursive")
+ROLES = ("top", "secondary", "enterprise", "recursive", "mirror")
 DEFAULT_COUNTRY_PREFIX = "88"
 MEMORY_SOURCE = "<memory>"
 
 # Node and location names become process labels and container host names: one DNS label.
 _NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _SEGMENT_RE = re.compile(r"^[1-9][0-9]*$")  # a prefix segment: a positive decimal, no leading zero
+_TEMPLATE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")  # core.templates.definition's template names
 
 
 class TopologyError(ValueError):
@@ -168,6 +178,9 @@ class NodeSpec:
     - ``connected``: secondary only (registered with the top-level nodes, resolvable nationally).
     - ``hosted``: enterprise only (served by its secondary node, no node of its own).
     - ``disaster_recovery``: top-level only.
+    - ``templates``: secondary only, the names of the metadata templates it publishes (``TPL-<name>``
+      under its prefix, written by the bootstrap from ``<config dir>/templates/<name>.json``).
+    - ``mirror_of``: a mirror's secondary node name (the mirror carries that secondary's prefix).
     Flags that do not apply to a role are ``False``. A hosted enterprise's ``location`` is its secondary's.
     """
 
@@ -181,6 +194,8 @@ class NodeSpec:
     disaster_recovery: bool = False
     industry: str | None = None
     description: str = ""
+    templates: tuple[str, ...] = ()
+    mirror_of: str | None = None
 
     @property
     def runs(self) -> bool:
@@ -214,7 +229,7 @@ class Topology:
             raise exc.located(self.source) from None
         object.__setattr__(self, "_by_name", {n.name: n for n in self.nodes})
         object.__setattr__(self, "_by_prefix", {n.prefix: n for n in self.nodes
-                                                if n.prefix is not None and n.role != "top"})
+                                                if n.prefix is not None and n.role not in ("top", "mirror")})
 
     # lookups -------------------------------------------------------------------------------------
 
@@ -249,6 +264,11 @@ class Topology:
             raise TopologyError(f"{spec.name!r} is a {spec.role} node, not a secondary", source=self.source)
         return tuple(n for n in self.nodes if n.role == "enterprise" and n.parent == spec.name)
 
+    def mirrors_of(self, secondary: str | NodeSpec) -> tuple[NodeSpec, ...]:
+        """The mirrors of ``secondary``, in file order."""
+        spec = self._spec(secondary)
+        return tuple(n for n in self.nodes if n.role == "mirror" and n.mirror_of == spec.name)
+
     def hosted_by(self, secondary: str | NodeSpec) -> tuple[NodeSpec, ...]:
         """The enterprises whose identifiers ``secondary`` stores and answers itself."""
         return tuple(n for n in self.enterprises_of(secondary) if n.hosted)
@@ -272,6 +292,8 @@ class Topology:
         spec = self._spec(node)
         if spec.role == "enterprise" and spec.parent is not None:
             spec = self._by_name[spec.parent]
+        if spec.role == "mirror" and spec.mirror_of is not None:
+            spec = self._by_name[spec.mirror_of]
         return spec.role == "secondary" and spec.connected
 
     def latency(self, scenario: str | None = None) -> LatencySpec:
@@ -338,6 +360,10 @@ def _validate(topo: Topology) -> None:
             _check_enterprise(spec, by_name, cc, entry)
         elif spec.parent is not None:
             raise TopologyError(f"only enterprises have a parent, not a {spec.role} node", entry=entry)
+        if spec.role == "mirror":
+            _check_mirror(spec, by_name, entry)
+        elif spec.mirror_of is not None:
+            raise TopologyError(f"only mirrors have 'mirror_of', not a {spec.role} node", entry=entry)
         if spec.role in ("secondary", "enterprise") and spec.prefix is not None:
             if spec.prefix in seen_prefixes:
                 raise TopologyError(f"prefix {spec.prefix!r} is already used by {seen_prefixes[spec.prefix]}",
@@ -347,6 +373,8 @@ def _validate(topo: Topology) -> None:
                            ("disaster_recovery", "top")):
             if getattr(spec, flag) and spec.role != role:
                 raise TopologyError(f"{flag!r} applies to {role} nodes only", entry=entry)
+        if spec.templates and spec.role != "secondary":
+            raise TopologyError("'templates' applies to secondary nodes only", entry=entry)
     for role, what in (("top", "national top-level"), ("recursive", "recursive")):
         if not any(n.role == role for n in topo.nodes):
             raise TopologyError(f"a topology needs at least one {what} node ([[{role}]])")
@@ -367,6 +395,15 @@ def _check_secondary_prefix(spec: NodeSpec, cc: str, entry: str) -> None:
         raise TopologyError(f"prefix {prefix!r} must be '{cc}.<n>' (allocated under the country prefix)",
                             entry=entry)
     _check_segment(prefix, tail, entry, f"'{cc}.<n>'")
+
+
+def _check_mirror(spec: NodeSpec, by_name: Mapping[str, NodeSpec], entry: str) -> None:
+    primary = by_name.get(spec.mirror_of) if spec.mirror_of is not None else None
+    if primary is None or primary.role != "secondary":
+        raise TopologyError(f"a mirror belongs to a secondary node, not {spec.mirror_of!r}", entry=entry)
+    if spec.prefix != primary.prefix:
+        raise TopologyError(f"a mirror carries the prefix {primary.prefix!r} of {primary.name!r}, not "
+                            f"{spec.prefix!r}", entry=entry)
 
 
 def _check_enterprise(spec: NodeSpec, by_name: Mapping[str, NodeSpec], cc: str, entry: str) -> None:
@@ -397,7 +434,8 @@ _TOP_KEYS = {"name", "description", "country_prefix", "default_scenario", "locat
 _KEYS: dict[str, tuple[set[str], set[str]]] = {  # table -> (required keys, optional keys)
     "location": ({"name", "province", "lat", "lon"}, {"description"}),
     "top": ({"name", "location"}, {"disaster_recovery", "description"}),
-    "secondary": ({"name", "location", "prefix", "connected"}, {"industry", "description"}),
+    "secondary": ({"name", "location", "prefix", "connected"}, {"industry", "description", "templates", "mirrors"}),
+    "mirror": ({"name", "location"}, {"description"}),
     "enterprise": ({"name", "secondary", "prefix", "hosted"}, {"location", "industry", "description"}),
     "recursive": ({"name", "location"}, {"description"}),
 }
@@ -435,6 +473,16 @@ class _Table:
         if not isinstance(value, bool):
             raise TopologyError(f"{key!r} must be true or false, not {value!r}", entry=self.entry)
         return value
+
+    def names(self, key: str) -> tuple[str, ...]:
+        """A list of distinct template names (``tyre-batch``: lowercase letters, digits and ``-``)."""
+        raw = self.data.get(key, [])
+        if not isinstance(raw, list) or not all(isinstance(n, str) and _TEMPLATE_NAME_RE.match(n) for n in raw):
+            raise TopologyError(f"{key!r} must be a list of template names (lowercase letters, digits and '-', "
+                                f"at most 64), not {raw!r}", entry=self.entry)
+        if len(set(raw)) != len(raw):
+            raise TopologyError(f"{key!r} names a template twice", entry=self.entry)
+        return tuple(raw)
 
     def located(self, locations: Mapping[str, Location]) -> Location:
         name = self.text("location")
@@ -485,6 +533,18 @@ def _scenarios(data: Mapping[str, Any]) -> tuple[tuple[LatencyScenario, ...], st
     return tuple(out), default
 
 
+def _mirrors(t: _Table, secondary: NodeSpec, locations: Mapping[str, Location]) -> list[NodeSpec]:
+    raw = t.data.get("mirrors", [])
+    if not isinstance(raw, list):
+        raise TopologyError("'mirrors' must be a list of tables like { name = ..., location = ... }", entry=t.entry)
+    out = []
+    for i, item in enumerate(raw):
+        m = _Table("mirror", i, item)
+        out.append(NodeSpec(m.data["name"], "mirror", m.located(locations), prefix=secondary.prefix,
+                            mirror_of=secondary.name, description=m.text("description", "") or ""))
+    return out
+
+
 def _topology_from_dict(data: Mapping[str, Any], source: str) -> Topology:
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
@@ -507,12 +567,14 @@ def _topology_from_dict(data: Mapping[str, Any], source: str) -> Topology:
         nodes.append(NodeSpec(t.data["name"], "top", t.located(locations), prefix=country,
                               disaster_recovery=t.flag("disaster_recovery"), description=t.text("description", "") or ""))
     secondaries: dict[str, NodeSpec] = {}
+    mirrors: list[NodeSpec] = []
     for t in _tables(data, "secondary"):
         spec = NodeSpec(t.data["name"], "secondary", t.located(locations), prefix=t.text("prefix"),
                         connected=t.flag("connected"), industry=t.text("industry"),
-                        description=t.text("description", "") or "")
+                        description=t.text("description", "") or "", templates=t.names("templates"))
         secondaries.setdefault(spec.name, spec)
         nodes.append(spec)
+        mirrors.extend(_mirrors(t, spec, locations))
     for t in _tables(data, "enterprise"):
         hosted = t.flag("hosted")
         parent_name = t.text("secondary")
@@ -535,6 +597,7 @@ def _topology_from_dict(data: Mapping[str, Any], source: str) -> Topology:
     for t in _tables(data, "recursive"):
         nodes.append(NodeSpec(t.data["name"], "recursive", t.located(locations),
                               description=t.text("description", "") or ""))
+    nodes.extend(mirrors)
     scenarios, default = _scenarios(data)
     name = data.get("name", "")
     description = data.get("description", "")
@@ -584,7 +647,8 @@ def canonical_form(topology: Topology) -> dict[str, Any]:
         return {"name": n.name, "role": n.role, "location": n.location.name, "prefix": n.prefix,
                 "parent": n.parent, "connected": n.connected, "hosted": n.hosted,
                 "disaster_recovery": n.disaster_recovery, "industry": n.industry,
-                "description": n.description}
+                "description": n.description, **({"templates": list(n.templates)} if n.templates else {}),
+                **({"mirror_of": n.mirror_of} if n.mirror_of else {})}
 
     return {
         "name": topology.name,

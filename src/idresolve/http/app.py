@@ -7,6 +7,10 @@ valid while the node keeps the Answer they were made from.
 
 Plain HTTP writes: allowed when ``plain_http_writes`` is set (the default on loopback); otherwise a write
 that did not arrive over TLS is refused with 403, as the reference server does.
+
+Templates (docs/templates.md): a write needing a template held elsewhere (``TemplateNeeded``) awaits the
+app's ``templates`` fetcher and runs once more. Two additions to the Handle API list templates and the
+identifiers that use one (``GET /api/templates``, ``GET /api/templates/uses``; docs/rest-contract.md).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -36,7 +40,8 @@ from ..core.handles import bare_prefix
 from ..core.values import values_from_json
 from ..nodes.auth import Identity
 from ..nodes.authoritative import MAX_BATCH, AuthoritativeNode, BatchRefused
-from .auth import SessionTable, parse_basic, session_id_from_header
+from ..nodes.templates import FetchTemplates, TemplateNeeded
+from .auth import SessionTable, handle_caller, parse_basic, session_id_from_header
 from .edge import (
     JSON,
     EdgeHooks,
@@ -59,6 +64,8 @@ PLAIN_WRITES: web.AppKey[bool] = web.AppKey("plain_http_writes", bool)
 
 BODIES: web.AppKey[EncodedAnswers] = web.AppKey("bodies", EncodedAnswers)
 BODY_TIMEOUT: web.AppKey[float] = web.AppKey("body_timeout_s", float)
+TEMPLATES: web.AppKey[FetchTemplates] = web.AppKey("templates")
+T = TypeVar("T")
 
 
 # -- request helpers -------------------------------------------------------------------------------------
@@ -73,11 +80,7 @@ def caller_of(request: web.Request) -> Identity | None:
         identity, secret = parse_basic(header)
         return request.app[NODE].authenticate(identity, secret)
     if scheme == "handle":
-        sid = session_id_from_header(header)
-        session = request.app[SESSIONS].get(sid) if sid else None
-        if session is None:
-            raise AuthenticationFailed("unknown or expired session")
-        return session.identity
+        return handle_caller(header, request.app[SESSIONS], request.app[NODE].authenticate)
     raise AuthenticationFailed("unsupported authorization scheme")
 
 
@@ -132,6 +135,29 @@ def _writer(request: web.Request, handle: str | None) -> Identity:
     return caller
 
 
+async def _with_templates(request: web.Request, write: Callable[[], T]) -> T:
+    """Run ``write``; when it needs templates held elsewhere, fetch them and run it once more (a second
+    need, or a template that cannot be reached, is the fail-closed answer: code 2, HTTP 503)."""
+    try:
+        return write()
+    except TemplateNeeded as need:
+        fetch = request.app.get(TEMPLATES)
+        if fetch is None:
+            raise need.without_resolver() from None
+        await fetch(need.refs)
+    return write()
+
+
+def _int_query(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise PeerError(f"{name} must be an integer") from None
+
+
 # -- handlers --------------------------------------------------------------------------------------------
 
 async def resolve(request: web.Request) -> web.Response:
@@ -176,15 +202,18 @@ async def put_handle(request: web.Request) -> web.Response:
     if _flag(request, "mintNewSuffix", False):
         if not text.endswith("/") or text.count("/") != 1:
             raise InvalidHandle("mintNewSuffix needs a path of the form {prefix}/", handle=text)
-        text = f"{text[:-1]}/{uuid.uuid4()}"
-        node.put_record(text, values, caller=caller, now=now, overwrite=False)
-        return json_response({"responseCode": 1, "handle": text}, 201)
+        minted = f"{text[:-1]}/{uuid.uuid4()}"
+        await _with_templates(request, lambda: node.put_record(minted, values, caller=caller, now=now,
+                                                               overwrite=False))
+        return json_response({"responseCode": 1, "handle": minted}, 201)
     overwrite = _flag(request, "overwrite", True)
     indexes = _indexes(request)
     if indexes:
-        created = node.put_values(text, values, indexes=indexes, caller=caller, now=now, overwrite=overwrite)
+        created = await _with_templates(request, lambda: node.put_values(text, values, indexes=indexes, caller=caller,
+                                                                         now=now, overwrite=overwrite))
     else:
-        created = node.put_record(text, values, caller=caller, now=now, overwrite=overwrite)
+        created = await _with_templates(request, lambda: node.put_record(text, values, caller=caller, now=now,
+                                                                         overwrite=overwrite))
     return json_response({"responseCode": 1, "handle": text}, 201 if created else 200)
 
 
@@ -194,7 +223,7 @@ async def delete_handle(request: web.Request) -> web.Response:
     caller = _writer(request, text)
     indexes = _indexes(request)
     if indexes:
-        node.delete_values(text, indexes, caller=caller, now=time.time())
+        await _with_templates(request, lambda: node.delete_values(text, indexes, caller=caller, now=time.time()))
     else:
         node.delete_record(text, caller=caller)
     return json_response({"responseCode": 1, "handle": text})
@@ -248,6 +277,8 @@ async def this_session(request: web.Request) -> web.Response:
     session = table.get(sid) if sid else None
     if session is None:
         raise AuthenticationFailed("unknown or expired session")
+    if request.method == "PUT":
+        caller_of(request)  # authenticates the session when the header carries a proof
     if request.method == "DELETE":
         table.close(session.session_id)
         return web.Response(status=204)
@@ -282,9 +313,10 @@ async def batch(request: web.Request) -> web.Response:
         return json_response({"responseCode": early[0]["responseCode"],
                       "message": f"Batch refused: {len(early)} of {len(items)} items have invalid values; "
                                  "nothing was registered", "results": early}, 400)
+    overwrite = bool(body.get("overwrite", False))
     try:
-        result = node.batch_create(items, caller=caller, now=time.time(),
-                                   overwrite=bool(body.get("overwrite", False)))
+        result = await _with_templates(request, lambda: node.batch_create(items, caller=caller, now=time.time(),
+                                                                          overwrite=overwrite))
     except BatchRefused as exc:
         results = [{"handle": r.handle, "responseCode": int(r.code), **({"message": r.message} if r.message else {})}
                    for r in exc.results]
@@ -293,15 +325,46 @@ async def batch(request: web.Request) -> web.Response:
                   "results": [{"handle": r.handle, "responseCode": int(r.code)} for r in result.results]}, 201)
 
 
+async def list_templates(request: web.Request) -> web.Response:
+    """``GET /api/templates?prefix=P``: the templates this node publishes under P (anonymous)."""
+    prefix = request.query.get("prefix")
+    if not prefix:
+        raise PeerError("Listing templates needs ?prefix=")
+    found = request.app[NODE].templates_under(prefix, now=time.time())
+    return json_response({"responseCode": 1, "prefix": bare_prefix(prefix), "templates": [
+        {"handle": handle, "name": t.name, "versions": list(versions), "latest": t.version,
+         "label": t.label.to_json(), "fields": len(t.fields)} for handle, versions, t in found]},
+        pretty="pretty" in request.query)
+
+
+async def template_uses(request: web.Request) -> web.Response:
+    """``GET /api/templates/uses?prefix=P&template=T[&version=V][&from=N][&scan=M]``: the identifiers of P
+    naming template T, among ``scan`` of them from position ``from`` (``next``: where to go on)."""
+    prefix, template = request.query.get("prefix"), request.query.get("template")
+    if not prefix or not template:
+        raise PeerError("Template uses need ?prefix= and ?template=")
+    start, scan, version = _int_query(request, "from"), _int_query(request, "scan"), _int_query(request, "version")
+    total, hits, nxt = request.app[NODE].template_uses(prefix, template, caller=caller_of(request), version=version,
+                                                       start=start or 0, scan=1_000 if scan is None else scan)
+    return json_response({"responseCode": 1, "prefix": bare_prefix(prefix), "template": template,
+                          "totalCount": str(total), "from": start or 0, "next": nxt,
+                          "handles": [{"handle": h, "version": v} for h, v in hits]},
+                         pretty="pretty" in request.query)
+
+
 async def health(request: web.Request) -> web.Response:
     node = request.app[NODE]
     return json_response({"status": "ok", "node": node.name, "prefixes": node.prefixes, "records": node.store.count()})
 
 
 def make_app(node: AuthoritativeNode, *, plain_http_writes: bool = True, hooks: EdgeHooks | None = None,
-             metrics: Callable[[], bytes] | None = None, body_timeout_s: float = BODY_TIMEOUT_S) -> web.Application:
-    """The Handle REST API of ``node``. ``body_timeout_s``: a request body must arrive within it."""
+             metrics: Callable[[], bytes] | None = None, body_timeout_s: float = BODY_TIMEOUT_S,
+             templates: FetchTemplates | None = None) -> web.Application:
+    """The Handle REST API of ``node``. ``body_timeout_s``: a request body must arrive within it.
+    ``templates`` fetches templates held elsewhere (None: writes naming one are refused)."""
     app = web.Application(middlewares=[edge], client_max_size=MAX_BATCH_BODY_BYTES)
+    if templates is not None:
+        app[TEMPLATES] = templates
     app[NODE] = node
     app[SESSIONS] = SessionTable()
     app[PLAIN_WRITES] = plain_http_writes
@@ -316,6 +379,9 @@ def make_app(node: AuthoritativeNode, *, plain_http_writes: bool = True, hooks: 
     app.router.add_post("/api/sessions", open_session)
     app.router.add_route("GET", "/api/sessions/this", this_session)
     app.router.add_route("DELETE", "/api/sessions/this", this_session)
+    app.router.add_route("PUT", "/api/sessions/this", this_session)
     app.router.add_post("/api/batch", batch)
+    app.router.add_get("/api/templates", list_templates)
+    app.router.add_get("/api/templates/uses", template_uses)
     app.router.add_get("/healthz", health)
     return app

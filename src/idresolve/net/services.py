@@ -6,7 +6,9 @@ Every server shell (``net.server``) calls a ``Service`` through two methods, wha
   ``EncodedAnswers`` (valid while the node holds that very Answer);
 - ``handle(request) -> Response | Awaitable[Response]`` for everything else (the recursive node awaits
   its upstream nodes).
-``admission`` (``net.admission.Admission`` or None) tells the shells when to shed load. Answers given by
+``admission`` (``net.admission.Admission`` or None) tells the shells when to shed load. A write that needs
+a template held elsewhere (``nodes.templates.TemplateNeeded``) is answered asynchronously: the service
+awaits its ``templates`` fetcher (``net.templates``) and answers the write once more. Answers given by
 ``cached`` are counted in ``cached_counts`` (by response code; the metrics read them when scraped), not
 observed one by one: on the hot path a dict update is all they cost.
 """
@@ -25,6 +27,7 @@ from ..nodes.authoritative import AuthoritativeNode
 from ..nodes.dispatch import Handler, answer
 from ..nodes.pipeline import RecursiveNode, Walk
 from ..nodes.recursive import Done
+from ..nodes.templates import FetchTemplates, TemplateNeeded, TemplateUnavailable
 from .admission import Admission
 from .client import ClientPool
 from .upstream import drive
@@ -45,14 +48,19 @@ class Service(Protocol):
     def handle(self, request: Request) -> Response | Awaitable[Response]: ...
 
 
+_DEFER = (TemplateNeeded,)
+
+
 class AuthoritativeService:
     """An authoritative node behind a listener. ``allow_writes`` is False on a listener beyond loopback
-    without TLS (credentials would cross the network in clear)."""
+    without TLS (credentials would cross the network in clear). ``templates`` fetches templates held
+    elsewhere (None: a write naming one is refused, nothing stored)."""
 
     def __init__(self, node: AuthoritativeNode, *, extra: dict[int, Handler] | None = None,
                  observe: Observer | None = None, admission: Admission | None = None, allow_writes: bool = True,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, templates: FetchTemplates | None = None) -> None:
         self.node = node
+        self.templates = templates
         self.name = node.name
         self.extra = extra or {}
         self.observe = observe
@@ -70,17 +78,37 @@ class AuthoritativeService:
             counts[hit.code] = counts.get(hit.code, 0) + 1
         return hit
 
-    def handle(self, req: Request) -> Response:
+    def handle(self, req: Request) -> Response | Awaitable[Response]:
         t0 = time.perf_counter()
         if not self.allow_writes and (req.opcode in WRITE_OPCODES or req.auth is not None):
             resp = error_response(req.request_id, req.opcode, ResponseCode.INVALID_ADMIN,
                                   "credentials and writes are refused on this listener: it is beyond loopback "
                                   "and the binary protocol has no TLS (use the node's HTTPS interface)", req.handle)
         else:
-            resp = answer(self.node, req, self.clock(), self.extra)
+            try:
+                resp = answer(self.node, req, self.clock(), self.extra, defer=_DEFER)
+            except TemplateNeeded as need:
+                if self.templates is not None:
+                    return self._with_templates(req, need, self.templates, t0)
+                resp = _refused(req, need.without_resolver())
+        return self._observed(req, resp, t0)
+
+    async def _with_templates(self, req: Request, need: TemplateNeeded, fetch: FetchTemplates, t0: float) -> Response:
+        """Fetch the templates a write needs, then answer it once more (a second need answers as it is)."""
+        try:
+            await fetch(need.refs)
+        except TemplateUnavailable as exc:
+            return self._observed(req, _refused(req, exc), t0)
+        return self._observed(req, answer(self.node, req, self.clock(), self.extra), t0)
+
+    def _observed(self, req: Request, resp: Response, t0: float) -> Response:
         if self.observe is not None:
             self.observe(req.opcode, resp.code, time.perf_counter() - t0)
         return resp
+
+
+def _refused(req: Request, exc: TemplateUnavailable) -> Response:
+    return error_response(req.request_id, req.opcode, exc.code, exc.message, req.handle)
 
 
 class RecursiveService:

@@ -47,13 +47,23 @@ from ..core.handles import (
     prefix_handle,
 )
 from ..core.records import Record
-from ..core.values import DEFAULT_TTL_S, HS_ADMIN, HS_SITE, HandleValue, check_values
+from ..core.templates import Template, TemplateRef, check_record, is_template_record, stored_versions
+from ..core.values import DEFAULT_TTL_S, HS_ADMIN, HS_SITE, TEMPLATE_REF_INDEX, HandleValue, check_values
 from ..store.base import Store
 from .auth import Identity, authenticate, permitted
+from .templates import (
+    MAX_FETCHES_PER_WRITE,
+    TemplateCache,
+    TemplateNeeded,
+    check_template_write,
+    template_use,
+)
 
 MAX_BATCH = 2_000
 MAX_LIST = 10_000
 MAX_PAGE = 2**31 - 1
+MAX_USES_SCAN = 5_000  # records read by one template-uses call (each is a store read)
+TEMPLATE_SUFFIX = "tpl-"  # folded: template records are named <prefix>/TPL-<name>
 DEFAULT_ADMIN_INDEX = 100
 ANSWER_CACHE_ENTRIES = 100_000
 
@@ -84,7 +94,12 @@ class AuthoritativeNode:
 
     ``answers`` caches the Answer to every plain resolution (anonymous, no filter: the hot path of every
     surface) and every referral, by folded handle; every write replaces or drops what it changes, here
-    and nowhere else (a change to a prefix record drops all: it can change what this node serves)."""
+    and nowhere else (a change to a prefix record drops all: it can change what this node serves).
+
+    Every write (create, replace, add or modify values, remove values, batch) is checked against the
+    template its record names at index 1001, after authority and before anything is stored; writes to
+    template records follow ``nodes.templates.check_template_write``. ``templates`` caches parsed
+    template versions; a write needing one held elsewhere raises ``TemplateNeeded`` (``nodes.templates``)."""
 
     def __init__(self, store: Store, prefixes: Iterable[str], *, name: str = "node",
                  answer_entries: int = ANSWER_CACHE_ENTRIES) -> None:
@@ -95,6 +110,7 @@ class AuthoritativeNode:
         self.answers: dict[str, Answer] = {}  # folded handle -> Answer, at most answer_entries (oldest go)
         self.answer_entries = answer_entries
         self._change_listeners: list[Callable[[str], None]] = []
+        self.templates = TemplateCache()
         self._load_hosted()
 
     # -- responsibility -------------------------------------------------------------------------------
@@ -148,6 +164,7 @@ class AuthoritativeNode:
             self.answers.clear()
         else:
             self.answers.pop(key, None)
+            self.templates.forget(key)
         for listener in self._change_listeners:
             listener(key)
 
@@ -284,16 +301,7 @@ class AuthoritativeNode:
     def list_handles(self, prefix: str, *, caller: Identity | None, page: int | None = None,
                      page_size: int | None = None) -> tuple[int, list[str]]:
         """(total count, handles of this page). ``page`` counts from 0; ``page_size=0`` counts only."""
-        prefix = bare_prefix(prefix)
-        if caller is None:
-            raise AuthenticationNeeded("Authentication needed", handle=prefix)
-        try:
-            check_prefix(prefix)
-        except InvalidHandle as exc:
-            raise InvalidHandle(exc.message, handle=prefix) from None
-        if not self.serves_prefix(prefix):
-            raise NotResponsible("That prefix doesn't live here", handle=prefix)
-        self._require(caller, self.store.get(fold(prefix_handle(prefix))), AdminPerm.LIST_HANDLES, prefix)
+        prefix = self._listable(prefix, caller)
         if (page is not None and not 0 <= page <= MAX_PAGE) or (page_size is not None and not 0 <= page_size <= MAX_PAGE):
             raise PeerError(f"page and pageSize must be between 0 and {MAX_PAGE}", handle=prefix)
         folded = fold(prefix)
@@ -305,6 +313,75 @@ class AuthoritativeNode:
         if offset >= total:
             return total, []
         return total, self.store.list_handles(folded, offset, size)
+
+    def _served_prefix(self, prefix: str) -> str:
+        """``prefix`` (``0.NA/`` stripped), checked and served here."""
+        prefix = bare_prefix(prefix)
+        try:
+            check_prefix(prefix)
+        except InvalidHandle as exc:
+            raise InvalidHandle(exc.message, handle=prefix) from None
+        if not self.serves_prefix(prefix):
+            raise NotResponsible("That prefix doesn't live here", handle=prefix)
+        return prefix
+
+    def _listable(self, prefix: str, caller: Identity | None) -> str:
+        """``prefix``, served here, whose handles ``caller`` may list (LIST_HANDLES in its prefix record)."""
+        if caller is None:
+            raise AuthenticationNeeded("Authentication needed", handle=bare_prefix(prefix))
+        prefix = self._served_prefix(prefix)
+        self._require(caller, self.store.get(fold(prefix_handle(prefix))), AdminPerm.LIST_HANDLES, prefix)
+        return prefix
+
+    def templates_under(self, prefix: str, *, now: float) -> list[tuple[str, tuple[int, ...], Template]]:
+        """The templates this node publishes under ``prefix``: (handle, versions, latest version) for every
+        record named ``<prefix>/TPL-...`` whose definitions anyone may read (anonymous, like resolution).
+        Looks at the first ``MAX_LIST`` identifiers of the prefix (templates live at secondary prefixes,
+        which hold few identifiers of their own)."""
+        folded = fold(self._served_prefix(prefix))
+        out = []
+        for handle in self.store.list_handles(folded, 0, MAX_LIST):
+            if not fold(handle.split("/", 1)[1]).startswith(TEMPLATE_SUFFIX):
+                continue
+            record = self.store.get(fold(handle))
+            if record is None or not is_template_record(record.values):
+                continue
+            try:
+                versions = stored_versions(v for v in record.values if v.public_read)
+                if versions:
+                    latest = self._template(TemplateRef(record.handle, max(versions)), now)
+                    out.append((record.handle, tuple(sorted(versions)), latest))
+            except (InvalidValue, TemplateNeeded):
+                continue  # a record that does not hold a readable template is not listed
+        return out
+
+    def template_uses(self, prefix: str, template: str, *, caller: Identity | None, version: int | None = None,
+                      start: int = 0, scan: int = 1_000) -> tuple[int, list[tuple[str, int]], int | None]:
+        """The identifiers of ``prefix`` whose value 1001 names template ``template`` (any version, or
+        ``version``), among the ``scan`` identifiers from position ``start`` (in handle order): (identifiers
+        under the prefix, [(handle, version)], where to go on, None at the end). Bounded per call, each
+        identifier being one store read; needs LIST_HANDLES, like listing."""
+        prefix = self._listable(prefix, caller)
+        if not 0 <= start <= MAX_PAGE or not 1 <= scan <= MAX_USES_SCAN:
+            raise PeerError(f"from must be between 0 and {MAX_PAGE}, scan between 1 and {MAX_USES_SCAN}",
+                            handle=prefix)
+        folded, wanted = fold(prefix), fold(template)
+        total = self.store.count(folded)
+        names = self.store.list_handles(folded, start, scan) if start < total else []
+        hits = []
+        for handle in names:
+            record = self.store.get(fold(handle))
+            value = record.by_index(TEMPLATE_REF_INDEX) if record is not None else None
+            if value is None:
+                continue
+            try:
+                ref = TemplateRef.from_value(value)
+            except InvalidValue:
+                continue
+            if fold(ref.handle) == wanted and (version is None or ref.version == version):
+                hits.append((handle, ref.version))
+        end = start + len(names)
+        return total, hits, (end if names and end < total else None)
 
     def list_prefixes(self, *, caller: Identity | None) -> list[str]:
         if caller is None:
@@ -351,7 +428,9 @@ class AuthoritativeNode:
         values = check_values(values)
         existing = self.store.get(h.key)
         if existing is None:
-            self._store(self._prepare_new(h, values, caller, now))
+            record = self._prepare_new(h, values, caller, now)
+            self._check_templates(text, (), record.values, now)
+            self._store(record)
             return True
         if not overwrite:
             raise HandleAlreadyExists("Handle already exists", handle=text)
@@ -364,6 +443,7 @@ class AuthoritativeNode:
             old if (old := existing.by_index(v.index)) is not None and _same(old, v) else replace(v, timestamp=stamp)
             for v in values
         )
+        self._check_templates(text, existing.values, merged, now)
         self._store(Record(existing.handle, merged))
         return False
 
@@ -390,7 +470,9 @@ class AuthoritativeNode:
         for v in values:
             old = by_index.get(v.index)
             by_index[v.index] = old if old is not None and _same(old, v) else replace(v, timestamp=stamp)
-        self._store(Record(existing.handle, tuple(sorted(by_index.values(), key=lambda v: v.index))))
+        merged = tuple(sorted(by_index.values(), key=lambda v: v.index))
+        self._check_templates(text, existing.values, merged, now)
+        self._store(Record(existing.handle, merged))
         return added
 
     def _existing(self, text: str, caller: Identity | None) -> tuple[Handle, Record]:
@@ -410,6 +492,7 @@ class AuthoritativeNode:
             raise ValuesNotFound("Values not found", handle=text)
         self._check_changes(caller, existing, (), removed, text)
         keep = tuple(v for v in existing.values if v.index not in set(indexes))
+        self._check_templates(text, existing.values, keep, now)
         self._store(Record(existing.handle, keep))
 
     def delete_record(self, text: str, *, caller: Identity | None) -> None:
@@ -451,6 +534,7 @@ class AuthoritativeNode:
                 parsed.append((text, values, exc))
         existing_keys = self.store.existing([p.key for _, _, p in parsed if isinstance(p, Handle)])
         stamp = int(now)
+        needed: dict[tuple[str, int], TemplateRef] = {}  # templates held elsewhere, fetched before a retry
         for text, values, h in parsed:
             try:
                 if isinstance(h, HandleError):
@@ -468,13 +552,21 @@ class AuthoritativeNode:
                     new_idx = {v.index for v in values}
                     removed = [v for v in existing.values if v.index not in new_idx]
                     self._check_changes(caller, existing, values, removed, text)
-                    records.append(Record(existing.handle, tuple(_stamped(v, stamp) for v in values)))
+                    record = Record(existing.handle, tuple(_stamped(v, stamp) for v in values))
                 else:
-                    records.append(self._prepare_new(h, values, caller, now, allowed))
+                    record = self._prepare_new(h, values, caller, now, allowed)
+                self._check_templates(text, existing.values if existing is not None else (), record.values, now,
+                                      needed)
+                records.append(record)
                 results.append(ItemResult(text, ResponseCode.SUCCESS))
             except HandleError as exc:
                 failed = failed or exc
                 results.append(ItemResult(text, exc.code, exc.message))
+        if len(needed) > MAX_FETCHES_PER_WRITE:
+            raise InvalidValue(f"this batch names {len(needed)} templates held by other nodes; a write may name at "
+                               f"most {MAX_FETCHES_PER_WRITE}")
+        if needed:  # the items are checked once the templates are here: the retry reports every item
+            raise TemplateNeeded(tuple(needed.values()))
         if failed is not None:
             bad = sum(1 for r in results if r.code != ResponseCode.SUCCESS)
             raise BatchRefused(
@@ -485,6 +577,44 @@ class AuthoritativeNode:
         for r in records:
             self._changed(r.key)
         return BatchResult(True, tuple(results))
+
+    # -- templates --------------------------------------------------------------------------------------
+    def _check_templates(self, text: str, old: Sequence[HandleValue], new: Sequence[HandleValue], now: float,
+                         needed: dict[tuple[str, int], TemplateRef] | None = None) -> None:
+        """Refuse turning a record holding ``old`` into one holding ``new`` when it breaks a template rule:
+        a record naming a template must fit that version (``TemplateViolation``, code 202, every failing
+        field named); a template record keeps its published versions. ``needed`` (batches) collects the
+        templates to fetch instead of raising ``TemplateNeeded`` at the first."""
+        try:
+            use = template_use(new)
+            if use.defines or (old and is_template_record(old)):
+                check_template_write(old, new)
+            if use.ref is not None:
+                template = self._template(use.ref, now, needed)
+                if template is not None:
+                    check_record(template, new, handle=text)
+        except HandleError as exc:
+            exc.handle = exc.handle or text
+            raise
+
+    def _template(self, ref: TemplateRef, now: float,
+                  needed: dict[tuple[str, int], TemplateRef] | None = None) -> Template | None:
+        """The version ``ref`` names: cached, or read from this node's store when it holds the template;
+        otherwise ``TemplateNeeded`` (or, with ``needed``, noted there and None)."""
+        hit = self.templates.get(ref, now)  # raises InvalidValue for a cached "no such template"
+        if hit is not None:
+            return hit
+        try:
+            h = parse_handle(ref.handle)
+        except HandleError as exc:
+            raise InvalidValue(f"template reference {ref}: {exc.message}") from None
+        if self.responsible(h):
+            record = self.store.get(h.key)
+            return self.templates.learn(ref, record.values if record is not None else None, now, local=True)
+        if needed is None:
+            raise TemplateNeeded((ref,))
+        needed[ref.key] = ref
+        return None
 
     # -- records a node writes for itself --------------------------------------------------------------
     def bootstrap_record(self, record: Record) -> None:

@@ -114,7 +114,10 @@ HANDLERS: dict[int, Handler] = {
 }
 
 
-def answer(node: AuthoritativeNode, req: Request, now: float, extra: dict[int, Handler] | None = None) -> Response:
+def answer(node: AuthoritativeNode, req: Request, now: float, extra: dict[int, Handler] | None = None, *,
+           defer: tuple[type[HandleError], ...] = ()) -> Response:
+    """``defer``: errors the caller handles itself (raised, not answered), e.g. ``TemplateNeeded`` by a
+    service that fetches templates and asks again."""
     handler = HANDLERS.get(req.opcode) or (extra or {}).get(req.opcode)
     if handler is None:
         return error_response(req.request_id, req.opcode, ResponseCode.OPERATION_NOT_SUPPORTED,
@@ -122,6 +125,8 @@ def answer(node: AuthoritativeNode, req: Request, now: float, extra: dict[int, H
     try:
         caller = _caller(node, req)
         resp = handler(node, req, caller, now)
+    except defer:
+        raise
     except HandleError as exc:
         resp = error_response(req.request_id, req.opcode, exc.code,
                               exc.message if exc.show_message else "", req.handle)

@@ -76,11 +76,15 @@ class RecursiveNode:
         """``cached(handle)``: the fresh cached Answer to a plain resolution of ``handle`` at ``clock()``
         (counted as a cache hit), else None (not counted: the resolution that follows counts the miss).
         One call per request on the hottest path, hence a closure."""
-        fresh, success = self.resolver.answers.fresh, ResponseCode.SUCCESS
+        answers, success = self.resolver.answers, ResponseCode.SUCCESS
+        fresh, stats = answers.fresh, answers.stats
 
         def cached(handle: str) -> Answer | None:
             hit = fresh(handle.lower() if handle.isascii() else fold(handle), clock())  # fold(), inlined
-            return hit if hit is not None and hit.code == success else None
+            if hit is None or hit.code != success:
+                return None  # a cached failure is answered (and counted) by the resolution that follows
+            stats.hits += 1
+            return hit
 
         return cached
 

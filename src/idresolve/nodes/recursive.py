@@ -9,8 +9,11 @@ resolution takes at most ``max_hops`` steps (the Handle clients' loop guard: 40)
 Caching (the resolvers' defaults): answers and referrals are cached by their TTL, capped at ``ttl_cap_s``
 (3,600 s); negative answers only when ``negative_ttl_s > 0``; both caches are bounded LRUs and expiry is
 checked at lookup. Cached answers are ``nodes.answers.Answer`` objects, replaced on every fresh walk.
-A top-level node that times out is skipped for ``root_down_s`` and the next one is asked. A resolution
-that fails says why in ``Done.failure`` (a ``Failure``), not only in its message.
+A top-level node that times out is skipped for ``root_down_s`` and the next one is asked. A referral names
+every server of the prefix's sites (a secondary node and its mirrors: one HS_SITE each, or several servers
+in one): the first that is not known to be down is asked, and when it times out, fails to connect or is
+too busy, the next one (a server that timed out is tried last for ``root_down_s``). A resolution that
+fails says why in ``Done.failure`` (a ``Failure``), not only in its message.
 """
 
 from __future__ import annotations
@@ -56,7 +59,9 @@ def upstreams_from_site(values: tuple[HandleValue, ...]) -> list[Upstream]:
 
 @lru_cache(maxsize=4096)
 def _site_upstreams(data: bytes) -> tuple[Upstream, ...]:
-    """One HS_SITE's targets, parsed once per distinct value: every cold walk meets the same few sites."""
+    """One HS_SITE's targets, parsed once per distinct value: every cold walk meets the same few sites.
+    A server's msgpack port is its site attribute ``idr-msgpack.<serverId>`` (its TCP interface is the
+    native protocol's); sites written before there was one name the msgpack port as TCP."""
     try:
         site = SiteInfo.from_bytes(data)
     except HandleError:
@@ -65,8 +70,11 @@ def _site_upstreams(data: bytes) -> tuple[Upstream, ...]:
     out = []
     for server in site.servers:
         ep = server.endpoint("TCP")
-        if ep is not None:
-            out.append(Upstream(attrs.get("name", f"{ep[0]}:{ep[1]}"), ep[0], ep[1], attrs.get("location", "")))
+        if ep is None:
+            continue
+        port_text = attrs.get(f"idr-msgpack.{server.server_id}", "")
+        port = int(port_text) if port_text.isdigit() and 0 < int(port_text) < 65536 else ep[1]
+        out.append(Upstream(attrs.get("name", f"{ep[0]}:{port}"), ep[0], port, attrs.get("location", "")))
     return tuple(out)
 
 
@@ -112,6 +120,17 @@ class RecursiveResolver:
         self.ttl_cap_s, self.negative_ttl_s = ttl_cap_s, negative_ttl_s
         self.max_hops, self.root_down_s = max_hops, root_down_s
         self.root_down_until: dict[str, float] = {}
+        self.server_down_until: dict[str, float] = {}  # servers below the top level that timed out
+
+    def usable(self, targets: tuple[Upstream, ...], now: float) -> tuple[Upstream, ...]:
+        """``targets`` with the servers known to be down moved to the end (in order otherwise)."""
+        down = self.server_down_until
+        if not down:
+            return targets
+        for address in [a for a, until in down.items() if until <= now]:
+            del down[address]
+        up = tuple(t for t in targets if t.address not in down)
+        return up + tuple(t for t in targets if t.address in down)
 
     def ttl_of(self, values: tuple[HandleValue, ...]) -> float:
         if not values:
@@ -145,6 +164,7 @@ class Resolution:
     asked: set[tuple[str, str]] = field(default_factory=set)
     from_cached_referral: str | None = None
     current_is_root: bool = False
+    alternates: tuple[Upstream, ...] = ()  # the other servers of the site being asked, in order
     key: str = ""
     prefix: str = ""
 
@@ -169,13 +189,15 @@ class Resolution:
                 if targets:
                     self.from_cached_referral = fold(p)
                     self.trace.append(Hop("cache", f"referral for {p}", ResponseCode.PREFIX_REFERRAL, 0, True))
-                    self._ask(targets[0], root=False)
+                    ordered = r.usable(targets, self.now)
+                    self._ask(ordered[0], root=False, alternates=ordered[1:])
                     return
         self._ask_root()
 
     # -- moves ----------------------------------------------------------------------------------------
-    def _ask(self, target: Upstream, *, root: bool) -> None:
+    def _ask(self, target: Upstream, *, root: bool, alternates: tuple[Upstream, ...] = ()) -> None:
         self.current_is_root = root
+        self.alternates = alternates
         if root:
             self.tried_roots.add(target.address)
         self.step = Ask(target, self.handle, self.hops)
@@ -222,7 +244,8 @@ class Resolution:
                 self._done(ResponseCode.RECURSION_COUNT_TOO_HIGH, message=f"more than {r.max_hops} referrals",
                            failure=Failure.TOO_MANY_REFERRALS)
                 return
-            nxt = targets[0]
+            ordered = r.usable(tuple(targets), now)
+            nxt = ordered[0]
             if (nxt.address, fold(resp.handle)) in self.asked or nxt.address == target.address:
                 self._done(ResponseCode.RECURSION_COUNT_TOO_HIGH, message=f"referral loop at {resp.handle}",
                            failure=Failure.REFERRAL_LOOP)
@@ -230,7 +253,7 @@ class Resolution:
             self.asked.add((nxt.address, fold(resp.handle)))
             referred = resp.handle.split("/", 1)[1] if "/" in resp.handle else resp.handle
             r.referrals.put(fold(referred), tuple(targets), r.ttl_of(resp.values), now)
-            self._ask(nxt, root=False)
+            self._ask(nxt, root=False, alternates=ordered[1:])
         elif code == ResponseCode.HANDLE_NOT_FOUND:
             answer = self._cache(code, (), min(r.negative_ttl_s, r.ttl_cap_s), now)
             self._done(code, message=resp.message, answer=answer)
@@ -240,6 +263,8 @@ class Resolution:
             self._ask_root()
         elif code == ResponseCode.SERVER_TOO_BUSY and self.current_is_root:
             self._ask_root()
+        elif code == ResponseCode.SERVER_TOO_BUSY and self.alternates:
+            self._next_alternate()
         else:
             self._done(code, message=resp.message, failure=Failure.UPSTREAM_REFUSED)
 
@@ -252,8 +277,17 @@ class Resolution:
         if self.current_is_root:
             self.resolver.root_down_until[ask.target.address] = now + self.resolver.root_down_s
             self._ask_root()
+        elif self.alternates:
+            self.resolver.server_down_until[ask.target.address] = now + self.resolver.root_down_s
+            self._next_alternate()
         else:
             if self.from_cached_referral is not None:
                 self.resolver.referrals.remove(self.from_cached_referral)
             self._done(ResponseCode.ERROR, message=f"{ask.target.name} ({ask.target.address}) did not answer",
                        failure=Failure.UPSTREAM_TIMEOUT)
+
+    def _next_alternate(self) -> None:
+        """Ask the next server of the same site(s): a mirror when the primary failed, or the reverse."""
+        nxt, rest = self.alternates[0], self.alternates[1:]
+        self.asked.add((nxt.address, fold(self.handle)))
+        self._ask(nxt, root=False, alternates=rest)

@@ -48,6 +48,7 @@ class NodeConfig:
     http: str = "127.0.0.1:8000"
     tcp: str | None = None  # binary protocol, e.g. 127.0.0.1:2641
     udp: str | None = None
+    handle: str | None = None  # the native Handle protocol, TCP and UDP on one port, e.g. 127.0.0.1:2641
     data_dir: Path = Path("./data")
     store: str = "sqlite"  # sqlite (durable) or memory
     fsync: bool = False
@@ -59,6 +60,9 @@ class NodeConfig:
     access_log: bool = False
     shed_lag_ms: str = "50"  # shed load when the event loop lags this much for 100 ms; 0 turns shedding off
     http_idle_timeout_s: float = 30.0  # HTTP connections idle (or a request body not complete) this long close
+    #: binary TCP addresses (host:port) where fetching a template this node does not hold starts: a
+    #: top-level node (the walk follows referrals), a recursive node, or the node that holds the template
+    template_resolvers: tuple[str, ...] = ()
 
     def writes_over_plain_http(self) -> bool:
         if self.plain_http_writes is not None:
@@ -66,11 +70,11 @@ class NodeConfig:
         return is_loopback(parse_hostport(self.http, 8000)[0])
 
     def writes_over_binary(self) -> bool:
-        """Whether the binary listeners take credentials and writes: on loopback, or when plain-text writes
-        were explicitly allowed (a private network); the binary protocol has no TLS."""
+        """Whether the binary listeners (msgpack and native) take credentials and writes: on loopback, or
+        when plain-text writes were explicitly allowed (a private network); neither protocol has TLS."""
         if self.plain_http_writes is not None:
             return self.plain_http_writes
-        return all(is_loopback(parse_hostport(a, 2641)[0]) for a in (self.tcp, self.udp) if a is not None)
+        return all(is_loopback(parse_hostport(a, 2641)[0]) for a in (self.tcp, self.udp, self.handle) if a is not None)
 
 
 _BOOL_TRUE = {"1", "true", "yes", "on"}

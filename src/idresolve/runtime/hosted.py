@@ -23,12 +23,14 @@ from ..net.admission import Admission
 from ..net.client import ClientPool
 from ..net.server import Limits
 from ..net.services import DEFAULT_CLIENT_RATE, AuthoritativeService, RecursiveService
+from ..net.templates import TemplateFetcher
 from ..nodes.authoritative import AuthoritativeNode
 from ..nodes.bootstrap import ensure_prefix_record
 from ..nodes.dispatch import Handler
 from ..nodes.pipeline import RecursiveNode
+from ..nodes.recursive import Upstream
 from ..store.base import Store
-from .listeners import Addresses, Listeners
+from .listeners import Addresses, Listeners, NativeOptions
 from .metrics import NodeMetrics, admission_metrics
 
 
@@ -48,20 +50,34 @@ class HostSettings:
     hop_timeout_s: float = 2.0
 
 
+@dataclass(frozen=True, slots=True)
+class TemplateSources:
+    """Where an authoritative node fetches templates it does not hold (``net.templates``): ``holders``
+    (prefix -> node, asked directly) and ``roots`` (where a walk through the hierarchy starts)."""
+
+    roots: tuple[Upstream, ...] = ()
+    holders: tuple[tuple[str, Upstream], ...] = ()
+    pool: ClientPool | None = None  # None: a pool of its own (no link latency model)
+
+
 class HostedAuthoritative:
     """An authoritative node (top-level, secondary or enterprise) with its listeners."""
 
     def __init__(self, node: AuthoritativeNode, settings: HostSettings | None = None, *, role: str = "authoritative",
-                 extra_handlers: dict[int, Handler] | None = None) -> None:
+                 extra_handlers: dict[int, Handler] | None = None, templates: TemplateSources | None = None) -> None:
         s = settings or HostSettings()
         self.node = node
         self.metrics = NodeMetrics(node.name, role)
         admission = Admission(lag_threshold_s=s.shed_lag_s) if s.shed_lag_s > 0 else None
+        self.fetcher: TemplateFetcher | None = None
+        if templates is not None and (templates.roots or templates.holders):
+            self.fetcher = TemplateFetcher(node, templates.pool or ClientPool(), roots=templates.roots,
+                                           holders=dict(templates.holders), hop_timeout_s=s.hop_timeout_s)
         self.service = AuthoritativeService(node, extra=extra_handlers, observe=self.metrics.binary_observer(),
-                                            admission=admission, allow_writes=s.binary_writes)
+                                            admission=admission, allow_writes=s.binary_writes, templates=self.fetcher)
         self.app = make_app(node, plain_http_writes=s.plain_http_writes, metrics=self.metrics.render,
                             hooks=EdgeHooks(admission, per_client=False, observe=self.metrics.rest_observer()),
-                            body_timeout_s=s.http_idle_timeout_s)
+                            body_timeout_s=s.http_idle_timeout_s, templates=self.fetcher)
         self.metrics.count_untimed("binary", "resolution", lambda: self.service.cached_counts)
         self.metrics.sample(lambda: {"idresolve_records": ("gauge", "Records in the store", node.store.count())})
         if admission is not None:
@@ -73,8 +89,11 @@ class HostedAuthoritative:
         return self.node.store
 
     async def start(self, *, http: str | None, tcp: str | None = None, udp: str | None = None,
-                    ssl_ctx: ssl.SSLContext | None = None) -> Addresses:
-        return await self.listeners.start(self.app, self.service, http=http, tcp=tcp, udp=udp, ssl_ctx=ssl_ctx)
+                    ssl_ctx: ssl.SSLContext | None = None, handle: str | None = None,
+                    native: NativeOptions | None = None) -> Addresses:
+        """Start the listeners; ``handle`` (with ``native``: the node's key and site) adds the native one."""
+        return await self.listeners.start(self.app, self.service, http=http, tcp=tcp, udp=udp, ssl_ctx=ssl_ctx,
+                                          handle=handle, native_options=native)
 
     @property
     def addresses(self) -> Addresses:
@@ -84,6 +103,8 @@ class HostedAuthoritative:
         try:
             await self.listeners.stop()
         finally:
+            if self.fetcher is not None:
+                self.fetcher.pool.close()
             self.node.store.close()
 
 
@@ -109,8 +130,14 @@ class HostedRecursive:
     def pool(self) -> ClientPool:
         return self.service.pool
 
-    async def start(self, *, http: str | None, tcp: str | None = None, udp: str | None = None) -> Addresses:
-        return await self.listeners.start(self.app, self.service, http=http, tcp=tcp, udp=udp)
+    async def start(self, *, http: str | None, tcp: str | None = None, udp: str | None = None,
+                    handle: str | None = None, native: NativeOptions | None = None) -> Addresses:
+        """Start the listeners; native requests (``handle``) are resolved with recursion, as a caching
+        Handle server does; the answers are not authoritative."""
+        if native is not None:
+            native = NativeOptions(native.key, native.site, authoritative=False)
+        return await self.listeners.start(self.app, self.service, http=http, tcp=tcp, udp=udp, handle=handle,
+                                          native_options=native)
 
     @property
     def addresses(self) -> Addresses:
@@ -135,12 +162,13 @@ class HostedRecursive:
 def authoritative_host(name: str, store: Store, prefixes: Iterable[str], secret: str, *,
                        settings: HostSettings | None = None, role: str = "authoritative",
                        site: SiteInfo | None = None, extra_handlers: dict[int, Handler] | None = None,
-                       now: float | None = None) -> HostedAuthoritative:
+                       now: float | None = None, templates: TemplateSources | None = None) -> HostedAuthoritative:
     """Open an authoritative node on ``store`` and host it: its own prefix records ``0.NA/<prefix>`` are
-    written or kept current (admin key ``secret``; HS_SITE ``site`` when given) before it serves."""
+    written or kept current (admin key ``secret``; HS_SITE ``site`` when given) before it serves.
+    ``templates``: where it fetches templates it does not hold."""
     prefixes = tuple(prefixes)
     node = AuthoritativeNode(store, prefixes, name=name)
     stamp = time.time() if now is None else now
     for prefix in prefixes:
         ensure_prefix_record(node, prefix, secret, stamp, site=site)
-    return HostedAuthoritative(node, settings, role=role, extra_handlers=extra_handlers)
+    return HostedAuthoritative(node, settings, role=role, extra_handlers=extra_handlers, templates=templates)

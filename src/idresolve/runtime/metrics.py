@@ -15,6 +15,10 @@ Names:
   delays the latency model applied to this node's outgoing traffic; ``idresolve_link_timer_late_seconds``
   (gauge): how late their timers fired on average, against the intended instant (``net/delays.py``).
 - ``idresolve_replication_pushed_total``: registry records pushed to peers (top-level nodes).
+- ``idresolve_link_requests_total{peer}``: requests this node sent to each node of the cluster.
+- ``idresolve_replication_lag_seconds{peer}``, ``idresolve_replication_pending{peer}``: per replica (top-level
+  peers, mirrors), the age of the oldest change it has not applied yet (0 when caught up) and how many
+  records wait for it (``net/replicator.py``).
 """
 
 from __future__ import annotations
@@ -48,8 +52,13 @@ class _Sampled(Collector):
     def collect(self) -> Iterable[Any]:
         values = self.read()
         for name, (kind, help_text, value) in values.items():
-            family = CounterMetricFamily(name, help_text) if kind == "counter" else GaugeMetricFamily(name, help_text)
-            family.add_metric([], value)
+            # A value is a number, or {((label, value), ...): number} for a labelled family.
+            labelled = value if isinstance(value, dict) else {(): value}
+            labels = [k for k, _ in next(iter(labelled), ())]
+            family = (CounterMetricFamily(name, help_text, labels=labels) if kind == "counter" else
+                      GaugeMetricFamily(name, help_text, labels=labels))
+            for key, v in labelled.items():
+                family.add_metric([lv for _, lv in key], v)
             yield family
 
 

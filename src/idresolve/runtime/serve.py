@@ -19,11 +19,13 @@ from pathlib import Path
 from ..core.errors import HandleError
 from ..nodes.authoritative import AuthoritativeNode
 from ..nodes.bootstrap import admin_identity
+from ..nodes.recursive import Upstream
 from ..store import open_store
 from .config import ConfigError, NodeConfig, is_loopback, parse_hostport
-from .hosted import HostedAuthoritative, HostSettings, authoritative_host
-from .listeners import Addresses
+from .hosted import HostedAuthoritative, HostSettings, TemplateSources, authoritative_host
+from .listeners import Addresses, NativeOptions
 from .secrets import load_or_create_secret
+from .serverkey import load_or_create_server_key
 
 log = logging.getLogger("idresolve.serve")
 
@@ -52,7 +54,7 @@ async def serve_node(cfg: NodeConfig, *, shutdown_trigger: Awaitable[object],
 def beyond_loopback(cfg: NodeConfig) -> list[str]:
     """The listen addresses of ``cfg`` that are not loopback."""
     out = []
-    for addr, default in ((cfg.http, 8000), (cfg.tcp, 2641), (cfg.udp, 2641)):
+    for addr, default in ((cfg.http, 8000), (cfg.tcp, 2641), (cfg.udp, 2641), (cfg.handle, 2641)):
         if addr is not None and not is_loopback(parse_hostport(addr, default)[0]):
             out.append(addr)
     return out
@@ -76,13 +78,16 @@ async def _serve(cfg: NodeConfig, shutdown_trigger: Awaitable[object],
     store = open_store(cfg.store, cfg.data_dir, name=cfg.name, fsync=cfg.fsync)
     hosted: HostedAuthoritative | None = None
     try:
-        hosted = authoritative_host(cfg.name, store, cfg.prefixes, secret, settings=settings)
+        hosted = authoritative_host(cfg.name, store, cfg.prefixes, secret, settings=settings,
+                                    templates=template_sources(cfg))
         node = hosted.node
         ssl_ctx = None
         if cfg.tls_cert is not None and cfg.tls_key is not None:
             ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
-        addrs = await hosted.start(http=cfg.http, tcp=cfg.tcp, udp=cfg.udp, ssl_ctx=ssl_ctx)
+        native = NativeOptions(load_or_create_server_key(cfg.data_dir)) if cfg.handle is not None else None
+        addrs = await hosted.start(http=cfg.http, tcp=cfg.tcp, udp=cfg.udp, ssl_ctx=ssl_ctx, handle=cfg.handle,
+                                   native=native)
         running = RunningNode(cfg, node, addrs.http_url(tls=ssl_ctx is not None), secret_file, generated,
                               [admin_identity(p) for p in cfg.prefixes], addrs)
         freeze_startup_heap()
@@ -99,6 +104,15 @@ async def _serve(cfg: NodeConfig, shutdown_trigger: Awaitable[object],
             await hosted.stop()
         else:
             store.close()
+
+
+def template_sources(cfg: NodeConfig) -> TemplateSources | None:
+    """Where ``cfg``'s node fetches templates it does not hold (``--template-resolver``); None: nowhere."""
+    roots = []
+    for addr in cfg.template_resolvers:
+        host, port = parse_hostport(addr, 2641)
+        roots.append(Upstream(f"{host}:{port}", host, port))
+    return TemplateSources(tuple(roots)) if roots else None
 
 
 def freeze_startup_heap() -> None:

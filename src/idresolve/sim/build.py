@@ -17,14 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
-from ..cluster.bootstrap import bootstrap
+from ..cluster.bootstrap import bootstrap, load_templates
 from ..cluster.credentials import secret_for
 from ..cluster.plan import ClusterPlan, identity_of, make_plan
 from ..core.codes import OpCode, ResponseCode
 from ..core.handles import PREFIX_RECORDS_KEY, fold, prefix_handle
 from ..core.latency import LatencyModel
 from ..core.messages import Request, Response
-from ..core.templates.storage import version_value
+from ..core.templates import TemplateRef
+from ..core.templates.storage import template_handle, version_value
 from ..core.topology import Location, Topology
 from ..net.blocking import BlockingClient, ProtocolClientError
 from ..nodes.authoritative import AuthoritativeNode
@@ -155,6 +156,7 @@ def build_cluster(topology: Topology, space: IdentifierSpace, *, latency: Latenc
                                max_queue=settings.max_queue)
         cluster.auth[n.name] = sim
         cluster.by_address[f"{n.dial_host}:{n.tcp_port}"] = sim
+    share_templates(cluster, now)
     client = cluster.setup_client()
     bootstrap(plan, master, client=client)
     replicate_registry(cluster)
@@ -212,3 +214,21 @@ def publish_templates(cluster: SimCluster) -> None:
                 resp = c.create(handle, (version_value(template),), overwrite=True)
                 if resp.code != ResponseCode.SUCCESS:
                     raise RuntimeError(f"publishing {handle} failed: {resp.code} {resp.message}")
+
+
+def share_templates(cluster: SimCluster, now: float) -> None:
+    """Every authoritative node knows, from the start, each template the cluster publishes (the topology's
+    and those the identifier space names), as if it had fetched it once: the nodes check every write
+    against its template as the real ones do, but the fetches themselves (one per template and node per
+    TTL, through the hierarchy) are not simulated. The publishers learn theirs when they store them."""
+    topo = cluster.topology
+    shipped = load_templates(topo)
+    items = [(template_handle(sec.prefix, name), shipped[name]) for sec in topo.nodes_by_role("secondary")
+             if sec.prefix is not None for name in sec.templates if name in shipped]
+    items += [item for group in template_records(cluster.space).values() for item in group]
+    for handle, template in items:
+        ref, values = TemplateRef(handle, template.version), (version_value(template),)
+        holder = cluster.plan.holder_of(handle.split("/", 1)[0]).name
+        for name, sim in cluster.auth.items():
+            if name != holder:
+                sim.node.templates.learn(ref, values, now, local=True)
