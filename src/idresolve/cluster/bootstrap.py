@@ -172,7 +172,7 @@ def allocation_values(parent_prefix: str, child_prefix: str, master: str, site_o
 
 
 def published_site(n: NodePlan, master: str, timeout_s: float,
-                   client: type[BlockingClient] = BlockingClient) -> SiteInfo:
+                   client: type[BlockingClient] | None = None) -> SiteInfo:
     """The HS_SITE node ``n`` publishes for itself (its own prefix record's, with its key) as it answers
     get-site-info; the plan's site when it publishes none."""
     assert n.spec.prefix is not None
@@ -216,14 +216,15 @@ def _ensure(parent: BlockingClient, owner: BlockingClient, handle: str, values: 
 
 
 def _client(n: NodePlan, prefix: str, master: str, timeout_s: float,
-            client: type[BlockingClient] = BlockingClient) -> BlockingClient:
-    return client(n.dial_host, n.tcp_port, timeout_s=timeout_s,
-                  auth=(identity_of(prefix), secret_for(master, prefix).encode()))
+            client: type[BlockingClient] | None = None) -> BlockingClient:
+    # None: this module's BlockingClient, looked up now (tests replace it with an in-memory network).
+    return (client or BlockingClient)(n.dial_host, n.tcp_port, timeout_s=timeout_s,
+                                      auth=(identity_of(prefix), secret_for(master, prefix).encode()))
 
 
 def bootstrap(plan: ClusterPlan, master: str, *, progress: Callable[[str], None] | None = None,
               timeout_s: float = 10.0, templates: Path | None = None,
-              client: type[BlockingClient] = BlockingClient) -> BootstrapReport:
+              client: type[BlockingClient] | None = None) -> BootstrapReport:
     """Allocate, publish templates, register the demo (module docstring). ``templates``: the directory of
     the template files (default: ``templates/`` beside the topology file). ``client`` is how nodes are
     reached: ``BlockingClient`` on sockets, or a subclass moving the same bytes another way (the

@@ -96,7 +96,7 @@ def seed_cluster(cluster: dict[str, Any], data_dir: Path, count: int, *, batch_s
 
 
 def seed_plan(plan: ClusterPlan, master: str, count: int, *, batch_size: int = 1000, tag: str = "SEED",
-              show_progress: bool = False, client: type[BlockingClient] = BlockingClient) -> dict[str, Any]:
+              show_progress: bool = False, client: type[BlockingClient] | None = None) -> dict[str, Any]:
     """Seed the cluster of ``plan`` (the nodes at their dial hosts), each admin's secret derived from ``master``;
     ``client`` reaches the nodes (``BlockingClient``, or the simulator's in-memory one)."""
     targets = []
@@ -110,7 +110,7 @@ def seed_plan(plan: ClusterPlan, master: str, count: int, *, batch_size: int = 1
 
 
 def seed_targets(targets: Sequence[SeedTarget], count: int, *, batch_size: int = 1000, tag: str = "SEED",
-                 show_progress: bool = True, client: type[BlockingClient] = BlockingClient) -> dict[str, Any]:
+                 show_progress: bool = True, client: type[BlockingClient] | None = None) -> dict[str, Any]:
     if not targets:
         raise ValueError("the cluster has no enterprises to seed")
     share, extra = divmod(count, len(targets))
@@ -123,7 +123,7 @@ def seed_targets(targets: Sequence[SeedTarget], count: int, *, batch_size: int =
         if n == 0:
             continue
         prefix = ent.prefix
-        with client(ent.host, ent.port, timeout_s=60.0, auth=(ent.identity, ent.secret.encode())) as c:
+        with (client or BlockingClient)(ent.host, ent.port, timeout_s=60.0, auth=(ent.identity, ent.secret.encode())) as c:
             for start in range(0, n, batch_size):
                 numbers = range(start, min(n, start + batch_size))
                 items = [(f"{prefix}/{tag}{k:09d}", ent.values(f"{prefix}/{tag}{k:09d}", k, tag)) for k in numbers]
