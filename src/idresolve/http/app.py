@@ -64,6 +64,8 @@ PLAIN_WRITES: web.AppKey[bool] = web.AppKey("plain_http_writes", bool)
 
 BODIES: web.AppKey[EncodedAnswers] = web.AppKey("bodies", EncodedAnswers)
 BODY_TIMEOUT: web.AppKey[float] = web.AppKey("body_timeout_s", float)
+#: set when the node runs in several worker processes: which one answers (``/healthz`` says so)
+WORKER: web.AppKey[dict] = web.AppKey("worker", dict)
 TEMPLATES: web.AppKey[FetchTemplates] = web.AppKey("templates")
 T = TypeVar("T")
 
@@ -356,7 +358,10 @@ async def template_uses(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    return json_response({"status": "ok", "node": node.name, "prefixes": node.prefixes, "records": node.store.count()})
+    body = {"status": "ok", "node": node.name, "prefixes": node.prefixes, "records": node.store.count()}
+    if (worker := request.app.get(WORKER)) is not None:
+        body["worker"] = worker
+    return json_response(body)
 
 
 def make_app(node: AuthoritativeNode, *, plain_http_writes: bool = True, hooks: EdgeHooks | None = None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Protocol
 
 from ..core.admin import DEFAULT_PERMS_TEXT, AdminPerm, AdminRef, perms_from_text
 from ..core.answers import Answer, select
@@ -89,6 +90,17 @@ class BatchRefused(HandleError):
         self.results = results
 
 
+class Generations(Protocol):
+    """Write generations shared by the worker processes of one node (``runtime/workers.py``): ``current()``
+    is (every write, prefix-record writes, template-record writes); ``bump(key)`` counts a write to ``key``
+    after it is durable and before it is acknowledged, and answers the generations just before and just
+    after its own count (one atomic step)."""
+
+    def current(self) -> tuple[int, int, int]: ...
+
+    def bump(self, key: str) -> tuple[tuple[int, int, int], tuple[int, int, int]]: ...
+
+
 class AuthoritativeNode:
     """Holds records for ``prefixes`` in ``store`` and applies the Handle authority rules.
 
@@ -111,7 +123,27 @@ class AuthoritativeNode:
         self.answer_entries = answer_entries
         self._change_listeners: list[Callable[[str], None]] = []
         self.templates = TemplateCache()
+        #: set when several processes serve this store: before answering from ``answers`` the node compares
+        #: the shared generations with those it last saw and drops what another process may have changed
+        self.generations: Generations | None = None
+        self._seen = (0, 0, 0)
         self._load_hosted()
+
+    def share_writes(self, generations: Generations) -> None:
+        """Serve this store together with other processes that write to it (see ``Generations``)."""
+        self.generations = generations
+        self._seen = generations.current()
+
+    def _resync(self, now_seen: tuple[int, int, int]) -> None:
+        # Another process wrote. Which keys is not known here, so every cached answer goes; the prefix and
+        # template generations say whether the hosted prefixes and parsed templates must go too.
+        seen, self._seen = self._seen, now_seen
+        self.answers.clear()
+        if now_seen[1] != seen[1]:
+            self.hosted = set()
+            self._load_hosted()
+        if now_seen[2] != seen[2]:
+            self.templates = TemplateCache()
 
     # -- responsibility -------------------------------------------------------------------------------
     def _load_hosted(self) -> None:
@@ -165,11 +197,17 @@ class AuthoritativeNode:
         else:
             self.answers.pop(key, None)
             self.templates.forget(key)
+        if self.generations is not None:
+            before, after = self.generations.bump(key)
+            if before == self._seen:  # nobody else wrote since we last looked: our own write is handled
+                self._seen = after
         for listener in self._change_listeners:
             listener(key)
 
     def parse(self, text: str) -> Handle:
         """Parse ``text`` and check this node serves it (301 otherwise)."""
+        if self.generations is not None and (g := self.generations.current()) != self._seen:
+            self._resync(g)  # another process may have added or removed a hosted prefix
         if text and "/" not in text and len(text) <= 255:
             raise NotResponsible("That prefix doesn't live here", handle=text)
         h = parse_handle(text)
@@ -228,6 +266,8 @@ class AuthoritativeNode:
 
     def cached(self, text: str) -> Answer | None:
         """The cached Answer to a plain resolution of ``text``, if there is one (the hot path)."""
+        if self.generations is not None and (g := self.generations.current()) != self._seen:
+            self._resync(g)
         return self.answers.get(fold(text))
 
     def query(self, text: str, *, indexes: Sequence[int] = (), types: Sequence[str] = (),
@@ -235,6 +275,8 @@ class AuthoritativeNode:
         """Resolve ``text``: its visible values after the filters, or with ``refer`` a PREFIX_REFERRAL to the
         node that holds its prefix when this one does not. Plain resolutions are answered from and kept in
         ``answers``. Raises ``HandleError`` (not found, invalid, not responsible)."""
+        if self.generations is not None and (g := self.generations.current()) != self._seen:
+            self._resync(g)  # before the store is read: a write racing this read bumps after we looked
         if caller is not None or indexes or types:
             return self._answer(text, indexes, types, caller, refer)
         key = fold(text)

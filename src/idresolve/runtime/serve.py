@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core.errors import HandleError
+from ..http.app import WORKER
 from ..nodes.authoritative import AuthoritativeNode
 from ..nodes.bootstrap import admin_identity
 from ..nodes.recursive import Upstream
@@ -25,6 +28,9 @@ from .config import ConfigError, NodeConfig, is_loopback, parse_hostport
 from .hosted import HostedAuthoritative, HostSettings, TemplateSources, authoritative_host
 from .listeners import Addresses
 from .secrets import load_or_create_secret
+
+if TYPE_CHECKING:
+    from .workers import SharedGenerations
 
 log = logging.getLogger("idresolve.serve")
 
@@ -41,10 +47,13 @@ class RunningNode:
 
 
 async def serve_node(cfg: NodeConfig, *, shutdown_trigger: Awaitable[object],
-                     on_ready: Callable[[RunningNode], None] | None = None) -> None:
+                     on_ready: Callable[[RunningNode], None] | None = None,
+                     shared: SharedGenerations | None = None, worker: int = 0) -> None:
+    """``shared``: this process is one of the node's workers (``runtime/workers.py``): its sockets share
+    their ports and its answer caches follow the writes of the others."""
     trigger = asyncio.ensure_future(shutdown_trigger)  # owned here: cancelled if we fail before waiting on it
     try:
-        await _serve(cfg, trigger, on_ready)
+        await _serve(cfg, trigger, on_ready, shared, worker)
     finally:
         if not trigger.done():
             trigger.cancel()
@@ -60,7 +69,8 @@ def beyond_loopback(cfg: NodeConfig) -> list[str]:
 
 
 async def _serve(cfg: NodeConfig, shutdown_trigger: Awaitable[object],
-                 on_ready: Callable[[RunningNode], None] | None) -> None:
+                 on_ready: Callable[[RunningNode], None] | None, shared: SharedGenerations | None = None,
+                 worker: int = 0) -> None:
     public = beyond_loopback(cfg)
     if public and not cfg.admin_secret:
         raise ConfigError("listening beyond loopback needs a configured admin secret "
@@ -80,6 +90,12 @@ async def _serve(cfg: NodeConfig, shutdown_trigger: Awaitable[object],
         hosted = authoritative_host(cfg.name, store, cfg.prefixes, secret, settings=settings,
                                     templates=template_sources(cfg))
         node = hosted.node
+        if shared is not None:
+            hosted.listeners.reuse_port = True
+            hosted.app[WORKER] = {"index": worker, "pid": os.getpid(), "workers": cfg.worker_count(1)}
+            node.share_writes(shared)
+            for prefix in cfg.prefixes:  # a (re)started worker may have rewritten its prefix records: all resync
+                shared.bump(f"0.na/{prefix.lower()}")
         ssl_ctx = None
         if cfg.tls_cert is not None and cfg.tls_key is not None:
             ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
