@@ -109,6 +109,15 @@ def test_two_workers_share_ports_and_see_each_others_writes(tmp_path: Path) -> N
             if len(seen_pids) == 2:
                 break
         assert seen_pids == set(pids)
+        # /metrics, at whichever worker, counts the resolutions both answered
+        for _ in range(4):
+            req = urllib.request.Request(f"{url}/metrics", headers={"Connection": "close"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                text = resp.read().decode()
+            ok = [line for line in text.splitlines() if line.startswith("idresolve_requests_total{")
+                  and 'surface="rest"' in line and 'code="200"' in line and "GET /api/handles/" in line]
+            assert len(ok) == 1, text
+            assert float(ok[0].rsplit(" ", 1)[1]) == 30 * 4
         # a worker killed is replaced, and the node keeps answering
         os.kill(pids[0], signal.SIGKILL)
         deadline = time.monotonic() + 20

@@ -21,6 +21,7 @@ class RestConfig:
     repeats: int = 3
     handles: int = 1_000  # identifiers registered, and cycled through by the load
     warmup_s: float = 1.0
+    workers: int = 0  # the node's worker processes (idresolve node --workers); 0: the node's default
 
 
 @dataclass(frozen=True, slots=True)

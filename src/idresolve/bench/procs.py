@@ -190,7 +190,7 @@ def children(ppid: int) -> list[int]:
 
 
 def node_process(data_dir: Path, prefix: str, secret: str, *, store: str = "sqlite",
-                 name: str = "bench") -> ServerProcess:
+                 name: str = "bench", workers: int = 0) -> ServerProcess:
     """An authoritative node serving ``prefix`` on 127.0.0.1, port 0; the secret travels in the environment.
 
     Other ``IDRESOLVE_*`` variables of the caller are not passed on: the node runs with defaults plus flags.
@@ -198,7 +198,8 @@ def node_process(data_dir: Path, prefix: str, secret: str, *, store: str = "sqli
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDRESOLVE_")}
     env["IDRESOLVE_ADMIN_SECRET"] = secret
     argv = idresolve_argv("node", "--name", name, "--prefix", prefix, "--http", "127.0.0.1:0",
-                          "--data-dir", str(data_dir), "--store", store, "--log-level", "WARNING")
+                          "--data-dir", str(data_dir), "--store", store, "--log-level", "WARNING",
+                          *(("--workers", str(workers)) if workers else ()))
     return ServerProcess(f"node ({store})", argv, env=env)
 
 

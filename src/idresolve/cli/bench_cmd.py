@@ -164,6 +164,8 @@ def _rest_args(p: argparse.ArgumentParser) -> None:
                    help=f"identifiers registered and cycled through (default {d.handles:,})")
     p.add_argument("--warmup", type=_seconds(0, 60, allow_zero=True), default=d.warmup_s,
                    help=f"unmeasured seconds per server before the runs (default {d.warmup_s:g})")
+    p.add_argument("--workers", type=_int_in(0, 64), default=d.workers,
+                   help="the node's worker processes (idresolve node --workers; default 0: one per core)")
 
 
 def _batch_args(p: argparse.ArgumentParser, *, prefix: str = "") -> None:
@@ -250,7 +252,7 @@ def _no_sub(p: argparse.ArgumentParser) -> int:
 
 def _rest_cfg(args: argparse.Namespace) -> RestConfig:
     return RestConfig(connections=args.connections, duration_s=args.duration, repeats=args.repeats,
-                      handles=args.handles, warmup_s=args.warmup)
+                      handles=args.handles, warmup_s=args.warmup, workers=args.workers)
 
 
 def _batch_cfg(args: argparse.Namespace) -> BatchConfig:

@@ -102,8 +102,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_workers(cfg: NodeConfig, count: int, banner: Callable[[RunningNode], None]) -> int:
+    import shutil
+    import tempfile
+
     from ..runtime.serve import run_until_signal, serve_node
-    from ..runtime.workers import SharedGenerations, Supervisor, fix_ports
+    from ..runtime.workers import SharedGenerations, Supervisor, WorkerRole, fix_ports
 
     try:
         cfg, held = fix_ports(cfg)
@@ -113,9 +116,10 @@ def _run_workers(cfg: NodeConfig, count: int, banner: Callable[[RunningNode], No
     cfg = replace(cfg, workers=count)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     generations = cfg.data_dir / f"{cfg.name}.generations"
+    sockets = Path(tempfile.mkdtemp(prefix="idresolve-workers-"))  # short: a Unix socket path has a bound
 
     def serve(wcfg: NodeConfig, index: int, listening: Callable[[], None]) -> int:
-        shared = SharedGenerations(generations)
+        role = WorkerRole(index, count, SharedGenerations(generations), sockets)
 
         def ready(r: RunningNode) -> None:
             if index == 0:
@@ -123,7 +127,7 @@ def _run_workers(cfg: NodeConfig, count: int, banner: Callable[[RunningNode], No
             listening()
 
         async def main(stop: asyncio.Event) -> None:
-            await serve_node(wcfg, shutdown_trigger=stop.wait(), on_ready=ready, shared=shared, worker=index)
+            await serve_node(wcfg, shutdown_trigger=stop.wait(), on_ready=ready, worker=role)
 
         try:
             run_until_signal(main)
@@ -133,12 +137,15 @@ def _run_workers(cfg: NodeConfig, count: int, banner: Callable[[RunningNode], No
         return 0
 
     supervisor = Supervisor(cfg, count, serve)
-    if not supervisor.start():
-        return 2
-    print(f"  workers: {count} (pids {', '.join(str(p) for p in supervisor.workers)})", flush=True)
-    status = supervisor.watch()
-    for s in held:
-        s.close()
+    try:
+        if not supervisor.start():
+            return 2
+        print(f"  workers: {count} (pids {', '.join(str(p) for p in supervisor.workers)})", flush=True)
+        status = supervisor.watch()
+    finally:
+        for s in held:
+            s.close()
+        shutil.rmtree(sockets, ignore_errors=True)
     print("stopped", flush=True)
     return status
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -365,7 +365,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 def make_app(node: AuthoritativeNode, *, plain_http_writes: bool = True, hooks: EdgeHooks | None = None,
-             metrics: Callable[[], bytes] | None = None, body_timeout_s: float = BODY_TIMEOUT_S,
+             metrics: Callable[[], bytes | Awaitable[bytes]] | None = None, body_timeout_s: float = BODY_TIMEOUT_S,
              templates: FetchTemplates | None = None) -> web.Application:
     """The Handle REST API of ``node``. ``body_timeout_s``: a request body must arrive within it.
     ``templates`` fetches templates held elsewhere (None: writes naming one are refused)."""

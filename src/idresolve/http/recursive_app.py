@@ -9,7 +9,7 @@ exact request path, valid while the node keeps the Answer they were made from.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -82,7 +82,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 def make_recursive_app(resolver: Resolver, *, hooks: EdgeHooks | None = None,
-                       metrics: Callable[[], bytes] | None = None) -> web.Application:
+                       metrics: Callable[[], bytes | Awaitable[bytes]] | None = None) -> web.Application:
     app = web.Application(middlewares=[edge], client_max_size=256 * 1024)
     app[RESOLVER] = resolver
     app[BODIES] = EncodedAnswers()

@@ -91,14 +91,21 @@ class BatchRefused(HandleError):
 
 
 class Generations(Protocol):
-    """Write generations shared by the worker processes of one node (``runtime/workers.py``): ``current()``
-    is (every write, prefix-record writes, template-record writes); ``bump(key)`` counts a write to ``key``
-    after it is durable and before it is acknowledged, and answers the generations just before and just
-    after its own count (one atomic step)."""
+    """Write generations shared by the worker processes of one node (``runtime/workers.py``). ``counters``
+    (read-only here): [0] every write, [1] writes to prefix records, [2] writes to template records; [0]
+    moves last. ``bump(key)`` counts a write to ``key`` after it is durable and before it is acknowledged,
+    and answers the counters just before and just after (one atomic step)."""
 
-    def current(self) -> tuple[int, int, int]: ...
+    @property
+    def counters(self) -> Sequence[int]: ...
 
     def bump(self, key: str) -> tuple[tuple[int, int, int], tuple[int, int, int]]: ...
+
+
+def _snapshot(counters: Sequence[int]) -> tuple[int, int, int]:
+    # [0] first: it moves last, so the other two are at least as new as the total we record
+    total = counters[0]
+    return (total, counters[1], counters[2])
 
 
 class AuthoritativeNode:
@@ -126,18 +133,23 @@ class AuthoritativeNode:
         #: set when several processes serve this store: before answering from ``answers`` the node compares
         #: the shared generations with those it last saw and drops what another process may have changed
         self.generations: Generations | None = None
+        self._counters: Sequence[int] = (0,)  # the hot path reads [0] only: one load, one compare
         self._seen = (0, 0, 0)
+        self._seen_total = 0
         self._load_hosted()
 
     def share_writes(self, generations: Generations) -> None:
         """Serve this store together with other processes that write to it (see ``Generations``)."""
         self.generations = generations
-        self._seen = generations.current()
+        self._counters = generations.counters
+        self._seen = _snapshot(self._counters)
+        self._seen_total = self._seen[0]
 
-    def _resync(self, now_seen: tuple[int, int, int]) -> None:
+    def _resync(self) -> None:
         # Another process wrote. Which keys is not known here, so every cached answer goes; the prefix and
         # template generations say whether the hosted prefixes and parsed templates must go too.
-        seen, self._seen = self._seen, now_seen
+        seen, now_seen = self._seen, _snapshot(self._counters)
+        self._seen, self._seen_total = now_seen, now_seen[0]
         self.answers.clear()
         if now_seen[1] != seen[1]:
             self.hosted = set()
@@ -200,14 +212,14 @@ class AuthoritativeNode:
         if self.generations is not None:
             before, after = self.generations.bump(key)
             if before == self._seen:  # nobody else wrote since we last looked: our own write is handled
-                self._seen = after
+                self._seen, self._seen_total = after, after[0]
         for listener in self._change_listeners:
             listener(key)
 
     def parse(self, text: str) -> Handle:
         """Parse ``text`` and check this node serves it (301 otherwise)."""
-        if self.generations is not None and (g := self.generations.current()) != self._seen:
-            self._resync(g)  # another process may have added or removed a hosted prefix
+        if self._counters[0] != self._seen_total:
+            self._resync()  # another process may have added or removed a hosted prefix
         if text and "/" not in text and len(text) <= 255:
             raise NotResponsible("That prefix doesn't live here", handle=text)
         h = parse_handle(text)
@@ -266,8 +278,8 @@ class AuthoritativeNode:
 
     def cached(self, text: str) -> Answer | None:
         """The cached Answer to a plain resolution of ``text``, if there is one (the hot path)."""
-        if self.generations is not None and (g := self.generations.current()) != self._seen:
-            self._resync(g)
+        if self._counters[0] != self._seen_total:
+            self._resync()
         return self.answers.get(fold(text))
 
     def query(self, text: str, *, indexes: Sequence[int] = (), types: Sequence[str] = (),
@@ -275,8 +287,8 @@ class AuthoritativeNode:
         """Resolve ``text``: its visible values after the filters, or with ``refer`` a PREFIX_REFERRAL to the
         node that holds its prefix when this one does not. Plain resolutions are answered from and kept in
         ``answers``. Raises ``HandleError`` (not found, invalid, not responsible)."""
-        if self.generations is not None and (g := self.generations.current()) != self._seen:
-            self._resync(g)  # before the store is read: a write racing this read bumps after we looked
+        if self._counters[0] != self._seen_total:
+            self._resync()  # before the store is read: a write racing this read counts after we looked
         if caller is not None or indexes or types:
             return self._answer(text, indexes, types, caller, refer)
         key = fold(text)

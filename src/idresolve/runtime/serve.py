@@ -30,7 +30,7 @@ from .listeners import Addresses
 from .secrets import load_or_create_secret
 
 if TYPE_CHECKING:
-    from .workers import SharedGenerations
+    from .workers import WorkerRole
 
 log = logging.getLogger("idresolve.serve")
 
@@ -48,12 +48,12 @@ class RunningNode:
 
 async def serve_node(cfg: NodeConfig, *, shutdown_trigger: Awaitable[object],
                      on_ready: Callable[[RunningNode], None] | None = None,
-                     shared: SharedGenerations | None = None, worker: int = 0) -> None:
-    """``shared``: this process is one of the node's workers (``runtime/workers.py``): its sockets share
-    their ports and its answer caches follow the writes of the others."""
+                     worker: WorkerRole | None = None) -> None:
+    """``worker``: this process is one of the node's workers (``runtime/workers.py``): its sockets share
+    their ports, its answer caches follow the writes of the others, its /metrics sums theirs."""
     trigger = asyncio.ensure_future(shutdown_trigger)  # owned here: cancelled if we fail before waiting on it
     try:
-        await _serve(cfg, trigger, on_ready, shared, worker)
+        await _serve(cfg, trigger, on_ready, worker)
     finally:
         if not trigger.done():
             trigger.cancel()
@@ -69,8 +69,7 @@ def beyond_loopback(cfg: NodeConfig) -> list[str]:
 
 
 async def _serve(cfg: NodeConfig, shutdown_trigger: Awaitable[object],
-                 on_ready: Callable[[RunningNode], None] | None, shared: SharedGenerations | None = None,
-                 worker: int = 0) -> None:
+                 on_ready: Callable[[RunningNode], None] | None, worker: WorkerRole | None = None) -> None:
     public = beyond_loopback(cfg)
     if public and not cfg.admin_secret:
         raise ConfigError("listening beyond loopback needs a configured admin secret "
@@ -86,16 +85,22 @@ async def _serve(cfg: NodeConfig, shutdown_trigger: Awaitable[object],
                             http_idle_timeout_s=cfg.http_idle_timeout_s)
     store = open_store(cfg.store, cfg.data_dir, name=cfg.name, fsync=cfg.fsync)
     hosted: HostedAuthoritative | None = None
+    peers: PeerMetrics | None = None
     try:
         hosted = authoritative_host(cfg.name, store, cfg.prefixes, secret, settings=settings,
                                     templates=template_sources(cfg))
         node = hosted.node
-        if shared is not None:
+        if worker is not None:
             hosted.listeners.reuse_port = True
-            hosted.app[WORKER] = {"index": worker, "pid": os.getpid(), "workers": cfg.worker_count(1)}
-            node.share_writes(shared)
+            hosted.app[WORKER] = {"index": worker.index, "pid": os.getpid(), "workers": worker.count}
+            node.share_writes(worker.generations)
             for prefix in cfg.prefixes:  # a (re)started worker may have rewritten its prefix records: all resync
-                shared.bump(f"0.na/{prefix.lower()}")
+                worker.generations.bump(f"0.na/{prefix.lower()}")
+            from .workers import PeerMetrics
+
+            peers = PeerMetrics(worker.sockets, worker.index, worker.count, hosted.metrics.render_own)
+            await peers.start()
+            hosted.metrics.peers = peers.merged
         ssl_ctx = None
         if cfg.tls_cert is not None and cfg.tls_key is not None:
             ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -113,6 +118,8 @@ async def _serve(cfg: NodeConfig, shutdown_trigger: Awaitable[object],
     except HandleError as exc:
         raise ConfigError(f"bad node setting: {exc.message}") from None
     finally:
+        if peers is not None:
+            await peers.stop()
         if hosted is not None:
             await hosted.stop()
         else:

@@ -27,6 +27,7 @@ parent; workers left after the drain time are killed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import logging
@@ -42,11 +43,13 @@ from pathlib import Path
 
 from ..core.handles import is_prefix_record
 from .config import NodeConfig, parse_hostport
+from .metrics import merge_texts
 
 log = logging.getLogger("idresolve.workers")
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
 STOP_WAIT_S = 15.0  # the listeners drain for up to 10 s (listeners.SHUTDOWN_TIMEOUT_S)
+MAX_METRICS_BYTES = 16 * 1024 * 1024
 TEMPLATE_MARK = "/tpl-"  # folded template record keys: <prefix>/TPL-<name>
 
 
@@ -70,6 +73,10 @@ class SharedGenerations:
             os.ftruncate(self._fd, self.SIZE)
         self._map = mmap.mmap(self._fd, self.SIZE)
         self._view = memoryview(self._map).cast("Q")  # aligned 8-byte loads and stores: never torn
+
+    @property
+    def counters(self) -> memoryview:
+        return self._view
 
     def current(self) -> tuple[int, int, int]:
         v = self._view
@@ -240,6 +247,26 @@ class Supervisor:
             self.workers.pop(pid, None)
 
 
+async def _read_all(reader: asyncio.StreamReader) -> bytes:
+    chunks, size = [], 0
+    while chunk := await reader.read(65536):
+        size += len(chunk)
+        if size > MAX_METRICS_BYTES:
+            return b""
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@dataclass(frozen=True)
+class WorkerRole:
+    """What one worker process knows of the node it is part of."""
+
+    index: int
+    count: int
+    generations: SharedGenerations
+    sockets: Path  # where the workers' metrics sockets live
+
+
 def _die_with_parent() -> None:
     """A worker gets SIGKILL when the parent dies, however it dies (``kill -9`` included): a node is its
     parent process, and no worker may go on serving after it."""
@@ -263,3 +290,53 @@ def _reap() -> tuple[int, int]:
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
+
+
+class PeerMetrics:
+    """Each worker serves its own metrics text on a Unix socket in ``sockets``; the worker that answers
+    ``GET /metrics`` fetches the others' right then and sums them (``metrics.merge_texts``), so a scrape
+    counts every request any worker answered before it. A worker being restarted is missing from that
+    scrape (and its counters start again from zero, as after any restart)."""
+
+    FETCH_TIMEOUT_S = 2.0
+
+    def __init__(self, sockets: Path, index: int, count: int, render_own: Callable[[], bytes]) -> None:
+        self.sockets, self.index, self.count, self.render_own = sockets, index, count, render_own
+        self._server: asyncio.AbstractServer | None = None
+
+    def path(self, index: int) -> Path:
+        return self.sockets / f"{index}.sock"
+
+    async def start(self) -> None:
+        path = self.path(self.index)
+        path.unlink(missing_ok=True)  # the socket of this worker's predecessor
+        self._server = await asyncio.start_unix_server(self._serve, path=str(path))
+
+    async def _serve(self, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(self.render_own())
+            await writer.drain()
+        finally:
+            writer.close()
+
+    async def _fetch(self, index: int) -> bytes:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(self.path(index))),
+                                                    self.FETCH_TIMEOUT_S)
+        except (OSError, TimeoutError):
+            return b""
+        try:
+            return await asyncio.wait_for(_read_all(reader), self.FETCH_TIMEOUT_S)
+        except (OSError, TimeoutError):
+            return b""
+        finally:
+            writer.close()
+
+    async def merged(self, own: bytes) -> bytes:
+        others = await asyncio.gather(*(self._fetch(i) for i in range(self.count) if i != self.index))
+        return merge_texts(own, [t for t in others if t])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
