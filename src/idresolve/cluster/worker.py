@@ -6,17 +6,22 @@ on stdout when every node listens. SIGTERM or SIGINT stop it cleanly. Top-level 
 registry to each other; every node's outgoing traffic pays the link latency model unless it is off.
 
 Run by the supervisor as ``python -m idresolve.cluster.worker ...``; ``--node NAME`` hosts one node
-(containers).
+(containers). ``--node NAME --share I/N``: this process is share I of the N processes serving a node with
+``workers = N`` in the topology: its sockets share the node's ports (SO_REUSEPORT), its answer caches
+follow the others' writes and its /metrics sums theirs (``runtime/workers.py``); share 0 alone reports the
+node as ready.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +44,7 @@ from ..runtime.hosted import (
     authoritative_host,
 )
 from ..runtime.serve import freeze_startup_heap, run_until_signal
+from ..runtime.workers import PeerMetrics, SharedGenerations
 from ..store.sqlite import SqliteStore
 from .credentials import cluster_secret, secret_for
 from .plan import ClusterPlan, NodePlan, identity_of, make_plan
@@ -60,8 +66,10 @@ class Worker:
 
     def __init__(self, plan: ClusterPlan, names: list[str], data_dir: Path, master: str, *,
                  latency: LatencyModel, bind_host: str | None = None, settings: HostSettings | None = None,
-                 recursive: RecursiveOptions | None = None) -> None:
+                 recursive: RecursiveOptions | None = None, share: tuple[int, int] | None = None) -> None:
         self.plan, self.data_dir, self.master, self.latency = plan, data_dir, master, latency
+        self.share = share
+        self.peers: list[PeerMetrics] = []
         self.names = names
         self.bind_host = bind_host
         self.settings = settings or HostSettings()
@@ -107,6 +115,8 @@ class Worker:
         hosted = authoritative_host(n.name, SqliteStore(node_dir / "records.sqlite3"), n.prefixes, secret,
                                     settings=self.settings, role=n.role, site=n.site(), extra_handlers=extra, now=now,
                                     templates=self._template_sources(n))
+        if self.share is not None:
+            self._share(hosted, node_dir)
         if state is not None:
             peers = [t.upstream() for t in self.plan.by_role("top") if t.name != n.name]
             auth = (identity_of(n.spec.prefix), secret.encode())
@@ -115,7 +125,24 @@ class Worker:
             hosted.metrics.sample(replicator.metrics)
         return hosted
 
+    def _share(self, hosted: HostedAuthoritative, node_dir: Path) -> None:
+        assert self.share is not None
+        index, count = self.share
+        hosted.listeners.reuse_port = True
+        generations = SharedGenerations(node_dir / "generations")
+        hosted.node.share_writes(generations)
+        for prefix in hosted.node.configured:  # this process may have rewritten the prefix records: all resync
+            generations.bump(f"0.na/{prefix}")
+        digest = hashlib.sha256(str(node_dir.resolve()).encode()).hexdigest()[:16]
+        sockets = Path(tempfile.gettempdir()) / f"idresolve-{digest}"  # short: Unix socket paths are bounded
+        sockets.mkdir(mode=0o700, exist_ok=True)
+        peers = PeerMetrics(sockets, index, count, hosted.metrics.render_own)
+        hosted.metrics.peers = peers.merged
+        self.peers.append(peers)
+
     async def start(self) -> list[dict[str, object]]:
+        for p in self.peers:
+            await p.start()
         ready = []
         now = time.time()
         for name in self.names:
@@ -125,7 +152,9 @@ class Worker:
             self.hosted.append(hosted)  # before start: stop() must release it even if start fails
             addrs = await hosted.start(http=f"{host}:{n.http_port}", tcp=f"{host}:{n.tcp_port}",
                                        udp=f"{host}:{n.udp_port}")
-            ready.append({"name": n.name, "role": n.role, "http": list(addrs.http or ()), "tcp": list(addrs.tcp or ())})
+            if self.share is None or self.share[0] == 0:
+                ready.append({"name": n.name, "role": n.role, "http": list(addrs.http or ()),
+                              "tcp": list(addrs.tcp or ())})
         for r in self.replicators:
             r.start()
         return ready
@@ -133,6 +162,8 @@ class Worker:
     async def stop(self) -> None:
         for r in self.replicators:
             await r.stop()
+        for p in self.peers:
+            await p.stop()
         results = await asyncio.gather(*(h.stop() for h in self.hosted), return_exceptions=True)
         for h, res in zip(self.hosted, results, strict=True):
             if isinstance(res, BaseException):
@@ -157,6 +188,17 @@ def _stop_on_stdin_eof(stop: asyncio.Event) -> None:
     loop.add_reader(fd, readable)
 
 
+def _share(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--share is I/N, like 0/2, not {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"--share {text}: I must be from 0 to N-1")
+    return i, n
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m idresolve.cluster.worker",
                                 description="Host some nodes of a cluster in one event loop (run by `idresolve up`).")
@@ -166,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, required=True)
     p.add_argument("--index", type=int, help="host the nodes of this worker index")
     p.add_argument("--node", action="append", help="host exactly these nodes (repeat)")
+    p.add_argument("--share", type=_share, metavar="I/N",
+                   help="be share I of the N processes of the one --node (workers = N in the topology)")
     p.add_argument("--host", default="127.0.0.1", help="address nodes listen on and dial each other at")
     p.add_argument("--bind", help="address to listen on, when it differs from --host (containers: 0.0.0.0)")
     p.add_argument("--dial-hosts", choices=["same", "names"], default="same",
@@ -200,7 +244,10 @@ def main(argv: list[str] | None = None) -> int:
                             binary_writes=plain_writes, client_rate=args.client_rate or None,
                             hop_timeout_s=args.hop_timeout)
     worker = Worker(plan, names, args.data_dir, master, latency=latency, bind_host=args.bind, settings=settings,
-                    recursive=RecursiveOptions(args.cache_entries, args.negative_ttl))
+                    recursive=RecursiveOptions(args.cache_entries, args.negative_ttl), share=args.share)
+    if args.share is not None and (len(names) != 1 or plan.node(names[0]).role == "recursive"
+                                   or plan.node(names[0]).role == "top"):
+        p.error("--share needs exactly one --node, a secondary or enterprise node")
 
     async def run(stop: asyncio.Event) -> None:
         if args.stop_with_stdin:

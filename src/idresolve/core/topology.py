@@ -34,6 +34,7 @@ The TOML shape (see ``config/minimal.toml`` for a complete file)::
     connected = true                      # required: registered with the top-level nodes or not
     industry = "tyres and rubber"         # optional
     templates = ["tyre-batch"]            # optional: metadata templates it publishes (<config dir>/templates/<name>.json)
+    workers = 2                           # optional, default 1: processes serving this node (secondary, enterprise)
 
     [[enterprise]]                        # an enterprise prefix allocated by a secondary node
     name = "ent-tyre-qingdao-8"
@@ -172,6 +173,8 @@ class NodeSpec:
     - ``disaster_recovery``: top-level only.
     - ``templates``: secondary only, the names of the metadata templates it publishes (``TPL-<name>``
       under its prefix, written by the bootstrap from ``<config dir>/templates/<name>.json``).
+    - ``workers``: secondary and enterprise nodes with a node of their own: the processes that serve it,
+      sharing its ports and store (``runtime/workers.py``); 1 for every other entry.
     Flags that do not apply to a role are ``False``. A hosted enterprise's ``location`` is its secondary's.
     """
 
@@ -186,6 +189,7 @@ class NodeSpec:
     industry: str | None = None
     description: str = ""
     templates: tuple[str, ...] = ()
+    workers: int = 1
 
     @property
     def runs(self) -> bool:
@@ -401,11 +405,12 @@ def _check_enterprise(spec: NodeSpec, by_name: Mapping[str, NodeSpec], cc: str, 
 
 _TOP_KEYS = {"name", "description", "country_prefix", "default_scenario", "location", "top", "secondary",
              "enterprise", "recursive", "scenarios"}
+MAX_NODE_WORKERS = 64
 _KEYS: dict[str, tuple[set[str], set[str]]] = {  # table -> (required keys, optional keys)
     "location": ({"name", "province", "lat", "lon"}, {"description"}),
     "top": ({"name", "location"}, {"disaster_recovery", "description"}),
-    "secondary": ({"name", "location", "prefix", "connected"}, {"industry", "description", "templates"}),
-    "enterprise": ({"name", "secondary", "prefix", "hosted"}, {"location", "industry", "description"}),
+    "secondary": ({"name", "location", "prefix", "connected"}, {"industry", "description", "templates", "workers"}),
+    "enterprise": ({"name", "secondary", "prefix", "hosted"}, {"location", "industry", "description", "workers"}),
     "recursive": ({"name", "location"}, {"description"}),
 }
 
@@ -452,6 +457,12 @@ class _Table:
         if len(set(raw)) != len(raw):
             raise TopologyError(f"{key!r} names a template twice", entry=self.entry)
         return tuple(raw)
+
+    def count(self, key: str, high: int) -> int:
+        value = self.data.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise TopologyError(f"{key!r} must be a whole number from 1 to {high}, not {value!r}", entry=self.entry)
+        return value
 
     def located(self, locations: Mapping[str, Location]) -> Location:
         name = self.text("location")
@@ -527,7 +538,8 @@ def _topology_from_dict(data: Mapping[str, Any], source: str) -> Topology:
     for t in _tables(data, "secondary"):
         spec = NodeSpec(t.data["name"], "secondary", t.located(locations), prefix=t.text("prefix"),
                         connected=t.flag("connected"), industry=t.text("industry"),
-                        description=t.text("description", "") or "", templates=t.names("templates"))
+                        description=t.text("description", "") or "", templates=t.names("templates"),
+                        workers=t.count("workers", MAX_NODE_WORKERS))
         secondaries.setdefault(spec.name, spec)
         nodes.append(spec)
     for t in _tables(data, "enterprise"):
@@ -542,13 +554,17 @@ def _topology_from_dict(data: Mapping[str, Any], source: str) -> Topology:
         if hosted and "location" in t.data:
             raise TopologyError("a hosted enterprise has no node of its own: drop 'location' (it is served "
                                 f"by {parent.name!r})", entry=t.entry)
+        if hosted and "workers" in t.data:
+            raise TopologyError(f"a hosted enterprise has no node of its own: drop 'workers' (it is served by "
+                                f"{parent.name!r})", entry=t.entry)
         if not hosted and "location" not in t.data:
             raise TopologyError("an enterprise with its own node (hosted = false) needs a 'location'",
                                 entry=t.entry)
         where = parent.location if hosted else t.located(locations)
         nodes.append(NodeSpec(t.data["name"], "enterprise", where, prefix=t.text("prefix"), parent=parent.name,
                               hosted=hosted, industry=t.text("industry"),
-                              description=t.text("description", "") or ""))
+                              description=t.text("description", "") or "",
+                              workers=t.count("workers", MAX_NODE_WORKERS)))
     for t in _tables(data, "recursive"):
         nodes.append(NodeSpec(t.data["name"], "recursive", t.located(locations),
                               description=t.text("description", "") or ""))
@@ -601,7 +617,8 @@ def canonical_form(topology: Topology) -> dict[str, Any]:
         return {"name": n.name, "role": n.role, "location": n.location.name, "prefix": n.prefix,
                 "parent": n.parent, "connected": n.connected, "hosted": n.hosted,
                 "disaster_recovery": n.disaster_recovery, "industry": n.industry,
-                "description": n.description, **({"templates": list(n.templates)} if n.templates else {})}
+                "description": n.description, **({"templates": list(n.templates)} if n.templates else {}),
+                **({"workers": n.workers} if n.workers != 1 else {})}
 
     return {
         "name": topology.name,

@@ -191,7 +191,12 @@ class Supervisor:
         return ok
 
     def start(self) -> bool:
-        """Start every worker; True once all listen. Worker 0 first: it writes what the node writes once."""
+        """Start every worker; True once all listen. Worker 0 first: it writes what the node writes once.
+        A SIGTERM or SIGINT from here on stops the node (at once if it comes while the workers start)."""
+        def on_signal(signum: int, frame: object) -> None:
+            self.stopping = True
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
         first = self._fork(0)
         if not self._await_ready(first):
             self.stop()
@@ -204,10 +209,6 @@ class Supervisor:
 
     def watch(self, poll_s: float = 0.2) -> int:
         """Until SIGTERM/SIGINT: restart workers that die. Answers the exit status of the node."""
-        def on_signal(signum: int, frame: object) -> None:
-            self.stopping = True
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, on_signal)
         status = 0
         while not self.stopping:
             pid, code = _reap()
