@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import time
 import urllib.request
@@ -132,3 +133,46 @@ def test_two_workers_share_ports_and_see_each_others_writes(tmp_path: Path) -> N
                 os.kill(pid, 0)
     finally:
         node.close()
+
+
+def test_cluster_node_with_two_workers(tmp_path: Path) -> None:
+    """``workers = 2`` on an enterprise node of the minimal topology: two processes answer at its ports, the
+    hierarchy resolves through it, and a rewrite acknowledged there is what every later read sees."""
+    from clusterutil import IDRESOLVE, MINIMAL, cli_env, free_base_port, run_cli, spawn, stop_proc
+
+    config = tmp_path / "config"
+    shutil.copytree(MINIMAL.parent / "templates", config / "templates")
+    text = MINIMAL.read_text(encoding="utf-8").replace('name = "ent-tyre-qingdao-8"\n',
+                                                       'name = "ent-tyre-qingdao-8"\nworkers = 2\n', 1)
+    (config / "minimal.toml").write_text(text, encoding="utf-8")
+    data = tmp_path / "cluster"
+    for _ in range(4):  # another process may take a port first
+        proc = spawn([IDRESOLVE, "up", "--config", str(config / "minimal.toml"), "--data-dir", str(data),
+                      "--base-port", str(free_base_port(12)), "--latency", "off"], env=cli_env())
+        try:
+            proc.wait_for_line("ready in", timeout_s=60)
+            break
+        except RuntimeError:
+            stop_proc(proc)
+            if "in use" not in proc.stderr:
+                raise
+    try:
+        cluster = json.loads((data / "cluster.json").read_text())
+        url = next(n["http"] for n in cluster["nodes"] if n["name"] == "ent-tyre-qingdao-8")
+        pids = set()
+        for _ in range(40):
+            pids.add(_request("GET", f"{url}/healthz")[1]["worker"]["pid"])
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2
+        for n in range(5):
+            reg = run_cli("register", "88.118.8/W1", "--url", f"https://e.example/{n}", "--data-dir", str(data))
+            assert reg.returncode == 0, reg.stderr
+            for _ in range(4):
+                status, body = _request("GET", f"{url}/api/handles/88.118.8/W1")
+                assert status == 200 and body["values"][0]["data"]["value"] == f"https://e.example/{n}"
+        res = run_cli("resolve", "88.118.8/W1", "--data-dir", str(data))
+        assert res.returncode == 0 and "https://e.example/4" in res.stdout, res.stderr
+    finally:
+        stop_proc(proc)
+    assert proc.popen.returncode == 0, proc.stderr

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..core.latency import LatencyModel
 from ..core.topology import load_topology
+from ..http.app import WORKER
 from ..net.client import ClientPool
 from ..net.links import LinkModel
 from ..net.replicator import Replicator
@@ -129,6 +130,7 @@ class Worker:
         assert self.share is not None
         index, count = self.share
         hosted.listeners.reuse_port = True
+        hosted.app[WORKER] = {"index": index, "pid": os.getpid(), "workers": count}
         generations = SharedGenerations(node_dir / "generations")
         hosted.node.share_writes(generations)
         for prefix in hosted.node.configured:  # this process may have rewritten the prefix records: all resync
