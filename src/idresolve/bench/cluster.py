@@ -161,7 +161,11 @@ class Cluster:
                 continue
             if str(Path(d).resolve()) != want:
                 continue
-            out[pid] = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--node"]
+            names = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--node"]
+            share = argv[argv.index("--share") + 1:][:1] if "--share" in argv else ["0/1"]
+            if not share or not share[0].startswith("0/"):
+                names = []  # one more process of a node of several (workers = N): its share 0 stands for it
+            out[pid] = names
         return out
 
     def pid_of(self, node: str) -> tuple[int | None, bool]:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..core.latency import LatencyModel
 from ..core.topology import load_topology
-from ..http.app import WORKER
+from ..http.edge import WORKER
 from ..net.client import ClientPool
 from ..net.links import LinkModel
 from ..net.replicator import Replicator
@@ -92,7 +92,10 @@ class Worker:
     def _recursive(self, n: NodePlan) -> HostedRecursive:
         ro = self.recursive
         resolver = RecursiveResolver(self._tops(n), cache_entries=ro.cache_entries, negative_ttl_s=ro.negative_ttl_s)
-        return HostedRecursive(RecursiveNode(n.name, resolver), self._pool(n), self.settings)
+        hosted = HostedRecursive(RecursiveNode(n.name, resolver), self._pool(n), self.settings)
+        if self.share is not None:  # answers cached per process, each bounded by its TTL: nothing to share
+            self._share_ports(hosted)
+        return hosted
 
     def _template_sources(self, n: NodePlan) -> TemplateSources | None:
         """Secondary and enterprise nodes fetch templates through the top level; an enterprise node asks its
@@ -127,14 +130,18 @@ class Worker:
         return hosted
 
     def _share(self, hosted: HostedAuthoritative, node_dir: Path) -> None:
-        assert self.share is not None
-        index, count = self.share
-        hosted.listeners.reuse_port = True
-        hosted.app[WORKER] = {"index": index, "pid": os.getpid(), "workers": count}
         generations = SharedGenerations(node_dir / "generations")
         hosted.node.share_writes(generations)
         for prefix in hosted.node.configured:  # this process may have rewritten the prefix records: all resync
             generations.bump(f"0.na/{prefix}")
+        self._share_ports(hosted)
+
+    def _share_ports(self, hosted: HostedAuthoritative | HostedRecursive) -> None:
+        assert self.share is not None
+        index, count = self.share
+        hosted.listeners.reuse_port = True
+        hosted.app[WORKER] = {"index": index, "pid": os.getpid(), "workers": count}
+        node_dir = self.data_dir / "nodes" / hosted.node.name
         digest = hashlib.sha256(str(node_dir.resolve()).encode()).hexdigest()[:16]
         sockets = Path(tempfile.gettempdir()) / f"idresolve-{digest}"  # short: Unix socket paths are bounded
         sockets.mkdir(mode=0o700, exist_ok=True)
@@ -247,9 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                             hop_timeout_s=args.hop_timeout)
     worker = Worker(plan, names, args.data_dir, master, latency=latency, bind_host=args.bind, settings=settings,
                     recursive=RecursiveOptions(args.cache_entries, args.negative_ttl), share=args.share)
-    if args.share is not None and (len(names) != 1 or plan.node(names[0]).role == "recursive"
-                                   or plan.node(names[0]).role == "top"):
-        p.error("--share needs exactly one --node, a secondary or enterprise node")
+    if args.share is not None and (len(names) != 1 or plan.node(names[0]).role == "top"):
+        p.error("--share needs exactly one --node, a secondary, enterprise or recursive node")
 
     async def run(stop: asyncio.Event) -> None:
         if args.stop_with_stdin:

@@ -34,7 +34,7 @@ The TOML shape (see ``config/minimal.toml`` for a complete file)::
     connected = true                      # required: registered with the top-level nodes or not
     industry = "tyres and rubber"         # optional
     templates = ["tyre-batch"]            # optional: metadata templates it publishes (<config dir>/templates/<name>.json)
-    workers = 2                           # optional, default 1: processes serving this node (secondary, enterprise)
+    workers = 2                           # optional, default 1: processes serving this node (also enterprise, recursive)
 
     [[enterprise]]                        # an enterprise prefix allocated by a secondary node
     name = "ent-tyre-qingdao-8"
@@ -173,8 +173,9 @@ class NodeSpec:
     - ``disaster_recovery``: top-level only.
     - ``templates``: secondary only, the names of the metadata templates it publishes (``TPL-<name>``
       under its prefix, written by the bootstrap from ``<config dir>/templates/<name>.json``).
-    - ``workers``: secondary and enterprise nodes with a node of their own: the processes that serve it,
-      sharing its ports and store (``runtime/workers.py``); 1 for every other entry.
+    - ``workers``: secondary, recursive and enterprise nodes with a node of their own: the processes that
+      serve it, sharing its ports (and store: ``runtime/workers.py``; a recursive node's processes keep
+      answer caches of their own, each bounded by the TTLs); 1 for every other entry.
     Flags that do not apply to a role are ``False``. A hosted enterprise's ``location`` is its secondary's.
     """
 
@@ -411,7 +412,7 @@ _KEYS: dict[str, tuple[set[str], set[str]]] = {  # table -> (required keys, opti
     "top": ({"name", "location"}, {"disaster_recovery", "description"}),
     "secondary": ({"name", "location", "prefix", "connected"}, {"industry", "description", "templates", "workers"}),
     "enterprise": ({"name", "secondary", "prefix", "hosted"}, {"location", "industry", "description", "workers"}),
-    "recursive": ({"name", "location"}, {"description"}),
+    "recursive": ({"name", "location"}, {"description", "workers"}),
 }
 
 
@@ -567,7 +568,7 @@ def _topology_from_dict(data: Mapping[str, Any], source: str) -> Topology:
                               workers=t.count("workers", MAX_NODE_WORKERS)))
     for t in _tables(data, "recursive"):
         nodes.append(NodeSpec(t.data["name"], "recursive", t.located(locations),
-                              description=t.text("description", "") or ""))
+                              description=t.text("description", "") or "", workers=t.count("workers", MAX_NODE_WORKERS)))
     scenarios, default = _scenarios(data)
     name = data.get("name", "")
     description = data.get("description", "")

@@ -44,6 +44,7 @@ from ..nodes.templates import FetchTemplates, TemplateNeeded
 from .auth import SessionTable, parse_basic, session_id_from_header
 from .edge import (
     JSON,
+    WORKER,
     EdgeHooks,
     answer_body,
     answer_response,
@@ -64,8 +65,6 @@ PLAIN_WRITES: web.AppKey[bool] = web.AppKey("plain_http_writes", bool)
 
 BODIES: web.AppKey[EncodedAnswers] = web.AppKey("bodies", EncodedAnswers)
 BODY_TIMEOUT: web.AppKey[float] = web.AppKey("body_timeout_s", float)
-#: set when the node runs in several worker processes: which one answers (``/healthz`` says so)
-WORKER: web.AppKey[dict] = web.AppKey("worker", dict)
 TEMPLATES: web.AppKey[FetchTemplates] = web.AppKey("templates")
 T = TypeVar("T")
 

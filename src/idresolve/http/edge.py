@@ -25,6 +25,8 @@ from ..core.errors import AuthenticationFailed, HandleError, InvalidHandle
 from ..core.values import HandleValue
 
 log = logging.getLogger("idresolve.http")
+#: set when the node runs in several worker processes: which one answers (``/healthz`` says so)
+WORKER: web.AppKey[dict[str, int]] = web.AppKey("worker", dict)
 
 JSON = "application/json"
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

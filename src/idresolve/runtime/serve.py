@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.errors import HandleError
-from ..http.app import WORKER
+from ..http.edge import WORKER
 from ..nodes.authoritative import AuthoritativeNode
 from ..nodes.bootstrap import admin_identity
 from ..nodes.recursive import Upstream
