@@ -272,6 +272,27 @@ class _Lines:
                 self.cond.wait(left)
 
 
+def with_workers(config: Path, node: str, workers: int) -> Path:
+    """A copy of topology ``config`` (in a new temporary directory, its ``templates/`` linked) in which
+    ``node`` has ``workers = N``."""
+    lines = config.read_text(encoding="utf-8").splitlines()
+    want = f'name = "{node}"'
+    at = next((i for i, line in enumerate(lines) if line.strip() == want), None)
+    if at is None:
+        raise ClusterUnavailable(f"no node {node!r} in {config}")
+    lines.insert(at + 1, f"workers = {workers}")
+    out_dir = Path(tempfile.mkdtemp(prefix="idresolve-topology-"))
+    if (config.parent / "templates").is_dir():
+        (out_dir / "templates").symlink_to((config.parent / "templates").resolve())
+    out = out_dir / config.name
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    try:
+        load_topology(out)
+    except TopologyError as exc:
+        raise ClusterUnavailable(f"cannot give {node!r} {workers} workers: {exc}") from None
+    return out
+
+
 class OwnCluster:
     """``with OwnCluster(...) as cluster:`` starts ``idresolve up`` and stops it whatever happens."""
 

@@ -79,6 +79,7 @@ class RunConfig:
     data_dir: Path | None = None  # an existing cluster instead
     latency: str = "off"  # own cluster, for scenarios without a requirement
     node: str | None = None  # the recursive node to drive (default: the first)
+    workers: int = 1  # own cluster: processes of the recursive node driven (workers = N in the topology)
     kill_node: str = "top-beijing"
     baselines: bool = True
     sweep_fractions: tuple[float, ...] = SWEEP_FRACTIONS

@@ -103,8 +103,16 @@ class ServerProcess:
         return f":\n{text}" if text else ""
 
     def cpu_seconds(self) -> float | None:
-        """User + system CPU seconds the server has used so far (Linux /proc), None where unknown."""
-        return None if self.proc is None else cpu_seconds(self.proc.pid)
+        """User + system CPU seconds the server and its child processes (a node's workers) have used so
+        far (Linux /proc), None where unknown."""
+        if self.proc is None:
+            return None
+        total = cpu_seconds(self.proc.pid)
+        for child in children(self.proc.pid):
+            used = cpu_seconds(child)
+            if total is not None and used is not None:
+                total += used
+        return total
 
     @property
     def pid(self) -> int | None:

@@ -104,6 +104,9 @@ def _run_args(p: argparse.ArgumentParser, *, suite: bool = False) -> None:
                        help="own cluster: latency model for cached, cold and kill-top (latency-on/off set their own; "
                        f"default {d.latency})")
         g.add_argument("--node", help="the recursive node to drive (default: the first)")
+        g.add_argument("--workers", type=_int_in(1, 64), default=d.workers,
+                       help="own cluster: the driven recursive node runs as this many processes sharing its ports "
+                       f"(workers = N in a copy of the topology; default {d.workers})")
         g.add_argument("--kill-node", default=d.kill_node, help=f"kill-top: the node to kill (default {d.kill_node})")
         w = p.add_argument_group("what to measure")
         w.add_argument("--scenario", action="append", choices=[*SCENARIOS, "all"], metavar="NAME",
@@ -340,7 +343,8 @@ def _run_cfg(args: argparse.Namespace) -> RunConfig:
                      duration_s=args.run_duration, repeats=args.run_repeats, connections=args.run_connections,
                      depth=args.depth, timeout_s=args.timeout, warmup_s=args.run_warmup,
                      identifiers=args.run_identifiers, topology=args.topology, data_dir=args.data_dir,
-                     latency=args.latency, node=args.node, kill_node=args.kill_node, baselines=not args.no_baselines,
+                     latency=args.latency, node=args.node, workers=args.workers, kill_node=args.kill_node,
+                     baselines=not args.no_baselines,
                      step_s=args.step, sweep_fractions=args.sweep_fractions, trace_sample=args.trace_sample,
                      tick_s=args.tick_ms / 1000.0,
                      seed=not args.no_seed)
