@@ -173,6 +173,13 @@ def test_cluster_node_with_two_workers(tmp_path: Path) -> None:
                 assert status == 200 and body["values"][0]["data"]["value"] == f"https://e.example/{n}"
         res = run_cli("resolve", "88.118.8/W1", "--data-dir", str(data))
         assert res.returncode == 0 and "https://e.example/4" in res.stdout, res.stderr
+        for _ in range(4):  # either process sums both: the 20 reads above, and the resolution's hop
+            with urllib.request.urlopen(urllib.request.Request(f"{url}/metrics", headers={"Connection": "close"}),
+                                        timeout=10) as resp:
+                text = resp.read().decode()
+            ok = [line for line in text.splitlines() if line.startswith("idresolve_requests_total{")
+                  and 'surface="rest"' in line and 'code="200"' in line and "GET /api/handles/" in line]
+            assert len(ok) == 1 and float(ok[0].rsplit(" ", 1)[1]) == 20, ok
     finally:
         stop_proc(proc)
     assert proc.popen.returncode == 0, proc.stderr

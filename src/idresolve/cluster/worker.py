@@ -150,8 +150,6 @@ class Worker:
         self.peers.append(peers)
 
     async def start(self) -> list[dict[str, object]]:
-        for p in self.peers:
-            await p.start()
         ready = []
         now = time.time()
         for name in self.names:
@@ -164,6 +162,8 @@ class Worker:
             if self.share is None or self.share[0] == 0:
                 ready.append({"name": n.name, "role": n.role, "http": list(addrs.http or ()),
                               "tcp": list(addrs.tcp or ())})
+        for p in self.peers:  # made with their nodes above
+            await p.start()
         for r in self.replicators:
             r.start()
         return ready
