@@ -224,6 +224,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
             "./bench-results/<timestamp>.json)")
     run.set_defaults(func=cmd_run)
 
+    z = bsub.add_parser("sizes", help="scaling curves: bench run reports of clusters of different sizes",
+                        description="One row per cluster (nodes, processes, start-up time, memory, each scenario's "
+                        "answers/s, p50 and p99 beside its baseline) from bench run reports, as a Markdown table; "
+                        "--svg-dir also draws them against the number of nodes.")
+    z.add_argument("reports", nargs="+", type=Path, help="bench run JSON reports (one own cluster each)")
+    z.add_argument("--svg-dir", type=Path, help="write throughput.svg, p99.svg and startup.svg here")
+    z.set_defaults(func=cmd_sizes)
     c = bsub.add_parser("compare", help="what got faster or slower between two JSON reports",
                         description="Compare two reports of any bench command, figure by figure, with ratios; a "
                         "change within the noise (threshold, or the spread over repeats) is not flagged.")
@@ -320,6 +327,21 @@ def _one(args: argparse.Namespace, kind: str) -> int:
     if args.out is not None:
         _write(args.out, rep)
     return _checked(args, rep)
+
+
+def cmd_sizes(args: argparse.Namespace) -> int:
+    from ..bench import sizes
+
+    try:
+        table = sizes.load(args.reports)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read the reports: {exc}", EXIT_USAGE) from None
+    print(sizes.text(table), end="")
+    if args.svg_dir is not None:
+        args.svg_dir.mkdir(parents=True, exist_ok=True)
+        for name, svg in sizes.charts(table).items():
+            (args.svg_dir / f"{name}.svg").write_text(svg + "\n", encoding="utf-8")
+    return 0
 
 
 def cmd_rest(args: argparse.Namespace) -> int:
