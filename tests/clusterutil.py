@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from idresolve.cluster.credentials import cluster_secret
-from idresolve.cluster.plan import ClusterPlan, make_plan
+from idresolve.cluster.plan import PORTS_PER_NODE, ClusterPlan, make_plan
 from idresolve.cluster.worker import Worker
 from idresolve.core.latency import LatencyModel
 from idresolve.core.topology import load_topology
@@ -212,7 +212,7 @@ async def start_local_cluster(data_dir: Path, *, latency_on: bool, config: Path 
     master = cluster_secret(data_dir)
     last: OSError | None = None
     for _ in range(attempts):
-        count = 2 * len(topology.running_nodes())
+        count = PORTS_PER_NODE * len(topology.running_nodes())
         plan = make_plan(topology, base_port=free_base_port(count), workers=1)
         worker = Worker(plan, [n.name for n in plan.nodes], data_dir, master, latency=latency,
                         settings=HostSettings(hop_timeout_s=hop_timeout_s))

@@ -23,6 +23,7 @@ import msgpack
 from hypothesis import strategies as st
 
 from clusterutil import free_base_port
+from idresolve.cluster.plan import PORTS_PER_NODE
 from idresolve.core.codes import OpCode
 from idresolve.core.messages import FLAG_OVERWRITE, FLAG_TRACE, Request, Response
 from idresolve.core.values import admin_value, string_value
@@ -333,7 +334,7 @@ def cluster_in_thread(data_dir: Path, config: Path, *, attempts: int = 5) -> Ite
     try:
         last: Exception | None = None
         for _ in range(attempts):
-            plan = make_plan(topology, base_port=free_base_port(2 * len(topology.running_nodes())), workers=1)
+            plan = make_plan(topology, base_port=free_base_port(PORTS_PER_NODE * len(topology.running_nodes())), workers=1)
             worker = Worker(plan, [n.name for n in plan.nodes], data_dir, master, latency=LatencyModel.off())
             try:
                 lt.run(worker.start())

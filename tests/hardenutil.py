@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clusterutil import IDRESOLVE, MINIMAL, Proc, cli_env, free_base_port, spawn
+from idresolve.cluster.plan import PORTS_PER_NODE
 from idresolve.core.codes import OpCode, ResponseCode
 from idresolve.core.errors import DecodeError
 from idresolve.core.messages import Request
@@ -180,7 +181,7 @@ def start_split_cluster(data_dir: Path, own: list[str], *, attempts: int = 5,
     groups = [[n for n in names if n not in own]] + [[n] for n in own]
     last: BaseException | None = None
     for _ in range(attempts):
-        plan = make_plan(topology, base_port=base_port(2 * len(names)), workers=1)
+        plan = make_plan(topology, base_port=base_port(PORTS_PER_NODE * len(names)), workers=1)
         cluster = SplitCluster(data_dir, plan, master, groups, env=env)
         workers = [WorkerProcess(data_dir, plan.base_port, g, env=env) for g in groups]
         try:
@@ -709,7 +710,7 @@ def start_up(data_dir: Path, port: int | None = None, *extra: str, attempts: int
     one first) unless ``port`` is given (a restart on the same ports)."""
     last = ""
     for _ in range(attempts if port is None else 1):
-        up = UpProcess(data_dir, port if port is not None else base_port(2 * UP_NODES), *extra, env=env)
+        up = UpProcess(data_dir, port if port is not None else base_port(PORTS_PER_NODE * UP_NODES), *extra, env=env)
         try:
             up.wait_ready()
             return up

@@ -34,7 +34,7 @@ def up_until_ready(data_dir: Path, *, attempts: int = 4) -> tuple[Proc, int]:
     """Start ``up`` on a free base port; another process may grab a port first, so retry on that."""
     last = ""
     for _ in range(attempts):
-        port = free_base_port(2 * NODES)
+        port = free_base_port(3 * NODES)
         proc = start_up(data_dir, port)
         try:
             proc.wait_for_line("ready in", timeout_s=READY_TIMEOUT_S)
@@ -133,7 +133,7 @@ def test_up_use_stop_and_restart(cluster_dir: Path) -> None:
 
 
 def test_up_on_a_busy_port_fails_clearly(tmp_path: Path) -> None:
-    port = free_base_port(2 * NODES)
+    port = free_base_port(3 * NODES)
     with listening_socket(port):
         res = run_cli("up", "--config", str(MINIMAL), "--data-dir", str(tmp_path / "busy"), "--base-port",
                       str(port), "--latency", "off")

@@ -55,7 +55,7 @@ from idresolve.cluster.compose import (
     dump_yaml,
     render,
 )
-from idresolve.cluster.plan import make_plan
+from idresolve.cluster.plan import PORTS_PER_NODE, make_plan
 from idresolve.core.codes import ResponseCode
 from idresolve.core.topology import load_topology
 from idresolve.net.blocking import BlockingClient
@@ -270,7 +270,7 @@ def test_compose_commands_run_a_cluster_without_docker(tmp_path):
     cfg = tmp_path / "config" / "minimal.toml"
     shutil.copy(MINIMAL, cfg)
     running = load_topology(cfg).running_nodes()
-    base = free_base_port(2 * len(running))
+    base = free_base_port(PORTS_PER_NODE * len(running))
     out = tmp_path / "docker-compose.yml"
     r = run_idresolve("compose", "--config", str(cfg), "--out", str(out), "--base-port", str(base))
     assert r.returncode == 0, r.stderr

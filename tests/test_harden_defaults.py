@@ -26,6 +26,7 @@ import pytest
 
 from clusterutil import MINIMAL
 from hardenutil import UP_NODES, base_port, basic_auth, start_up
+from idresolve.cluster.plan import PORTS_PER_NODE
 from idresolve.core.codes import OpCode, ResponseCode
 from idresolve.core.messages import Request
 from idresolve.core.values import string_value
@@ -326,7 +327,7 @@ def test_cluster_secrets_are_private_differ_and_never_logged_or_answered(tmp_pat
     from idresolve.core.topology import load_topology
 
     c1, c2 = tmp_path / "c1", tmp_path / "c2"
-    port = base_port(2 * UP_NODES)
+    port = base_port(PORTS_PER_NODE * UP_NODES)
     plan = make_plan(load_topology(MINIMAL), base_port=port, workers=1)
     sec, ent = plan.node("sec-tyre-qingdao"), plan.node("ent-tyre-qingdao-8")
     ans = Answers()

@@ -48,7 +48,7 @@ from containerutil import (
 from idresolve.cluster.compose import ComposeOptions, compose_dict
 from idresolve.cluster.containers import APP_UID, DATA_DIR, SECRET_ENV, SECRET_TARGET
 from idresolve.cluster.k8s import K8S_VERSION, SECRET_KEY, SECRET_NAME, K8sOptions, manifests
-from idresolve.cluster.plan import make_plan
+from idresolve.cluster.plan import PORTS_PER_NODE, make_plan
 from idresolve.core.topology import load_topology
 
 NAMESPACED = {"Service", "StatefulSet", "Job"}
@@ -326,8 +326,8 @@ def test_manifest_commands_run_a_cluster_without_kubernetes(tmp_path):
     cfg = tmp_path / "config" / "minimal.toml"
     shutil.copy(MINIMAL, cfg)
     running = load_topology(cfg).running_nodes()
-    base = free_base_port(2 * len(running))
-    locust_port = free_base_port(1, lo=base + 2 * len(running) + 1)
+    base = free_base_port(PORTS_PER_NODE * len(running))
+    locust_port = free_base_port(1, lo=base + PORTS_PER_NODE * len(running) + 1)
     out = tmp_path / "k8s"
     r = run_idresolve("k8s", "--config", str(cfg), "--out", str(out), "--base-port", str(base), "--with-locust",
                       "--locust-workers", "1")

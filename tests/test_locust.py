@@ -40,7 +40,7 @@ IDRESOLVE = [str(BIN / "idresolve")] if (BIN / "idresolve").exists() else [
     sys.executable, "-c", "from idresolve.cli.main import entry; entry()"]
 LOCUST = BIN / "locust"
 SEEDED = 400
-PORTS_PER_CLUSTER = 12  # minimal.toml: 6 nodes, tcp/udp on base+2i and http on base+2i+1
+PORTS_PER_CLUSTER = 18  # minimal.toml: 6 nodes, tcp/udp on base+2i, http on base+2i+1, native on base+12+i
 RUN_S = 4
 USERS = 4
 
@@ -258,9 +258,12 @@ def _check(c: Cluster, proc: subprocess.CompletedProcess[str], rows: dict[str, d
     seeded, unknown = (_count(rows, n) for n in lookups)
     assert seeded > 0 and unknown > 0, rows  # --idr-unknown-share 0.1
     # Every resolution Locust counted reached the recursive node and counted there exactly once (a hit or
-    # a miss of its answer cache); a few more may have been in flight when Locust stopped its users.
+    # a miss of its answer cache). A few more reach it uncounted by Locust: the request each user is in when
+    # the run time ends (killed, not recorded), and on a loaded machine once in a while one more than the
+    # users (5 with 4 users, seen in CI; in local runs the node's request counter agrees with its cache counters
+    # while Locust records fewer, so it is Locust's side). Twice the users, then: a double count would be hundreds.
     served = _resolutions(c) - resolved_before
-    assert seeded + unknown <= served <= seeded + unknown + USERS, (seeded, unknown, served)
+    assert seeded + unknown <= served <= seeded + unknown + 2 * USERS, (seeded, unknown, served)
 
 
 @needs_locust

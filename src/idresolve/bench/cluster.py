@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ..cluster.plan import PORTS_PER_NODE
 from ..cluster.supervisor import CLUSTER_FILE, ephemeral_range
 from ..core.topology import Topology, TopologyError, config_hash, load_topology
 from .procs import children, cmdline, cpu_seconds, idresolve_argv, rss_bytes
@@ -319,7 +320,7 @@ class OwnCluster:
 
     def start(self) -> Cluster:
         topology = load_topology(self.config)
-        count = 2 * len(topology.running_nodes())
+        count = PORTS_PER_NODE * len(topology.running_nodes())
         rng = random.Random(os.getpid() ^ time.monotonic_ns())
         self.tmp = Path(tempfile.mkdtemp(prefix="idresolve-bench-"))
         last = ""

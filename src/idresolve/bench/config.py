@@ -56,7 +56,8 @@ SCENARIOS: dict[str, BenchScenario] = {s.name: s for s in (
              description="cold resolutions at a fixed rate; the first top-level node is SIGKILLed halfway"),
 )}
 MODES = ("closed", "rate", "sweep")
-PROTOCOLS = ("binary", "rest")
+PROTOCOLS = ("binary", "rest", "handle")  # handle: the native Handle protocol (bench.nativeload)
+BOTH = ("binary", "rest")  # --protocol both
 SWEEP_FRACTIONS = (0.1, 0.25, 0.5, 0.7, 0.85, 1.0, 1.15)
 DEFAULT_FIXED_RATE = {"latency-on": 200.0, "latency-off": 200.0, "kill-top": 500.0}
 

@@ -34,6 +34,7 @@ from .binload import BinaryWorkload, connect_binary, resolve_many
 from .cluster import Cluster, ClusterUnavailable, OwnCluster, config_path, load_existing, seed, with_workers
 from .expect import ExpectationError, PathExpectation
 from .loadgen import ClosedDriver, Event, Recorder, RestLoadConnection, open_loop
+from .nativeload import NativeWorkload, connect_native
 from .procs import ServerFailed, ServerProcess, baseline_process, cpu_seconds, echo_process
 from .scenarios import (
     SCENARIOS,
@@ -86,6 +87,8 @@ async def _connect(t: LoadTarget, protocol: str, rec: Recorder, n: int, on_answe
         for _ in range(n):
             if protocol == "binary":
                 conns.append(await connect_binary(t.host, t.port, rec, t.work, on_answer=on_answer))
+            elif protocol == "handle":
+                conns.append(await connect_native(t.host, t.port, rec, t.work, on_answer=on_answer))
             else:
                 conns.append(await RestLoadConnection(rec, t.work, on_answer).open(t.host, t.port))
     except BaseException:
@@ -98,7 +101,7 @@ async def _connect(t: LoadTarget, protocol: str, rec: Recorder, n: int, on_answe
 async def _drive(t: LoadTarget, protocol: str, cfg: RunConfig, *, mode: str, rate: float, duration_s: float,
                  offset: int, events: Sequence[Event], slice_s: float,
                  progress: Callable[[str], None] | None = None) -> Recorder:
-    rec = Recorder((ResponseCode.SUCCESS,) if protocol == "binary" else (200,), timeout_s=cfg.timeout_s,
+    rec = Recorder((ResponseCode.SUCCESS,) if protocol != "rest" else (200,), timeout_s=cfg.timeout_s,
                    slice_s=slice_s)
     rec.progress = progress
     conns: list[Any] = []
@@ -140,6 +143,7 @@ class ScenarioRun:
         self.rec_pid, self.rec_alone = cluster.pid_of(self.rec_node["name"])
         self.tcp = cluster.tcp(self.rec_node)
         self.http = cluster.http(self.rec_node)
+        self.native = _native_address(self.rec_node) if protocol == "handle" else None
         self.flags = FLAG_AUTHORITATIVE if self.spec.cold else 0
         self.offset = 0
         self.roles = {n["name"]: n["role"] for n in cluster.nodes()}
@@ -151,6 +155,8 @@ class ScenarioRun:
     def requests_for(self, host: str, port: int) -> Any:
         if self.protocol == "binary":
             return BinaryWorkload(self.handles, self.flags)
+        if self.protocol == "handle":
+            return NativeWorkload(self.handles, self.flags)
         query = "?auth=true" if self.spec.cold else ""
         return [httpload.encode_request("GET", "/api/handles/" + quote(h, safe="/:.") + query, host, port)
                 for h in self.handles]
@@ -196,10 +202,10 @@ class ScenarioRun:
 
     @contextlib.contextmanager
     def targets(self) -> Iterator[dict[str, LoadTarget]]:
-        host, port = self.tcp if self.protocol == "binary" else self.http
+        host, port = self.native or (self.tcp if self.protocol == "binary" else self.http)
         node = LoadTarget("node", f"{self.rec_node['name']} ({self.cluster.name}, latency {self.cluster.latency})",
                       host, port, self.rec_pid, self.requests_for(host, port))
-        if not self.cfg.baselines:
+        if not self.cfg.baselines or self.protocol == "handle":  # its yardstick is the msgpack run (protocol_ratios)
             yield {"node": node}
             return
         with tempfile.TemporaryDirectory(prefix="idresolve-bench-") as tmp:
@@ -255,7 +261,8 @@ class ScenarioRun:
             deltas = scrape.delta(before, after)
             mine = scrape.counts(deltas.get(self.rec_node["name"]))
             res["server"] = mine
-            res["crosscheck"] = scrape.crosscheck(res, self.protocol, mine,
+            # Native answers are counted with the msgpack ones: one service behind both binary listeners.
+            res["crosscheck"] = scrape.crosscheck(res, "binary" if self.protocol == "handle" else self.protocol, mine,
                                                   expect_cache_hits=not self.spec.cold)
             if scrape_all:
                 res["server_by_role"] = scrape.by_role(deltas, self.roles)
@@ -301,6 +308,34 @@ class ScenarioRun:
         out = aggregate_trace(samples, self.roles, path_model)
         out["codes"] = {str(k): v for k, v in codes.items()}
         return out
+
+
+def _native_address(node: dict[str, Any]) -> tuple[str, int]:
+    address = node.get("handle")
+    if not address:
+        raise ClusterUnavailable(f"{node['name']} has no native Handle protocol address in cluster.json (a cluster "
+                                 "started before the native listener existed: restart it)")
+    host, _, port = str(address).rpartition(":")
+    return host, int(port)
+
+
+def protocol_ratios(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The native protocol against msgpack, measured in the same run: handle / binary for each scenario and
+    mode both ran (server CPU per answer: the issue's target is at most 1.2)."""
+    out = []
+    by_key = {(r.get("cluster"), r.get("scenario"), r.get("mode"), r.get("protocol")): r for r in results}
+    for (cluster, scenario, mode, protocol), r in by_key.items():
+        other = by_key.get((cluster, scenario, mode, "binary"))
+        if protocol != "handle" or other is None:
+            continue
+        mine, base = r.get("median", {}).get("node", {}), other.get("median", {}).get("node", {})
+        item = {"cluster": cluster, "scenario": scenario, "mode": mode,
+                "ratios": {k: report.ratio(float(mine[k]), float(base[k])) for k in FLAT_KEYS
+                           if mine.get(k) is not None and base.get(k)},
+                "handle": {k: mine.get(k) for k in ("rate_per_s", "p50_us", "p99_us", "server_us_per_answer")},
+                "binary": {k: base.get(k) for k in ("rate_per_s", "p50_us", "p99_us", "server_us_per_answer")}}
+        out.append(item)
+    return out
 
 
 def _cpu(pid: int | None) -> float | None:
@@ -608,6 +643,14 @@ def run_bench(cfg: RunConfig, progress: ProgressFn, partial: dict[str, Any] | No
             progress(f"cluster: ready in {cluster.ready_s:.2f} s ({info['nodes']} nodes, {info['processes']} processes, "
                      f"{info['rss_ready']['total_bytes'] / 2**20:,.0f} MB RSS)")
             _run_group(cfg, cluster, items, progress, out["results"], info)
+    ratios_ = protocol_ratios(out["results"])
+    if ratios_:
+        out["protocol_ratios"] = ratios_
+        for item in ratios_:
+            cpu = item["ratios"].get("server_us_per_answer")
+            progress(f"handle vs binary, {item['scenario']}/{item['mode']}: server CPU per answer x{cpu} "
+                     f"({item['handle'].get('server_us_per_answer')} vs {item['binary'].get('server_us_per_answer')} us), "
+                     f"rate x{item['ratios'].get('rate_per_s')}")
     env["topologies"] = sorted({c["topology"] for c in out["clusters"]})
     env["config_hashes"] = sorted({c["config_hash"] for c in out["clusters"]})
     report.close_environment(env)

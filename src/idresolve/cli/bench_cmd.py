@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bench.config import (
+    BOTH,
     MAX_BATCH,
     PROTOCOLS,
     SCENARIOS,
@@ -111,7 +112,9 @@ def _run_args(p: argparse.ArgumentParser, *, suite: bool = False) -> None:
         w = p.add_argument_group("what to measure")
         w.add_argument("--scenario", action="append", choices=[*SCENARIOS, "all"], metavar="NAME",
                        help=f"repeat for several: {', '.join(SCENARIOS)}, or all (default cached)")
-        w.add_argument("--protocol", choices=[*PROTOCOLS, "both"], default="binary", help="default binary")
+        w.add_argument("--protocol", type=_protocols, default=("binary",), metavar="P[,P...]",
+                       help=f"{', '.join(PROTOCOLS)} (the native Handle protocol), a comma-separated list, or both "
+                       "(binary and rest); with binary and handle the report gives their ratios (default binary)")
         m = p.add_argument_group("mode (default --closed; several may be given)")
         m.add_argument("--rate", type=_positive(MAX_RATE, "--rate"), help="open loop at this many requests/s (also "
                        "the rate of latency-on/off and kill-top)")
@@ -255,6 +258,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     s.set_defaults(func=cmd_suite)
 
 
+def _protocols(text: str) -> tuple[str, ...]:
+    if text == "both":
+        return BOTH
+    names = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    bad = [n for n in names if n not in PROTOCOLS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown protocol {', '.join(bad) or text!r}; choose from "
+                                         f"{', '.join(PROTOCOLS)} or both")
+    return names
+
+
 def _no_sub(p: argparse.ArgumentParser) -> int:
     p.print_help()
     return 2
@@ -357,7 +371,7 @@ def _run_cfg(args: argparse.Namespace) -> RunConfig:
     if "all" in scenarios:
         scenarios = tuple(SCENARIOS)
     modes = tuple(m for m, on in (("closed", args.closed), ("rate", args.rate is not None), ("sweep", args.sweep)) if on)
-    protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
+    protocols = args.protocol
     if args.data_dir is not None and not (args.data_dir / "cluster.json").exists():
         raise CliError(f"no cluster in {args.data_dir} ({args.data_dir / 'cluster.json'} is missing): start one with "
                        f"`idresolve up --data-dir {args.data_dir}`, or leave out --data-dir", EXIT_USAGE)

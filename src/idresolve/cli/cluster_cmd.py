@@ -52,7 +52,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--latency", choices=["on", "off"], default="on", help="apply the latency model (default on)")
     p.add_argument("--scenario", help="latency scenario from the topology (e.g. before-interconnect)")
     p.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT,
-                   help=f"first port; node i listens on base+2i (tcp/udp) and base+2i+1 (http) (default {DEFAULT_BASE_PORT})")
+                   help=f"first port; node i of N listens on base+2i (msgpack tcp/udp), base+2i+1 (http) and "
+                   f"base+2N+i (native Handle protocol, tcp/udp) (default {DEFAULT_BASE_PORT})")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: one per core)")
     p.add_argument("--own-process", action="append", default=[], metavar="NODE",
                    help="run this node in a process of its own (so it can be killed alone); repeat")
@@ -135,7 +136,7 @@ def up(args: argparse.Namespace) -> int:
           f"{len(plan.by_role('enterprise'))} enterprise, {len(recs)} recursive nodes", flush=True)
     for r in recs:
         print(f"  recursive {r.name} ({r.spec.location.name}): REST {r.http_url}  binary tcp/udp "
-              f"{r.dial_host}:{r.tcp_port}", flush=True)
+              f"{r.dial_host}:{r.tcp_port}  Handle protocol tcp/udp {r.handle_address}", flush=True)
     if report.demo:
         print(f"  demo identifier: {report.demo}", flush=True)
         print(f"    try: idresolve resolve {report.demo} --trace --data-dir {opts.data_dir}", flush=True)
@@ -186,13 +187,14 @@ def status(args: argparse.Namespace) -> int:
         print(json.dumps({"topology": cluster["topology"], "up": up_count, "total": len(probed), "nodes": probed},
                          indent=2, ensure_ascii=False))
         return EXIT_OK if up_count == len(probed) else EXIT_HANDLE_ERROR
-    rows = [("node", "role", "location", "state", "records", "prefixes", "http", "tcp/udp")]
+    rows = [("node", "role", "location", "state", "records", "prefixes", "http", "tcp/udp", "handle")]
     for n in probed:
         prefixes = n.get("prefixes") or ([n["prefix"]] if n.get("prefix") else [])
         extra = "" if n["role"] != "secondary" else ("" if n.get("connected") else " (not connected)")
         rows.append((n["name"], n["role"] + extra, n["location"], "up" if n["up"] else "DOWN",
                      "" if n.get("records") is None else str(n["records"]), ",".join(prefixes[:4]) +
-                     (f" +{len(prefixes) - 4}" if len(prefixes) > 4 else ""), n["http"], n["tcp"]))
+                     (f" +{len(prefixes) - 4}" if len(prefixes) > 4 else ""), n["http"], n["tcp"],
+                     n.get("handle") or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())

@@ -32,6 +32,8 @@ def add_server_args(p: argparse.ArgumentParser, *, write: bool) -> None:
     p.add_argument("--secret", help="the identity's secret (env IDRESOLVE_SECRET); prefer --secret-file")
     p.add_argument("--secret-file", type=Path, help="file holding the secret (env IDRESOLVE_SECRET_FILE), "
                    "e.g. DATA_DIR/admin-secret")
+    p.add_argument("--key", type=Path, help="private key file (`idresolve keygen`) of an HS_PUBKEY identity given "
+                   "with --identity: authenticates by signing the node's challenge instead of sending a secret")
     p.add_argument("--insecure", action="store_true", help="do not verify the node's TLS certificate")
 
 
@@ -53,12 +55,30 @@ def credentials(args: argparse.Namespace, prefix: str | None) -> tuple[str | Non
 def client_for(args: argparse.Namespace, prefix: str | None = None, *, need_auth: bool = False) -> RestClient:
     server = args.server or os.environ.get("IDRESOLVE_SERVER") or DEFAULT_SERVER
     identity, secret = credentials(args, prefix)
+    if getattr(args, "key", None) is not None:
+        return _key_client(args, server, identity)
     if need_auth and not secret:
         raise CliError("this command needs credentials: --secret-file FILE (or --secret, IDRESOLVE_SECRET)")
     try:
         return RestClient(server, identity=identity, secret=secret, verify_tls=not args.insecure)
     except ClientError as exc:
         raise CliError(str(exc)) from None
+
+
+def _key_client(args: argparse.Namespace, server: str, identity: str | None) -> RestClient:
+    """A client whose session the node authenticated by the identity's key (``client.handle_auth``)."""
+    from ..client.handle_auth import authenticate_session
+    from ..runtime.serverkey import KeyFileError, read_key
+
+    if not identity:
+        raise CliError("--key needs --identity INDEX:HANDLE (the identity whose HS_PUBKEY holds its public key)")
+    try:
+        key = read_key(args.key)
+        client = RestClient(server, verify_tls=not args.insecure)
+    except (KeyFileError, ClientError) as exc:
+        raise CliError(str(exc)) from None
+    authenticate_session(client, identity, key=key)
+    return client
 
 
 def describe(answer: Answer) -> str:

@@ -7,7 +7,7 @@ import sys
 
 from .. import __version__
 from ..client.rest import ClientError
-from . import bench_cmd, cluster_cmd, compose_cmd, node_cmd, records_cmd, template_cmd, topology_cmd
+from . import bench_cmd, cluster_cmd, compose_cmd, keys_cmd, node_cmd, records_cmd, template_cmd, topology_cmd
 from .common import EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     template_cmd.add_parsers(sub)
     cluster_cmd.add_parsers(sub)
     compose_cmd.add_parsers(sub)
+    keys_cmd.add_parsers(sub)
     bench_cmd.add_parser(sub)
     topology_cmd.add_parsers(sub)
     return parser

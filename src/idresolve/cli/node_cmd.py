@@ -28,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--http", help="HTTP listen address host:port (default 127.0.0.1:8000; port 0 picks one)")
     p.add_argument("--tcp", help="binary protocol TCP listen address host:port (off unless given; 2641 is usual)")
     p.add_argument("--udp", help="binary protocol UDP listen address host:port (off unless given)")
+    p.add_argument("--handle", help="native Handle protocol (RFC 3652) TCP and UDP listen address host:port, what "
+                   "Handle.Net's tools speak (off unless given; 2641 is usual; the node's key is generated into "
+                   "DATA_DIR/server-key.pem)")
     p.add_argument("--data-dir", type=Path, help="where the store and generated secret live (default ./data)")
     p.add_argument("--store", choices=["sqlite", "memory"], help="record store (default sqlite, durable)")
     p.add_argument("--fsync", action="store_true", default=None, help="fsync every commit (survives power loss)")
@@ -58,7 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def run(args: argparse.Namespace) -> int:
     from ..runtime.serve import run_until_signal, serve_node
 
-    flags = {k: getattr(args, k) for k in ("name", "http", "tcp", "udp", "data_dir", "store", "fsync", "admin_secret",
+    flags = {k: getattr(args, k) for k in ("name", "http", "tcp", "udp", "handle", "data_dir", "store", "fsync", "admin_secret",
                                            "tls_cert", "tls_key", "log_level", "access_log", "shed_lag_ms",
                                            "plain_http_writes", "http_idle_timeout_s", "workers")}
     flags["prefixes"] = tuple(args.prefixes) if args.prefixes else None
@@ -76,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         if a is not None and a.tcp is not None:
             print(f"  binary protocol: tcp {a.tcp[0]}:{a.tcp[1]}" + (f", udp {a.udp[0]}:{a.udp[1]}" if a.udp else ""),
                   flush=True)
+        if a is not None and a.handle is not None:
+            print(f"  Handle protocol: tcp/udp {a.handle[0]}:{a.handle[1]}", flush=True)
         print(f"  admin identities: {', '.join(r.admin_identities)}", flush=True)
         if r.secret_generated:
             print(f"  generated admin secret (shown once): {_secret_once(r)}", flush=True)

@@ -1,4 +1,5 @@
-"""``idresolve register | resolve | delete | list``: talk to a node's REST API."""
+"""``idresolve register | resolve | delete | list``: talk to a node's REST API, or with ``--protocol handle``
+its native Handle protocol listener (``cli.native_cmd``)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,18 @@ BATCH_CHUNK = 1_000
 
 
 def _prefix(handle: str) -> str:
+    """The prefix whose node holds ``handle`` (a prefix record ``0.NA/P`` lives with ``P``'s node)."""
+    if handle.lower().startswith("0.na/"):
+        return handle[5:]
     return handle.split("/", 1)[0]
+
+
+def _protocol_args(p: argparse.ArgumentParser, *, udp: bool = False) -> None:
+    p.add_argument("--protocol", choices=["rest", "handle"], default="rest",
+                   help="rest (default) or handle: the native Handle protocol (RFC 3652); then --server is a "
+                   "node's native HOST:PORT")
+    if udp:
+        p.add_argument("--udp", action="store_true", help="with --protocol handle: over UDP (default TCP)")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -51,7 +63,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--batch", type=Path, metavar="FILE",
                    help="JSON list (or JSON lines) of {\"handle\":..., \"values\":[...]}; sent in chunks of "
                    f"{BATCH_CHUNK}, each all or nothing")
+    p.add_argument("--pubkey", action="append", default=[], metavar="[INDEX=]FILE",
+                   help="an HS_PUBKEY value holding the public half of a key file made by `idresolve keygen` "
+                   "(index 300 unless given): the record becomes an identity INDEX:HANDLE")
+    p.add_argument("--admin", action="append", default=[], metavar="[INDEX=]IDENTITY",
+                   help="an HS_ADMIN value (index 100 unless given) granting IDENTITY (index:handle) the usual "
+                        "administrator rights")
     add_server_args(p, write=True)
+    _protocol_args(p)
     p.set_defaults(func=register)
 
     p = sub.add_parser("resolve", help="resolve an identifier", description="Resolve an identifier.")
@@ -60,8 +79,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--index", type=int, action="append", help="only the value at this index (repeat)")
     p.add_argument("--trace", action="store_true", help="show every hop of the resolution through the cluster "
                    "(node, answer, latency), like dig +trace")
-    p.add_argument("--no-cache", action="store_true", help="with --trace: bypass the recursive node's cache")
+    p.add_argument("--no-cache", action="store_true", help="bypass the recursive node's cache (with --trace, or --protocol handle)")
     add_server_args(p, write=False)
+    _protocol_args(p, udp=True)
     p.set_defaults(func=resolve)
 
     p = sub.add_parser("delete", help="delete an identifier or some of its values",
@@ -69,6 +89,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("handle")
     p.add_argument("--index", type=int, action="append", help="delete only the value at this index (repeat)")
     add_server_args(p, write=True)
+    _protocol_args(p)
     p.set_defaults(func=delete)
 
     p = sub.add_parser("list", help="list the identifiers under a prefix",
@@ -93,6 +114,7 @@ def _values(args: argparse.Namespace) -> list[dict[str, Any]]:
             raise CliError("--values-json must hold a list of values or {\"values\": [...]}")
     specs = ([f"URL={args.url}"] if args.url else []) + args.value
     used = {v.get("index") for v in values if isinstance(v, dict)}
+    values += _key_and_admin_values(args, used)
     next_index = 1
     for spec in specs:
         head, eq, text = spec.partition("=")
@@ -109,6 +131,43 @@ def _values(args: argparse.Namespace) -> list[dict[str, Any]]:
         used.add(index)
         values.append({"index": index, "type": vtype, "data": {"format": "string", "value": text}})
     return values
+
+
+def _indexed(spec: str, default: int | None, used: set[Any]) -> tuple[int, str]:
+    head, eq, rest = spec.partition("=")
+    if eq and head.isdigit():
+        index = int(head)
+    else:
+        index, rest = default if default is not None else max([0, *[u for u in used if isinstance(u, int)]]) + 1, spec
+        while index in used:
+            index += 1
+    used.add(index)
+    return index, rest
+
+
+def _key_and_admin_values(args: argparse.Namespace, used: set[Any]) -> list[dict[str, Any]]:
+    import base64
+
+    from ..core.admin import DEFAULT_PERMS_TEXT
+    from ..runtime.serverkey import KeyFileError, public_key_bytes, read_key
+
+    out: list[dict[str, Any]] = []
+    for spec in getattr(args, "pubkey", []):
+        index, path = _indexed(spec, 300, used)
+        try:
+            data = public_key_bytes(read_key(Path(path)))
+        except KeyFileError as exc:
+            raise CliError(str(exc)) from None
+        out.append({"index": index, "type": "HS_PUBKEY", "data": {"format": "base64",
+                                                                   "value": base64.b64encode(data).decode()}})
+    for spec in getattr(args, "admin", []):
+        index, identity = _indexed(spec, 100, used)  # where Handle tools put HS_ADMIN
+        admin_index, colon, admin_handle = identity.partition(":")
+        if not colon or not admin_index.isdigit() or not admin_handle:
+            raise CliError(f"--admin takes [INDEX=]IDENTITY with IDENTITY index:handle, not {spec!r}")
+        out.append({"index": index, "type": "HS_ADMIN", "data": {"format": "admin", "value": {
+            "handle": admin_handle, "index": int(admin_index), "permissions": DEFAULT_PERMS_TEXT}}})
+    return out
 
 
 def _template_values(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -140,7 +199,11 @@ def register(args: argparse.Namespace) -> int:
         raise CliError("register needs a HANDLE (or --batch FILE)")
     values = _values(args) + _template_values(args)
     if not values:
-        raise CliError("nothing to register: give --url, --value, --values-json or --template")
+        raise CliError("nothing to register: give --url, --value, --pubkey, --admin, --values-json or --template")
+    if args.protocol == "handle":
+        from . import native_cmd
+
+        return native_cmd.register(args, values, _prefix(args.handle))
     apply_cluster_defaults(args, _prefix(args.handle), write=True)
     with client_for(args, _prefix(args.handle), need_auth=True) as client:
         answer = client.put(args.handle, values, overwrite=not args.no_overwrite, indexes=args.index)
@@ -193,6 +256,10 @@ def _register_batch(args: argparse.Namespace) -> int:
 
 
 def resolve(args: argparse.Namespace) -> int:
+    if args.protocol == "handle":
+        from . import native_cmd
+
+        return native_cmd.resolve(args)
     if args.trace:
         return resolve_with_trace(args)
     apply_cluster_defaults(args, None, write=False)
@@ -206,6 +273,10 @@ def resolve(args: argparse.Namespace) -> int:
 
 
 def delete(args: argparse.Namespace) -> int:
+    if args.protocol == "handle":
+        from . import native_cmd
+
+        return native_cmd.delete(args, _prefix(args.handle))
     apply_cluster_defaults(args, _prefix(args.handle), write=True)
     with client_for(args, _prefix(args.handle), need_auth=True) as client:
         answer = client.delete(args.handle, indexes=args.index)

@@ -34,6 +34,7 @@ from ..core.admin import ALL_PERMS, AdminPerm
 from ..core.codes import ResponseCode
 from ..core.errors import InvalidValue
 from ..core.handles import prefix_handle
+from ..core.site import SiteInfo
 from ..core.templates import (
     Template,
     TemplateRef,
@@ -45,7 +46,7 @@ from ..core.templates import (
     version_value,
 )
 from ..core.topology import MEMORY_SOURCE, NodeSpec, Topology
-from ..core.values import HandleValue, admin_value, seckey_value, site_value, string_value
+from ..core.values import HS_SITE, HandleValue, admin_value, seckey_value, site_value, string_value
 from ..net.blocking import BlockingClient
 from .credentials import secret_for
 from .plan import ClusterPlan, NodePlan, identity_of
@@ -153,7 +154,7 @@ def demo_values(handle: str, found: tuple[TemplateRef, Template] | None) -> tupl
 
 
 def allocation_values(parent_prefix: str, child_prefix: str, master: str, site_of: NodePlan | None,
-                      *, owner_perms: int) -> tuple[HandleValue, ...]:
+                      *, owner_perms: int, site: SiteInfo | None = None) -> tuple[HandleValue, ...]:
     p_id, c_id = identity_of(parent_prefix), identity_of(child_prefix)
     values = [
         admin_value(100, p_id.split(":", 1)[1], 300, PARENT_PERMS),
@@ -161,12 +162,23 @@ def allocation_values(parent_prefix: str, child_prefix: str, master: str, site_o
         seckey_value(300, secret_for(master, child_prefix)),
     ]
     if site_of is not None:
-        values.insert(0, site_value(1, site_of.site(_address(site_of))))
+        values.insert(0, site_value(1, site or site_of.site(site_of.site_address)))
     return tuple(values)
 
 
-def _address(n: NodePlan) -> str:
-    return n.dial_host if n.dial_host.replace(".", "").isdigit() else "127.0.0.1"
+def published_site(n: NodePlan, master: str, timeout_s: float) -> SiteInfo:
+    """The HS_SITE node ``n`` publishes for itself (its own prefix record's, with its key) as it answers
+    get-site-info; the plan's site when it publishes none."""
+    assert n.spec.prefix is not None
+    with _client(n, n.spec.prefix, master, timeout_s) as c:
+        resp = c.site_info()
+    for v in resp.values:
+        if v.type == HS_SITE:
+            try:
+                return SiteInfo.from_bytes(v.data)
+            except InvalidValue:
+                break
+    return n.site(n.site_address)
 
 
 def _same(existing: tuple[HandleValue, ...], wanted: tuple[HandleValue, ...]) -> bool:
@@ -216,7 +228,9 @@ def bootstrap(plan: ClusterPlan, master: str, *, progress: Callable[[str], None]
         for sec in secondaries.values():
             if not sec.connected or sec.prefix is None:
                 continue
-            values = allocation_values(country, sec.prefix, master, plan.node(sec.name), owner_perms=OWNER_AT_PARENT_PERMS)
+            node = plan.node(sec.name)
+            values = allocation_values(country, sec.prefix, master, node, owner_perms=OWNER_AT_PARENT_PERMS,
+                                       site=published_site(node, master, timeout_s))
             with _client(top, sec.prefix, master, timeout_s) as owner:
                 _ensure(c, owner, prefix_handle(sec.prefix), values, report)
     say(f"top-level registry: {len(report.created)} allocated, {len(report.unchanged)} already in place")
@@ -229,8 +243,9 @@ def bootstrap(plan: ClusterPlan, master: str, *, progress: Callable[[str], None]
             for ent in enterprises:
                 if ent.prefix is None:
                     continue
-                site = None if ent.hosted else plan.node(ent.name)
-                values = allocation_values(sec.prefix, ent.prefix, master, site, owner_perms=ALL_PERMS)
+                site_of = None if ent.hosted else plan.node(ent.name)
+                site = published_site(site_of, master, timeout_s) if site_of is not None else None
+                values = allocation_values(sec.prefix, ent.prefix, master, site_of, owner_perms=ALL_PERMS, site=site)
                 with _client(node, ent.prefix, master, timeout_s) as owner:
                     _ensure(c, owner, prefix_handle(ent.prefix), values, report)
     say(f"enterprise prefixes: {len(topo.nodes_by_role('enterprise'))} in place")

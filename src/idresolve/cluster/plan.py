@@ -1,9 +1,15 @@
 """The cluster plan: a pure function of the topology, the base port, the host and the worker count.
 
 Every running node gets a fixed index in topology order (top, secondary, enterprise, recursive), and
-from it fixed ports: binary TCP and UDP on ``base_port + 2*i``, HTTP on ``base_port + 2*i + 1``. Fixed
-ports keep the HS_SITE records written at allocation valid across restarts. Nodes are spread over
-workers round-robin so each process holds a mix of roles.
+from it fixed ports: msgpack binary TCP and UDP on ``base_port + 2*i``, HTTP on ``base_port + 2*i + 1``,
+and the native Handle protocol (TCP and UDP) on ``base_port + 2*N + i`` for a cluster of N running nodes:
+all of a cluster's ports lie in ``base_port .. base_port + 3*N - 1``. Fixed ports keep the HS_SITE
+records written at allocation valid across restarts. Nodes are spread over workers round-robin so each
+process holds a mix of roles.
+
+A node's HS_SITE names its native interface as TCP and UDP (what a Handle client reads), HTTP, and the
+msgpack port in the site attribute ``idr-msgpack.<serverId>`` that idresolve's own recursive nodes read
+(``nodes.recursive.upstreams_from_site``; docs/native-protocol.md).
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from ..core.topology import NodeSpec, Topology
 from ..nodes.recursive import Upstream
 
 DEFAULT_BASE_PORT = 26400
+PORTS_PER_NODE = 3  # msgpack tcp/udp, http, native tcp/udp
+MSGPACK_ATTRIBUTE = "idr-msgpack"  # site attribute "idr-msgpack.<serverId>": that server's msgpack port
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +35,7 @@ class NodePlan:
     tcp_port: int
     http_port: int
     dial_host: str  # the address other nodes use to reach this one (a container name under compose)
+    handle_port: int = 0  # the native Handle protocol, TCP and UDP
 
     @property
     def name(self) -> str:
@@ -52,12 +61,24 @@ class NodePlan:
         """How other nodes ask this one (its binary TCP endpoint, name and location)."""
         return Upstream(self.name, self.dial_host, self.tcp_port, self.spec.location.name)
 
-    def site(self, address: str = "127.0.0.1") -> SiteInfo:
-        """The HS_SITE naming this node: address, interfaces, and its name and location as attributes."""
+    @property
+    def handle_address(self) -> str:
+        return f"{self.dial_host}:{self.handle_port}"
+
+    @property
+    def site_address(self) -> str:
+        """The IP address its HS_SITE names: the dial host when it is one, else loopback (with the dial
+        host as the server's host name)."""
+        return self.dial_host if self.dial_host.replace(".", "").isdigit() else "127.0.0.1"
+
+    def site(self, address: str = "127.0.0.1", public_key: bytes = b"") -> SiteInfo:
+        """The HS_SITE naming this node: address, native TCP/UDP and HTTP interfaces, its key, and its name,
+        location and msgpack port as attributes."""
         host = None if self.dial_host == address else self.dial_host
-        server = Server(1, address, (Interface("TCP", self.tcp_port), Interface("UDP", self.udp_port),
-                                     Interface("HTTP", self.http_port)), host=host)
-        return SiteInfo((server,), attributes=(("name", self.name), ("location", self.spec.location.name)))
+        server = Server(1, address, (Interface("TCP", self.handle_port), Interface("UDP", self.handle_port),
+                                     Interface("HTTP", self.http_port)), host=host, public_key=public_key)
+        return SiteInfo((server,), attributes=(("name", self.name), ("location", self.spec.location.name),
+                                               (f"{MSGPACK_ATTRIBUTE}.{server.server_id}", str(self.tcp_port))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +118,14 @@ def make_plan(topology: Topology, *, base_port: int = DEFAULT_BASE_PORT, workers
     if workers < 1:
         raise ValueError("workers must be at least 1")
     running = topology.running_nodes()
-    if base_port < 1024 or base_port + 2 * len(running) > 65535:
-        raise ValueError(f"base port {base_port} leaves no room for {len(running)} nodes (2 ports each)")
+    count = len(running)
+    if base_port < 1024 or base_port + PORTS_PER_NODE * count > 65536:
+        raise ValueError(f"base port {base_port} leaves no room for {count} nodes (3 ports each)")
     nodes = []
     for i, spec in enumerate(running):
         dial = (dial_hosts or {}).get(spec.name, host)
-        nodes.append(NodePlan(spec, i, i % workers, host, base_port + 2 * i, base_port + 2 * i + 1, dial))
+        nodes.append(NodePlan(spec, i, i % workers, host, base_port + 2 * i, base_port + 2 * i + 1, dial,
+                              base_port + 2 * count + i))
     return ClusterPlan(topology, tuple(nodes), workers, base_port)
 
 

@@ -59,7 +59,8 @@ def cluster_description(plan: ClusterPlan, opts: UpOptions) -> dict[str, object]
              "prefix": n.spec.prefix, "connected": n.spec.connected if n.role == "secondary" else None,
              "disasterRecovery": n.spec.disaster_recovery if n.role == "top" else None,
              "hosted": [e.prefix for e in plan.topology.hosted_by(n.name)] if n.role == "secondary" else [],
-             "http": n.http_url, "tcp": f"{n.dial_host}:{n.tcp_port}", "udp": f"{n.dial_host}:{n.udp_port}"}
+             "http": n.http_url, "tcp": f"{n.dial_host}:{n.tcp_port}", "udp": f"{n.dial_host}:{n.udp_port}",
+             "handle": n.handle_address}
             for n in plan.nodes
         ],
         "enterprises": [
@@ -80,7 +81,8 @@ def ephemeral_range() -> tuple[int, int] | None:
 
 def check_ports_free(plan: ClusterPlan) -> None:
     for n in plan.nodes:
-        for port, kind in ((n.tcp_port, socket.SOCK_STREAM), (n.http_port, socket.SOCK_STREAM), (n.udp_port, socket.SOCK_DGRAM)):
+        for port, kind in ((n.tcp_port, socket.SOCK_STREAM), (n.http_port, socket.SOCK_STREAM), (n.udp_port, socket.SOCK_DGRAM),
+                           (n.handle_port, socket.SOCK_STREAM), (n.handle_port, socket.SOCK_DGRAM)):
             with socket.socket(socket.AF_INET, kind) as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:

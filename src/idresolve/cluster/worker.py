@@ -1,7 +1,9 @@
 """A cluster worker: one process, one event loop, many nodes (docs/architecture.md: many nodes share one event loop).
 
-It opens each node's store under ``<data_dir>/nodes/<name>/``, writes the node's own prefix record
-(admin identity, secret, HS_SITE), starts its listeners, and prints one JSON line ``{"event": "ready"}``
+It opens each node's store under ``<data_dir>/nodes/<name>/`` (with the node's own key pair,
+``server-key.pem``, generated there on first start), writes the node's own prefix record (admin identity,
+secret, HS_SITE with its key), starts its listeners (REST, msgpack, native Handle protocol), and prints
+one JSON line ``{"event": "ready"}``
 on stdout when every node listens. SIGTERM or SIGINT stop it cleanly. Top-level nodes replicate the
 registry to each other; every node's outgoing traffic pays the link latency model unless it is off.
 
@@ -44,7 +46,9 @@ from ..runtime.hosted import (
     TemplateSources,
     authoritative_host,
 )
+from ..runtime.listeners import NativeOptions
 from ..runtime.serve import freeze_startup_heap, run_until_signal
+from ..runtime.serverkey import load_or_create_server_key, public_key_bytes
 from ..runtime.workers import PeerMetrics, SharedGenerations
 from ..store.sqlite import SqliteStore
 from .credentials import cluster_secret, secret_for
@@ -97,6 +101,11 @@ class Worker:
             self._share_ports(hosted)
         return hosted
 
+    def _native(self, n: NodePlan) -> NativeOptions:
+        """The node's key (``<data_dir>/nodes/<name>/server-key.pem``) and the site that publishes it."""
+        key = load_or_create_server_key(self.data_dir / "nodes" / n.name)
+        return NativeOptions(key, n.site(n.site_address, public_key_bytes(key)))
+
     def _template_sources(self, n: NodePlan) -> TemplateSources | None:
         """Secondary and enterprise nodes fetch templates through the top level; an enterprise node asks its
         own secondary directly (its industry's templates; a secondary not registered at the top is
@@ -109,7 +118,7 @@ class Worker:
             holders = ((sec.spec.prefix or "", sec.upstream()),)
         return TemplateSources(tuple(self._tops(n)), holders, self._pool(n))
 
-    def _authoritative(self, n: NodePlan, now: float) -> HostedAuthoritative:
+    def _authoritative(self, n: NodePlan, now: float, native: NativeOptions) -> HostedAuthoritative:
         assert n.spec.prefix is not None  # every authoritative role has a prefix (topology validation)
         node_dir = self.data_dir / "nodes" / n.name
         node_dir.mkdir(parents=True, exist_ok=True)
@@ -117,8 +126,8 @@ class Worker:
         state = SyncState() if n.role == "top" else None
         extra = make_sync_handler(state, n.spec.prefix) if state is not None else None
         hosted = authoritative_host(n.name, SqliteStore(node_dir / "records.sqlite3"), n.prefixes, secret,
-                                    settings=self.settings, role=n.role, site=n.site(), extra_handlers=extra, now=now,
-                                    templates=self._template_sources(n))
+                                    settings=self.settings, role=n.role, site=native.site, extra_handlers=extra,
+                                    now=now, templates=self._template_sources(n))
         if self.share is not None:
             self._share(hosted, node_dir)
         if state is not None:
@@ -155,13 +164,14 @@ class Worker:
         for name in self.names:
             n = self.plan.node(name)
             host = self.bind_host or n.host
-            hosted = self._recursive(n) if n.role == "recursive" else self._authoritative(n, now)
+            native = self._native(n)
+            hosted = self._recursive(n) if n.role == "recursive" else self._authoritative(n, now, native)
             self.hosted.append(hosted)  # before start: stop() must release it even if start fails
             addrs = await hosted.start(http=f"{host}:{n.http_port}", tcp=f"{host}:{n.tcp_port}",
-                                       udp=f"{host}:{n.udp_port}")
+                                       udp=f"{host}:{n.udp_port}", handle=f"{host}:{n.handle_port}", native=native)
             if self.share is None or self.share[0] == 0:
                 ready.append({"name": n.name, "role": n.role, "http": list(addrs.http or ()),
-                              "tcp": list(addrs.tcp or ())})
+                              "tcp": list(addrs.tcp or ()), "handle": list(addrs.handle or ())})
         for p in self.peers:  # made with their nodes above
             await p.start()
         for r in self.replicators:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .codes import OpCode
+from .proofs import Credential
 from .values import HandleValue
 
 # Request flags.
@@ -40,7 +41,7 @@ class Request:
     indexes: tuple[int, ...] = ()
     types: tuple[str, ...] = ()
     values: tuple[HandleValue, ...] = ()
-    auth: tuple[str, bytes] | None = field(default=None, repr=False)  # (identity, secret)
+    auth: tuple[str, Credential] | None = field(default=None, repr=False)  # (identity, secret or proof)
     items: tuple[tuple[str, tuple[HandleValue, ...]], ...] = ()  # batch create
     page: tuple[int, int] | None = None  # list handles: (page, page size)
     hops: int = 0  # hops already taken (referral loop guard)

@@ -41,7 +41,7 @@ from ..core.values import values_from_json
 from ..nodes.auth import Identity
 from ..nodes.authoritative import MAX_BATCH, AuthoritativeNode, BatchRefused
 from ..nodes.templates import FetchTemplates, TemplateNeeded
-from .auth import SessionTable, parse_basic, session_id_from_header
+from .auth import SessionTable, handle_caller, parse_basic, session_id_from_header
 from .edge import (
     JSON,
     WORKER,
@@ -81,11 +81,7 @@ def caller_of(request: web.Request) -> Identity | None:
         identity, secret = parse_basic(header)
         return request.app[NODE].authenticate(identity, secret)
     if scheme == "handle":
-        sid = session_id_from_header(header)
-        session = request.app[SESSIONS].get(sid) if sid else None
-        if session is None:
-            raise AuthenticationFailed("unknown or expired session")
-        return session.identity
+        return handle_caller(header, request.app[SESSIONS], request.app[NODE].authenticate)
     raise AuthenticationFailed("unsupported authorization scheme")
 
 
@@ -282,6 +278,8 @@ async def this_session(request: web.Request) -> web.Response:
     session = table.get(sid) if sid else None
     if session is None:
         raise AuthenticationFailed("unknown or expired session")
+    if request.method == "PUT":
+        caller_of(request)  # authenticates the session when the header carries a proof
     if request.method == "DELETE":
         table.close(session.session_id)
         return web.Response(status=204)
@@ -385,6 +383,7 @@ def make_app(node: AuthoritativeNode, *, plain_http_writes: bool = True, hooks: 
     app.router.add_post("/api/sessions", open_session)
     app.router.add_route("GET", "/api/sessions/this", this_session)
     app.router.add_route("DELETE", "/api/sessions/this", this_session)
+    app.router.add_route("PUT", "/api/sessions/this", this_session)
     app.router.add_post("/api/batch", batch)
     app.router.add_get("/api/templates", list_templates)
     app.router.add_get("/api/templates/uses", template_uses)

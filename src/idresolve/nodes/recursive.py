@@ -56,7 +56,9 @@ def upstreams_from_site(values: tuple[HandleValue, ...]) -> list[Upstream]:
 
 @lru_cache(maxsize=4096)
 def _site_upstreams(data: bytes) -> tuple[Upstream, ...]:
-    """One HS_SITE's targets, parsed once per distinct value: every cold walk meets the same few sites."""
+    """One HS_SITE's targets, parsed once per distinct value: every cold walk meets the same few sites.
+    A server's msgpack port is its site attribute ``idr-msgpack.<serverId>`` (its TCP interface is the
+    native protocol's); sites written before there was one name the msgpack port as TCP."""
     try:
         site = SiteInfo.from_bytes(data)
     except HandleError:
@@ -65,8 +67,11 @@ def _site_upstreams(data: bytes) -> tuple[Upstream, ...]:
     out = []
     for server in site.servers:
         ep = server.endpoint("TCP")
-        if ep is not None:
-            out.append(Upstream(attrs.get("name", f"{ep[0]}:{ep[1]}"), ep[0], ep[1], attrs.get("location", "")))
+        if ep is None:
+            continue
+        port_text = attrs.get(f"idr-msgpack.{server.server_id}", "")
+        port = int(port_text) if port_text.isdigit() and 0 < int(port_text) < 65536 else ep[1]
+        out.append(Upstream(attrs.get("name", f"{ep[0]}:{port}"), ep[0], port, attrs.get("location", "")))
     return tuple(out)
 
 

@@ -48,6 +48,7 @@ class NodeConfig:
     http: str = "127.0.0.1:8000"
     tcp: str | None = None  # binary protocol, e.g. 127.0.0.1:2641
     udp: str | None = None
+    handle: str | None = None  # the native Handle protocol, TCP and UDP on one port, e.g. 127.0.0.1:2641
     data_dir: Path = Path("./data")
     store: str = "sqlite"  # sqlite (durable) or memory
     fsync: bool = False
@@ -77,11 +78,11 @@ class NodeConfig:
         return is_loopback(parse_hostport(self.http, 8000)[0])
 
     def writes_over_binary(self) -> bool:
-        """Whether the binary listeners take credentials and writes: on loopback, or when plain-text writes
-        were explicitly allowed (a private network); the binary protocol has no TLS."""
+        """Whether the binary listeners (msgpack and native) take credentials and writes: on loopback, or
+        when plain-text writes were explicitly allowed (a private network); neither protocol has TLS."""
         if self.plain_http_writes is not None:
             return self.plain_http_writes
-        return all(is_loopback(parse_hostport(a, 2641)[0]) for a in (self.tcp, self.udp) if a is not None)
+        return all(is_loopback(parse_hostport(a, 2641)[0]) for a in (self.tcp, self.udp, self.handle) if a is not None)
 
 
 MAX_WORKERS = 64

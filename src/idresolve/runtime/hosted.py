@@ -30,7 +30,7 @@ from ..nodes.dispatch import Handler
 from ..nodes.pipeline import RecursiveNode
 from ..nodes.recursive import Upstream
 from ..store.base import Store
-from .listeners import Addresses, Listeners
+from .listeners import Addresses, Listeners, NativeOptions
 from .metrics import NodeMetrics, admission_metrics
 
 
@@ -89,8 +89,11 @@ class HostedAuthoritative:
         return self.node.store
 
     async def start(self, *, http: str | None, tcp: str | None = None, udp: str | None = None,
-                    ssl_ctx: ssl.SSLContext | None = None) -> Addresses:
-        return await self.listeners.start(self.app, self.service, http=http, tcp=tcp, udp=udp, ssl_ctx=ssl_ctx)
+                    ssl_ctx: ssl.SSLContext | None = None, handle: str | None = None,
+                    native: NativeOptions | None = None) -> Addresses:
+        """Start the listeners; ``handle`` (with ``native``: the node's key and site) adds the native one."""
+        return await self.listeners.start(self.app, self.service, http=http, tcp=tcp, udp=udp, ssl_ctx=ssl_ctx,
+                                          handle=handle, native_options=native)
 
     @property
     def addresses(self) -> Addresses:
@@ -127,8 +130,14 @@ class HostedRecursive:
     def pool(self) -> ClientPool:
         return self.service.pool
 
-    async def start(self, *, http: str | None, tcp: str | None = None, udp: str | None = None) -> Addresses:
-        return await self.listeners.start(self.app, self.service, http=http, tcp=tcp, udp=udp)
+    async def start(self, *, http: str | None, tcp: str | None = None, udp: str | None = None,
+                    handle: str | None = None, native: NativeOptions | None = None) -> Addresses:
+        """Start the listeners; native requests (``handle``) are resolved with recursion, as a caching
+        Handle server does; the answers are not authoritative."""
+        if native is not None:
+            native = NativeOptions(native.key, native.site, authoritative=False)
+        return await self.listeners.start(self.app, self.service, http=http, tcp=tcp, udp=udp, handle=handle,
+                                          native_options=native)
 
     @property
     def addresses(self) -> Addresses:

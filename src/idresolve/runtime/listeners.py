@@ -1,5 +1,9 @@
-"""The listeners of one node in this event loop: HTTP (aiohttp's AppRunner and TCPSite, never ``run_app``)
-and the binary protocol over TCP and UDP (``net.server``), started together and stopped together.
+"""The listeners of one node in this event loop: HTTP (aiohttp's AppRunner and TCPSite, never ``run_app``),
+the msgpack binary protocol over TCP and UDP, and the native Handle protocol over TCP and UDP on one port
+(both through ``net.server``), started together and stopped together.
+
+The native listener's connections share one ``core.native.state.ListenerState`` (challenges, sessions,
+the node's key and its site); its site names the port it actually bound, so ``--handle 127.0.0.1:0`` works.
 
 Stop order: close the listeners (no new connections), let aiohttp and the binary servers drain in-flight
 requests concurrently, each with a bounded wait.
@@ -9,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
+import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -17,6 +23,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from ..core.answers import EncodedAnswers
+from ..core.native import connection as native
+from ..core.native.credential import PrivateKey
+from ..core.native.state import ListenerState
+from ..core.site import Interface, Server, SiteInfo
 from ..core.wire_connection import DatagramEndpoint
 from ..net.server import Limits, TcpServer, msgpack_connections, start_tcp, start_udp
 from ..net.services import Service
@@ -46,11 +56,34 @@ def _quiet_bad_requests() -> None:
         server_log.addFilter(_BAD_REQUEST_FILTER)
 
 
+NATIVE_PORT = 2641
+
+
+@dataclass(frozen=True, slots=True)
+class NativeOptions:
+    """How a node speaks the native protocol: its key, and the site it publishes (None: one server at the
+    listener's own address, with its native and HTTP ports). ``authoritative``: answers carry AT."""
+
+    key: PrivateKey
+    site: SiteInfo | None = None
+    authoritative: bool = True
+
+
+def own_site(host: str, port: int, public_key: bytes, http_port: int | None) -> SiteInfo:
+    """The site of a node that was not given one: its native TCP and UDP port, and HTTP when it has it."""
+    address = "127.0.0.1" if host in ("", "localhost", "0.0.0.0") else ("::1" if host == "::" else host)
+    interfaces = [Interface("TCP", port), Interface("UDP", port)]
+    if http_port is not None:
+        interfaces.append(Interface("HTTP", http_port))
+    return SiteInfo((Server(1, address, tuple(interfaces), public_key=public_key),))
+
+
 @dataclass(frozen=True, slots=True)
 class Addresses:
     http: tuple[str, int] | None = None
     tcp: tuple[str, int] | None = None
     udp: tuple[str, int] | None = None
+    handle: tuple[str, int] | None = None  # the native protocol, TCP and UDP
 
     def http_url(self, tls: bool = False) -> str:
         if self.http is None:
@@ -70,15 +103,46 @@ class Listeners:
     runner: web.AppRunner | None = None
     tcp: TcpServer | None = None
     udp: asyncio.DatagramTransport | None = None
+    native_tcp: TcpServer | None = None
+    native_udp: asyncio.DatagramTransport | None = None
+    native_state: ListenerState | None = None
     bound: Addresses = field(default_factory=Addresses)
 
     async def start(self, app: web.Application, service: Service, *, http: str | None, tcp: str | None,
-                    udp: str | None, ssl_ctx: ssl.SSLContext | None = None) -> Addresses:
+                    udp: str | None, ssl_ctx: ssl.SSLContext | None = None, handle: str | None = None,
+                    native_options: NativeOptions | None = None) -> Addresses:
         try:
-            return await self._start(app, service, http=http, tcp=tcp, udp=udp, ssl_ctx=ssl_ctx)
+            bound = await self._start(app, service, http=http, tcp=tcp, udp=udp, ssl_ctx=ssl_ctx)
+            if handle is not None:
+                if native_options is None:
+                    raise ValueError("a native listener needs the node's key (NativeOptions)")
+                bound = await self._start_native(service, handle, native_options, bound)
+            self.bound = bound
+            return bound
         except BaseException:
             await self.stop()  # release whatever did bind before the failure
             raise
+
+    async def _start_native(self, service: Service, address: str, options: NativeOptions,
+                            bound: Addresses) -> Addresses:
+        """TCP and UDP on one port; the site is made for the port bound."""
+        from .serverkey import public_key_bytes
+
+        host, port = parse_hostport(address, NATIVE_PORT)
+        state = ListenerState(clock=time.time, random=os.urandom, key=options.key, site=None,
+                              authoritative=options.authoritative)
+        r = native.responder(state)
+        self.native_state = state
+        self.native_tcp = await start_tcp(service, host, port,
+                                          lambda limits: native.ServerConnection(r, max_inflight=limits.max_inflight),
+                                          limits=self.limits, reuse_port=self.reuse_port)
+        port = self.native_tcp.address[1]
+        self.native_udp = await start_udp(service, host, port, native.DatagramEndpoint(r), limits=self.limits,
+                                          reuse_port=self.reuse_port)
+        site = options.site or own_site(host, port, public_key_bytes(options.key),
+                                        bound.http[1] if bound.http else None)
+        state.site, state.site_serial = site, site.serial
+        return Addresses(bound.http, bound.tcp, bound.udp, (host, port))
 
     async def _start(self, app: web.Application, service: Service, *, http: str | None, tcp: str | None,
                      udp: str | None, ssl_ctx: ssl.SSLContext | None) -> Addresses:
@@ -113,11 +177,13 @@ class Listeners:
         return self.bound
 
     async def stop(self) -> None:
-        if self.udp is not None:
-            self.udp.close()
+        for transport in (self.udp, self.native_udp):
+            if transport is not None:
+                transport.close()
         tasks = []
-        if self.tcp is not None:
-            tasks.append(self.tcp.close(SHUTDOWN_TIMEOUT_S))
+        for server in (self.tcp, self.native_tcp):
+            if server is not None:
+                tasks.append(server.close(SHUTDOWN_TIMEOUT_S))
         if self.runner is not None:
             tasks.append(self.runner.cleanup())
         results = await asyncio.gather(*tasks, return_exceptions=True)

@@ -26,8 +26,9 @@ from ..nodes.recursive import Upstream
 from ..store import open_store
 from .config import ConfigError, NodeConfig, is_loopback, parse_hostport
 from .hosted import HostedAuthoritative, HostSettings, TemplateSources, authoritative_host
-from .listeners import Addresses
+from .listeners import Addresses, NativeOptions
 from .secrets import load_or_create_secret
+from .serverkey import load_or_create_server_key
 
 if TYPE_CHECKING:
     from .workers import WorkerRole
@@ -62,7 +63,7 @@ async def serve_node(cfg: NodeConfig, *, shutdown_trigger: Awaitable[object],
 def beyond_loopback(cfg: NodeConfig) -> list[str]:
     """The listen addresses of ``cfg`` that are not loopback."""
     out = []
-    for addr, default in ((cfg.http, 8000), (cfg.tcp, 2641), (cfg.udp, 2641)):
+    for addr, default in ((cfg.http, 8000), (cfg.tcp, 2641), (cfg.udp, 2641), (cfg.handle, 2641)):
         if addr is not None and not is_loopback(parse_hostport(addr, default)[0]):
             out.append(addr)
     return out
@@ -105,7 +106,9 @@ async def _serve(cfg: NodeConfig, shutdown_trigger: Awaitable[object],
         if cfg.tls_cert is not None and cfg.tls_key is not None:
             ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
-        addrs = await hosted.start(http=cfg.http, tcp=cfg.tcp, udp=cfg.udp, ssl_ctx=ssl_ctx)
+        native = NativeOptions(load_or_create_server_key(cfg.data_dir)) if cfg.handle is not None else None
+        addrs = await hosted.start(http=cfg.http, tcp=cfg.tcp, udp=cfg.udp, ssl_ctx=ssl_ctx, handle=cfg.handle,
+                                   native=native)
         running = RunningNode(cfg, node, addrs.http_url(tls=ssl_ctx is not None), secret_file, generated,
                               [admin_identity(p) for p in cfg.prefixes], addrs)
         freeze_startup_heap()

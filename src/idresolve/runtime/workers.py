@@ -130,8 +130,9 @@ def fix_ports(cfg: NodeConfig) -> tuple[NodeConfig, list[socket.socket]]:
     tcp = fixed(cfg.tcp, 2641, socket.SOCK_STREAM)
     tcp_port = parse_hostport(tcp, 2641)[1] if tcp is not None else 0
     udp = fixed(cfg.udp, 2641, socket.SOCK_DGRAM, tcp_port)  # same number as TCP, as real nodes do
+    handle = fixed(cfg.handle, 2641, socket.SOCK_STREAM)  # the native protocol: its UDP takes the same number
     assert http is not None
-    return replace(cfg, http=http, tcp=tcp, udp=udp), held
+    return replace(cfg, http=http, tcp=tcp, udp=udp, handle=handle), held
 
 
 @dataclass

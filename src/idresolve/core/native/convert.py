@@ -113,8 +113,14 @@ def _request_handle(request: Message) -> str:
 
 
 def _answer_body(request: Message, response: Response, nonce: bytes | None) -> Body:
+    return body_for(response, handle=response.handle or _request_handle(request), nonce=nonce)
+
+
+def body_for(response: Response, *, handle: str = "", nonce: bytes | None = None) -> Body:
+    """The native body that carries ``response`` (its handle, else ``handle``). Raises ``ValueError`` when
+    the Response cannot be one: a site info answer without HS_SITE, a challenge without a nonce."""
     code, op = response.code, response.opcode
-    handle = response.handle or _request_handle(request)
+    handle = response.handle or handle
     if code == ResponseCode.SUCCESS:
         if op == OpCode.RESOLUTION:
             return HandleValues(handle, response.values)
