@@ -127,7 +127,12 @@ def test_two_workers_share_ports_and_see_each_others_writes(tmp_path: Path) -> N
             with contextlib.suppress(OSError):
                 replaced.add(_request("GET", f"{url}/healthz")[1]["worker"]["pid"])
         assert replaced - set(pids), "no replacement worker answered"
+        (new_pid,) = replaced - set(pids)
+        for _ in range(10):  # and it stays: its readiness report to the parent did not kill it
+            assert _request("GET", f"{url}/healthz")[0] == 200
+        os.kill(new_pid, 0)
         assert node.stop() == 0  # SIGTERM stops every worker
+        assert sum("serving 88.100" in line for line in node.lines) == 1  # a restarted worker 0 stays quiet
         for pid in pids[1:]:
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)

@@ -127,7 +127,7 @@ def _run_workers(cfg: NodeConfig, count: int, banner: Callable[[RunningNode], No
         role = WorkerRole(index, count, SharedGenerations(generations), sockets)
 
         def ready(r: RunningNode) -> None:
-            if index == 0:
+            if index == 0 and not supervisor.deaths:  # a restarted worker 0 stays quiet
                 banner(r)
             listening()
 

@@ -166,7 +166,8 @@ class Supervisor:
                     signal.signal(sig, signal.SIG_DFL)
 
                 def ready() -> None:
-                    os.write(w, b"r")
+                    with contextlib.suppress(OSError):  # a restarted worker's parent no longer listens
+                        os.write(w, b"r")
                     os.close(w)
                 status = self.serve(self.cfg, index, ready)
             except BaseException:  # noqa: BLE001 - a worker reports and exits; it never returns into the parent
