@@ -162,7 +162,11 @@ class Cluster:
                 continue
             if str(Path(d).resolve()) != want:
                 continue
-            out[pid] = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--node"]
+            names = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--node"]
+            share = argv[argv.index("--share") + 1:][:1] if "--share" in argv else ["0/1"]
+            if not share or not share[0].startswith("0/"):
+                names = []  # one more process of a node of several (workers = N): its share 0 stands for it
+            out[pid] = names
         return out
 
     def pid_of(self, node: str) -> tuple[int | None, bool]:
@@ -267,6 +271,27 @@ class _Lines:
                 if self.ended or left <= 0:
                     return None
                 self.cond.wait(left)
+
+
+def with_workers(config: Path, node: str, workers: int) -> Path:
+    """A copy of topology ``config`` (in a new temporary directory, its ``templates/`` linked) in which
+    ``node`` has ``workers = N``."""
+    lines = config.read_text(encoding="utf-8").splitlines()
+    want = f'name = "{node}"'
+    at = next((i for i, line in enumerate(lines) if line.strip() == want), None)
+    if at is None:
+        raise ClusterUnavailable(f"no node {node!r} in {config}")
+    lines.insert(at + 1, f"workers = {workers}")
+    out_dir = Path(tempfile.mkdtemp(prefix="idresolve-topology-"))
+    if (config.parent / "templates").is_dir():
+        (out_dir / "templates").symlink_to((config.parent / "templates").resolve())
+    out = out_dir / config.name
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    try:
+        load_topology(out)
+    except TopologyError as exc:
+        raise ClusterUnavailable(f"cannot give {node!r} {workers} workers: {exc}") from None
+    return out
 
 
 class OwnCluster:

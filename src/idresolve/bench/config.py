@@ -21,6 +21,7 @@ class RestConfig:
     repeats: int = 3
     handles: int = 1_000  # identifiers registered, and cycled through by the load
     warmup_s: float = 1.0
+    workers: int = 0  # the node's worker processes (idresolve node --workers); 0: the node's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,7 @@ class RunConfig:
     data_dir: Path | None = None  # an existing cluster instead
     latency: str = "off"  # own cluster, for scenarios without a requirement
     node: str | None = None  # the recursive node to drive (default: the first)
+    workers: int = 1  # own cluster: processes of the recursive node driven (workers = N in the topology)
     kill_node: str = "top-beijing"
     baselines: bool = True
     sweep_fractions: tuple[float, ...] = SWEEP_FRACTIONS

@@ -103,8 +103,16 @@ class ServerProcess:
         return f":\n{text}" if text else ""
 
     def cpu_seconds(self) -> float | None:
-        """User + system CPU seconds the server has used so far (Linux /proc), None where unknown."""
-        return None if self.proc is None else cpu_seconds(self.proc.pid)
+        """User + system CPU seconds the server and its child processes (a node's workers) have used so
+        far (Linux /proc), None where unknown."""
+        if self.proc is None:
+            return None
+        total = cpu_seconds(self.proc.pid)
+        for child in children(self.proc.pid):
+            used = cpu_seconds(child)
+            if total is not None and used is not None:
+                total += used
+        return total
 
     @property
     def pid(self) -> int | None:
@@ -190,7 +198,7 @@ def children(ppid: int) -> list[int]:
 
 
 def node_process(data_dir: Path, prefix: str, secret: str, *, store: str = "sqlite",
-                 name: str = "bench") -> ServerProcess:
+                 name: str = "bench", workers: int = 0) -> ServerProcess:
     """An authoritative node serving ``prefix`` on 127.0.0.1, port 0; the secret travels in the environment.
 
     Other ``IDRESOLVE_*`` variables of the caller are not passed on: the node runs with defaults plus flags.
@@ -198,7 +206,8 @@ def node_process(data_dir: Path, prefix: str, secret: str, *, store: str = "sqli
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDRESOLVE_")}
     env["IDRESOLVE_ADMIN_SECRET"] = secret
     argv = idresolve_argv("node", "--name", name, "--prefix", prefix, "--http", "127.0.0.1:0",
-                          "--data-dir", str(data_dir), "--store", store, "--log-level", "WARNING")
+                          "--data-dir", str(data_dir), "--store", store, "--log-level", "WARNING",
+                          *(("--workers", str(workers)) if workers else ()))
     return ServerProcess(f"node ({store})", argv, env=env)
 
 

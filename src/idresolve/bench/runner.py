@@ -31,7 +31,7 @@ from ..core.messages import FLAG_AUTHORITATIVE, FLAG_TRACE, Response
 from ..core.wire import Codec
 from . import httpload, report, scrape
 from .binload import BinaryWorkload, connect_binary, resolve_many
-from .cluster import Cluster, ClusterUnavailable, OwnCluster, config_path, load_existing, seed
+from .cluster import Cluster, ClusterUnavailable, OwnCluster, config_path, load_existing, seed, with_workers
 from .expect import ExpectationError, PathExpectation
 from .loadgen import ClosedDriver, Event, Recorder, RestLoadConnection, open_loop
 from .nativeload import NativeWorkload, connect_native
@@ -645,6 +645,8 @@ def run_bench(cfg: RunConfig, progress: ProgressFn, partial: dict[str, Any] | No
             continue
         path = config_path(cfg.topology)
         rec_name = cfg.node or _first_recursive(path)
+        if cfg.workers > 1:
+            path = with_workers(path, rec_name, cfg.workers)
         own = (rec_name, cfg.kill_node) if any(SCENARIOS[it[0]].kill for it in items) else (rec_name,)
         progress(f"cluster: starting {path.stem} (latency {latency}; own processes: {', '.join(own)})")
         with OwnCluster(path, latency=latency, own_process=own, progress=progress, extra_flags=OWN_CLUSTER_FLAGS) as cluster:

@@ -140,7 +140,7 @@ def run_rest(cfg: RestConfig, progress: report.ProgressFn) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="idresolve-bench-") as tmp_text:
         tmp = Path(tmp_text)
         progress("rest: starting node (sqlite store)")
-        with node_process(tmp / "node", PREFIX, secret) as node:
+        with node_process(tmp / "node", PREFIX, secret, workers=cfg.workers) as node:
             progress(f"rest: node at {node.url}; registering {cfg.handles:,} identifiers")
             reg = httpload.run(_register(node.port, batch_requests(names, MAX_BATCH, HOST, node.port, secret)))
             if reg.count != len(names):

@@ -105,6 +105,9 @@ def _run_args(p: argparse.ArgumentParser, *, suite: bool = False) -> None:
                        help="own cluster: latency model for cached, cold and kill-top (latency-on/off set their own; "
                        f"default {d.latency})")
         g.add_argument("--node", help="the recursive node to drive (default: the first)")
+        g.add_argument("--workers", type=_int_in(1, 64), default=d.workers,
+                       help="own cluster: the driven recursive node runs as this many processes sharing its ports "
+                       f"(workers = N in a copy of the topology; default {d.workers})")
         g.add_argument("--kill-node", default=d.kill_node, help=f"kill-top: the node to kill (default {d.kill_node})")
         w = p.add_argument_group("what to measure")
         w.add_argument("--scenario", action="append", choices=[*SCENARIOS, "all"], metavar="NAME",
@@ -167,6 +170,8 @@ def _rest_args(p: argparse.ArgumentParser) -> None:
                    help=f"identifiers registered and cycled through (default {d.handles:,})")
     p.add_argument("--warmup", type=_seconds(0, 60, allow_zero=True), default=d.warmup_s,
                    help=f"unmeasured seconds per server before the runs (default {d.warmup_s:g})")
+    p.add_argument("--workers", type=_int_in(0, 64), default=d.workers,
+                   help="the node's worker processes (idresolve node --workers; default 0: one per core)")
 
 
 def _batch_args(p: argparse.ArgumentParser, *, prefix: str = "") -> None:
@@ -222,6 +227,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
             "./bench-results/<timestamp>.json)")
     run.set_defaults(func=cmd_run)
 
+    z = bsub.add_parser("sizes", help="scaling curves: bench run reports of clusters of different sizes",
+                        description="One row per cluster (nodes, processes, start-up time, memory, each scenario's "
+                        "answers/s, p50 and p99 beside its baseline) from bench run reports, as a Markdown table; "
+                        "--svg-dir also draws them against the number of nodes.")
+    z.add_argument("reports", nargs="+", type=Path, help="bench run JSON reports (one own cluster each)")
+    z.add_argument("--svg-dir", type=Path, help="write throughput.svg, p99.svg and startup.svg here")
+    z.set_defaults(func=cmd_sizes)
     c = bsub.add_parser("compare", help="what got faster or slower between two JSON reports",
                         description="Compare two reports of any bench command, figure by figure, with ratios; a "
                         "change within the noise (threshold, or the spread over repeats) is not flagged.")
@@ -264,7 +276,7 @@ def _no_sub(p: argparse.ArgumentParser) -> int:
 
 def _rest_cfg(args: argparse.Namespace) -> RestConfig:
     return RestConfig(connections=args.connections, duration_s=args.duration, repeats=args.repeats,
-                      handles=args.handles, warmup_s=args.warmup)
+                      handles=args.handles, warmup_s=args.warmup, workers=args.workers)
 
 
 def _batch_cfg(args: argparse.Namespace) -> BatchConfig:
@@ -331,6 +343,21 @@ def _one(args: argparse.Namespace, kind: str) -> int:
     return _checked(args, rep)
 
 
+def cmd_sizes(args: argparse.Namespace) -> int:
+    from ..bench import sizes
+
+    try:
+        table = sizes.load(args.reports)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read the reports: {exc}", EXIT_USAGE) from None
+    print(sizes.text(table), end="")
+    if args.svg_dir is not None:
+        args.svg_dir.mkdir(parents=True, exist_ok=True)
+        for name, svg in sizes.charts(table).items():
+            (args.svg_dir / f"{name}.svg").write_text(svg + "\n", encoding="utf-8")
+    return 0
+
+
 def cmd_rest(args: argparse.Namespace) -> int:
     return _one(args, "rest")
 
@@ -352,7 +379,8 @@ def _run_cfg(args: argparse.Namespace) -> RunConfig:
                      duration_s=args.run_duration, repeats=args.run_repeats, connections=args.run_connections,
                      depth=args.depth, timeout_s=args.timeout, warmup_s=args.run_warmup,
                      identifiers=args.run_identifiers, topology=args.topology, data_dir=args.data_dir,
-                     latency=args.latency, node=args.node, kill_node=args.kill_node, baselines=not args.no_baselines,
+                     latency=args.latency, node=args.node, workers=args.workers, kill_node=args.kill_node,
+                     baselines=not args.no_baselines,
                      step_s=args.step, sweep_fractions=args.sweep_fractions, trace_sample=args.trace_sample,
                      tick_s=args.tick_ms / 1000.0,
                      seed=not args.no_seed)

@@ -18,6 +18,7 @@ from . import (
     records_cmd,
     sim_cmd,
     template_cmd,
+    topology_cmd,
 )
 from .common import EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard_cmd.add_parser(sub)
     bench_cmd.add_parser(sub)
     sim_cmd.add_parser(sub)
+    topology_cmd.add_parsers(sub)
     return parser
 
 

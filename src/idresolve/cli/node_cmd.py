@@ -6,10 +6,12 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..runtime.config import ConfigError, load_node_config
+from ..runtime.config import ConfigError, NodeConfig, load_node_config
 
 if TYPE_CHECKING:  # the server stack is imported when a node starts, not for every CLI command
     from ..runtime.serve import RunningNode
@@ -50,6 +52,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="where to fetch metadata templates this node does not hold, over the binary protocol: a "
                    "top-level node, a recursive node or the template's holder (repeat; env "
                    "IDRESOLVE_TEMPLATE_RESOLVERS=a,b). Without it, writes naming such a template are refused")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="worker processes sharing the ports (SO_REUSEPORT) and the store (default: one per core "
+                   "with the sqlite store, 1 with the memory store; env IDRESOLVE_WORKERS)")
     p.set_defaults(func=run)
 
 
@@ -58,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     flags = {k: getattr(args, k) for k in ("name", "http", "tcp", "udp", "handle", "data_dir", "store", "fsync", "admin_secret",
                                            "tls_cert", "tls_key", "log_level", "access_log", "shed_lag_ms",
-                                           "plain_http_writes", "http_idle_timeout_s")}
+                                           "plain_http_writes", "http_idle_timeout_s", "workers")}
     flags["prefixes"] = tuple(args.prefixes) if args.prefixes else None
     flags["template_resolvers"] = tuple(args.template_resolvers) if args.template_resolvers else None
     try:
@@ -83,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"  admin secret file: {r.secret_file}", flush=True)
         print(f"  data: {cfg.data_dir} ({cfg.store}); Ctrl-C stops", flush=True)
 
+    from ..runtime.workers import default_workers
+
+    count = cfg.worker_count(default_workers())
+    if count > 1:
+        return _run_workers(cfg, count, ready)
+
     async def main(stop: asyncio.Event) -> None:
         await serve_node(cfg, shutdown_trigger=stop.wait(), on_ready=ready)
 
@@ -93,6 +104,55 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print("stopped", flush=True)
     return 0
+
+
+def _run_workers(cfg: NodeConfig, count: int, banner: Callable[[RunningNode], None]) -> int:
+    import shutil
+    import tempfile
+
+    from ..runtime.serve import run_until_signal, serve_node
+    from ..runtime.workers import SharedGenerations, Supervisor, WorkerRole, fix_ports
+
+    try:
+        cfg, held = fix_ports(cfg)
+    except OSError as exc:
+        print(f"error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    cfg = replace(cfg, workers=count)
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    generations = cfg.data_dir / f"{cfg.name}.generations"
+    sockets = Path(tempfile.mkdtemp(prefix="idresolve-workers-"))  # short: a Unix socket path has a bound
+
+    def serve(wcfg: NodeConfig, index: int, listening: Callable[[], None]) -> int:
+        role = WorkerRole(index, count, SharedGenerations(generations), sockets)
+
+        def ready(r: RunningNode) -> None:
+            if index == 0 and not supervisor.deaths:  # a restarted worker 0 stays quiet
+                banner(r)
+            listening()
+
+        async def main(stop: asyncio.Event) -> None:
+            await serve_node(wcfg, shutdown_trigger=stop.wait(), on_ready=ready, worker=role)
+
+        try:
+            run_until_signal(main)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+
+    supervisor = Supervisor(cfg, count, serve)
+    try:
+        if not supervisor.start():
+            return 2
+        print(f"  workers: {count} (pids {', '.join(str(p) for p in supervisor.workers)})", flush=True)
+        status = supervisor.watch()
+    finally:
+        for s in held:
+            s.close()
+        shutil.rmtree(sockets, ignore_errors=True)
+    print("stopped", flush=True)
+    return status
 
 
 def _secret_once(r: RunningNode) -> str:

@@ -109,17 +109,23 @@ class Supervisor:
         self.controls: list[dict[str, object]] = []  # per worker: its control channel and its nodes
         self.dashboard: subprocess.Popen[str] | None = None
 
-    def _groups(self) -> list[list[str]]:
+    def _groups(self) -> list[tuple[list[str], tuple[int, int] | None]]:
+        """The processes to start: the nodes each hosts, and for a node of several processes (``workers``
+        in the topology) which share of it (index, count)."""
         own = set(self.opts.own_process)
         unknown = own - {n.name for n in self.plan.nodes}
         if unknown:
             raise ClusterError(f"--own-process names unknown nodes: {', '.join(sorted(unknown))}")
-        groups: list[list[str]] = [[n.name for n in self.plan.for_worker(w) if n.name not in own]
+        shared = [n for n in self.plan.nodes if n.spec.workers > 1]
+        alone = own | {n.name for n in shared}
+        groups: list[list[str]] = [[n.name for n in self.plan.for_worker(w) if n.name not in alone]
                                    for w in range(self.plan.workers)]
-        groups = [g for g in groups if g] + [[name] for name in self.opts.own_process]
-        return groups
+        out: list[tuple[list[str], tuple[int, int] | None]] = [(g, None) for g in groups if g]
+        out += [([name], None) for name in self.opts.own_process if name not in {n.name for n in shared}]
+        out += [([n.name], (i, n.spec.workers)) for n in shared for i in range(n.spec.workers)]
+        return out
 
-    def worker_argv(self, names: list[str]) -> list[str]:
+    def worker_argv(self, names: list[str], share: tuple[int, int] | None = None) -> list[str]:
         o = self.opts
         argv = [sys.executable, "-m", "idresolve.cluster.worker", "--config", str(o.config), "--data-dir",
                 str(o.data_dir), "--base-port", str(self.plan.base_port), "--workers", str(self.plan.workers),
@@ -129,19 +135,21 @@ class Supervisor:
         argv += list(o.worker_flags)
         for name in names:
             argv += ["--node", name]
+        if share is not None:
+            argv += ["--share", f"{share[0]}/{share[1]}"]
         return argv
 
     def start(self, progress: Callable[[str], None]) -> None:
         groups = self._groups()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        for names in groups:
+        for names, share in groups:
             # stdin is a pipe nobody writes: when this process dies, however, it closes and the workers stop.
-            self.procs.append(subprocess.Popen(self.worker_argv(names) + ["--stop-with-stdin", "--control"],
+            self.procs.append(subprocess.Popen(self.worker_argv(names, share) + ["--stop-with-stdin", "--control"],
                                                stdin=subprocess.PIPE,
                                                stdout=subprocess.PIPE,
                                                stderr=None, text=True, env=env, start_new_session=True))
         deadline = time.monotonic() + READY_TIMEOUT_S
-        for proc, names in zip(self.procs, groups, strict=True):
+        for proc, (names, _share) in zip(self.procs, groups, strict=True):
             line = _readline(proc, deadline)
             if line is None:
                 raise ClusterError(f"a worker (nodes {', '.join(names[:3])}...) did not start; see its errors above")

@@ -14,23 +14,29 @@ killed node is stopped as a crash would stop it (listeners and connections close
 closed) and started again on the same store and ports when its fault is removed.
 
 Run by the supervisor as ``python -m idresolve.cluster.worker ...``; ``--node NAME`` hosts one node
-(containers).
+(containers). ``--node NAME --share I/N``: this process is share I of the N processes serving a node with
+``workers = N`` in the topology: its sockets share the node's ports (SO_REUSEPORT), its answer caches
+follow the others' writes and its /metrics sums theirs (``runtime/workers.py``); share 0 alone reports the
+node as ready.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.latency import LatencyModel
 from ..core.topology import Topology, load_topology
+from ..http.edge import WORKER
 from ..net.client import ClientPool
 from ..net.links import LinkModel, Peer
 from ..net.replicator import Replicator
@@ -50,6 +56,7 @@ from ..runtime.hosted import (
 from ..runtime.listeners import NativeOptions
 from ..runtime.serve import freeze_startup_heap, run_until_signal
 from ..runtime.serverkey import load_or_create_server_key, public_key_bytes
+from ..runtime.workers import PeerMetrics, SharedGenerations
 from ..store.sqlite import SqliteStore
 from .control import start_control
 from .credentials import cluster_secret, secret_for
@@ -75,8 +82,10 @@ class Worker:
     def __init__(self, plan: ClusterPlan, names: list[str], data_dir: Path, master: str, *,
                  latency: LatencyModel, bind_host: str | None = None, settings: HostSettings | None = None,
                  recursive: RecursiveOptions | None = None, topology: Topology | None = None,
-                 scenario: str | None = None) -> None:
+                 scenario: str | None = None, share: tuple[int, int] | None = None) -> None:
         self.plan, self.data_dir, self.master, self.latency = plan, data_dir, master, latency
+        self.share = share
+        self.peers: dict[str, PeerMetrics] = {}  # node -> its worker processes' metrics (a shared node)
         self.names = names
         self.bind_host = bind_host
         self.settings = settings or HostSettings()
@@ -106,7 +115,10 @@ class Worker:
     def _recursive(self, n: NodePlan) -> HostedRecursive:
         ro = self.recursive
         resolver = RecursiveResolver(self._tops(n), cache_entries=ro.cache_entries, negative_ttl_s=ro.negative_ttl_s)
-        return HostedRecursive(RecursiveNode(n.name, resolver), self._pool(n), self.settings)
+        hosted = HostedRecursive(RecursiveNode(n.name, resolver), self._pool(n), self.settings)
+        if self.share is not None:  # answers cached per process, each bounded by its TTL: nothing to share
+            self._share_ports(hosted)
+        return hosted
 
     def _native(self, n: NodePlan) -> NativeOptions:
         """The node's key (``<data_dir>/nodes/<name>/server-key.pem``) and the site that publishes it."""
@@ -139,6 +151,8 @@ class Worker:
                                     settings=self.settings, role=n.role, site=native.site, extra_handlers=extra,
                                     now=now, templates=self._template_sources(n))
         auth = (identity_of(n.spec.prefix), secret.encode())
+        if self.share is not None:
+            self._share(hosted, node_dir)
         if state is not None:
             peers = [t.upstream() for t in self.plan.by_role("top") if t.name != n.name]
             self.replicators[n.name] = Replicator(hosted.node, state, peers, self._pool(n), auth)
@@ -170,21 +184,49 @@ class Worker:
             hosted.metrics.sample(link.metrics)
         addrs = await hosted.start(http=f"{host}:{n.http_port}", tcp=f"{host}:{n.tcp_port}", udp=f"{host}:{n.udp_port}",
                                    handle=f"{host}:{n.handle_port}", native=native)
+        peers = self.peers.get(name)
+        if peers is not None:  # once its node exists: the other processes scrape it through these
+            await peers.start()
         replicator = self.replicators.get(name)
         if replicator is not None:
             replicator.start()
         return {"name": n.name, "role": n.role, "http": list(addrs.http or ()), "tcp": list(addrs.tcp or ()),
                 "handle": list(addrs.handle or ())}
 
+    def _share(self, hosted: HostedAuthoritative, node_dir: Path) -> None:
+        generations = SharedGenerations(node_dir / "generations")
+        hosted.node.share_writes(generations)
+        for prefix in hosted.node.configured:  # this process may have rewritten the prefix records: all resync
+            generations.bump(f"0.na/{prefix}")
+        self._share_ports(hosted)
+
+    def _share_ports(self, hosted: HostedAuthoritative | HostedRecursive) -> None:
+        assert self.share is not None
+        index, count = self.share
+        hosted.listeners.reuse_port = True
+        hosted.app[WORKER] = {"index": index, "pid": os.getpid(), "workers": count}
+        node_dir = self.data_dir / "nodes" / hosted.node.name
+        digest = hashlib.sha256(str(node_dir.resolve()).encode()).hexdigest()[:16]
+        sockets = Path(tempfile.gettempdir()) / f"idresolve-{digest}"  # short: Unix socket paths are bounded
+        sockets.mkdir(mode=0o700, exist_ok=True)
+        peers = PeerMetrics(sockets, index, count, hosted.metrics.render_own)
+        hosted.metrics.peers = peers.merged
+        self.peers[hosted.node.name] = peers
+
     async def start(self) -> list[dict[str, object]]:
         now = time.time()
-        return [await self._start_node(name, now) for name in self.names]
+        started = [await self._start_node(name, now) for name in self.names]
+        # A node of several processes is reported by its first (the supervisor reads one line per process).
+        return started if self.share is None or self.share[0] == 0 else []
 
     async def _stop_node(self, name: str, *, crash: bool = False) -> None:
         replicator = self.replicators.pop(name, None)
         if replicator is not None:
             await replicator.stop()
             replicator.pool.close()
+        peers = self.peers.pop(name, None)
+        if peers is not None:
+            await peers.stop()
         hosted = self.hosted.pop(name, None)
         if hosted is None:
             return
@@ -288,6 +330,17 @@ def _stop_on_stdin_eof(stop: asyncio.Event) -> None:
     loop.add_reader(fd, readable)
 
 
+def _share(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--share is I/N, like 0/2, not {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"--share {text}: I must be from 0 to N-1")
+    return i, n
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m idresolve.cluster.worker",
                                 description="Host some nodes of a cluster in one event loop (run by `idresolve up`).")
@@ -297,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, required=True)
     p.add_argument("--index", type=int, help="host the nodes of this worker index")
     p.add_argument("--node", action="append", help="host exactly these nodes (repeat)")
+    p.add_argument("--share", type=_share, metavar="I/N",
+                   help="be share I of the N processes of the one --node (workers = N in the topology)")
     p.add_argument("--host", default="127.0.0.1", help="address nodes listen on and dial each other at")
     p.add_argument("--bind", help="address to listen on, when it differs from --host (containers: 0.0.0.0)")
     p.add_argument("--dial-hosts", choices=["same", "names"], default="same",
@@ -334,7 +389,9 @@ def main(argv: list[str] | None = None) -> int:
                             hop_timeout_s=args.hop_timeout)
     worker = Worker(plan, names, args.data_dir, master, latency=latency, bind_host=args.bind, settings=settings,
                     recursive=RecursiveOptions(args.cache_entries, args.negative_ttl), topology=topology,
-                    scenario=args.scenario)
+                    scenario=args.scenario, share=args.share)
+    if args.share is not None and (len(names) != 1 or plan.node(names[0]).role == "top"):
+        p.error("--share needs exactly one --node, a secondary, enterprise or recursive node")
 
     async def run(stop: asyncio.Event) -> None:
         if args.stop_with_stdin:

@@ -34,6 +34,7 @@ The TOML shape (see ``config/minimal.toml`` for a complete file)::
     connected = true                      # required: registered with the top-level nodes or not
     industry = "tyres and rubber"         # optional
     templates = ["tyre-batch"]            # optional: metadata templates it publishes (<config dir>/templates/<name>.json)
+    workers = 2                           # optional, default 1: processes serving this node (also enterprise, recursive)
 
     [[enterprise]]                        # an enterprise prefix allocated by a secondary node
     name = "ent-tyre-qingdao-8"
@@ -181,6 +182,9 @@ class NodeSpec:
     - ``templates``: secondary only, the names of the metadata templates it publishes (``TPL-<name>``
       under its prefix, written by the bootstrap from ``<config dir>/templates/<name>.json``).
     - ``mirror_of``: a mirror's secondary node name (the mirror carries that secondary's prefix).
+    - ``workers``: secondary, recursive and enterprise nodes with a node of their own: the processes that
+      serve it, sharing its ports (and store: ``runtime/workers.py``; a recursive node's processes keep
+      answer caches of their own, each bounded by the TTLs); 1 for every other entry.
     Flags that do not apply to a role are ``False``. A hosted enterprise's ``location`` is its secondary's.
     """
 
@@ -196,6 +200,7 @@ class NodeSpec:
     description: str = ""
     templates: tuple[str, ...] = ()
     mirror_of: str | None = None
+    workers: int = 1
 
     @property
     def runs(self) -> bool:
@@ -431,13 +436,15 @@ def _check_enterprise(spec: NodeSpec, by_name: Mapping[str, NodeSpec], cc: str, 
 
 _TOP_KEYS = {"name", "description", "country_prefix", "default_scenario", "location", "top", "secondary",
              "enterprise", "recursive", "scenarios"}
+MAX_NODE_WORKERS = 64
 _KEYS: dict[str, tuple[set[str], set[str]]] = {  # table -> (required keys, optional keys)
     "location": ({"name", "province", "lat", "lon"}, {"description"}),
     "top": ({"name", "location"}, {"disaster_recovery", "description"}),
-    "secondary": ({"name", "location", "prefix", "connected"}, {"industry", "description", "templates", "mirrors"}),
+    "secondary": ({"name", "location", "prefix", "connected"},
+                  {"industry", "description", "templates", "mirrors", "workers"}),
     "mirror": ({"name", "location"}, {"description"}),
-    "enterprise": ({"name", "secondary", "prefix", "hosted"}, {"location", "industry", "description"}),
-    "recursive": ({"name", "location"}, {"description"}),
+    "enterprise": ({"name", "secondary", "prefix", "hosted"}, {"location", "industry", "description", "workers"}),
+    "recursive": ({"name", "location"}, {"description", "workers"}),
 }
 
 
@@ -483,6 +490,12 @@ class _Table:
         if len(set(raw)) != len(raw):
             raise TopologyError(f"{key!r} names a template twice", entry=self.entry)
         return tuple(raw)
+
+    def count(self, key: str, high: int) -> int:
+        value = self.data.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise TopologyError(f"{key!r} must be a whole number from 1 to {high}, not {value!r}", entry=self.entry)
+        return value
 
     def located(self, locations: Mapping[str, Location]) -> Location:
         name = self.text("location")
@@ -571,7 +584,8 @@ def _topology_from_dict(data: Mapping[str, Any], source: str) -> Topology:
     for t in _tables(data, "secondary"):
         spec = NodeSpec(t.data["name"], "secondary", t.located(locations), prefix=t.text("prefix"),
                         connected=t.flag("connected"), industry=t.text("industry"),
-                        description=t.text("description", "") or "", templates=t.names("templates"))
+                        description=t.text("description", "") or "", templates=t.names("templates"),
+                        workers=t.count("workers", MAX_NODE_WORKERS))
         secondaries.setdefault(spec.name, spec)
         nodes.append(spec)
         mirrors.extend(_mirrors(t, spec, locations))
@@ -587,16 +601,20 @@ def _topology_from_dict(data: Mapping[str, Any], source: str) -> Topology:
         if hosted and "location" in t.data:
             raise TopologyError("a hosted enterprise has no node of its own: drop 'location' (it is served "
                                 f"by {parent.name!r})", entry=t.entry)
+        if hosted and "workers" in t.data:
+            raise TopologyError(f"a hosted enterprise has no node of its own: drop 'workers' (it is served by "
+                                f"{parent.name!r})", entry=t.entry)
         if not hosted and "location" not in t.data:
             raise TopologyError("an enterprise with its own node (hosted = false) needs a 'location'",
                                 entry=t.entry)
         where = parent.location if hosted else t.located(locations)
         nodes.append(NodeSpec(t.data["name"], "enterprise", where, prefix=t.text("prefix"), parent=parent.name,
                               hosted=hosted, industry=t.text("industry"),
-                              description=t.text("description", "") or ""))
+                              description=t.text("description", "") or "",
+                              workers=t.count("workers", MAX_NODE_WORKERS)))
     for t in _tables(data, "recursive"):
         nodes.append(NodeSpec(t.data["name"], "recursive", t.located(locations),
-                              description=t.text("description", "") or ""))
+                              description=t.text("description", "") or "", workers=t.count("workers", MAX_NODE_WORKERS)))
     nodes.extend(mirrors)
     scenarios, default = _scenarios(data)
     name = data.get("name", "")
@@ -648,7 +666,8 @@ def canonical_form(topology: Topology) -> dict[str, Any]:
                 "parent": n.parent, "connected": n.connected, "hosted": n.hosted,
                 "disaster_recovery": n.disaster_recovery, "industry": n.industry,
                 "description": n.description, **({"templates": list(n.templates)} if n.templates else {}),
-                **({"mirror_of": n.mirror_of} if n.mirror_of else {})}
+                **({"mirror_of": n.mirror_of} if n.mirror_of else {}),
+                **({"workers": n.workers} if n.workers != 1 else {})}
 
     return {
         "name": topology.name,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -44,6 +44,7 @@ from ..nodes.templates import FetchTemplates, TemplateNeeded
 from .auth import SessionTable, handle_caller, parse_basic, session_id_from_header
 from .edge import (
     JSON,
+    WORKER,
     EdgeHooks,
     answer_body,
     answer_response,
@@ -354,11 +355,14 @@ async def template_uses(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    return json_response({"status": "ok", "node": node.name, "prefixes": node.prefixes, "records": node.store.count()})
+    body = {"status": "ok", "node": node.name, "prefixes": node.prefixes, "records": node.store.count()}
+    if (worker := request.app.get(WORKER)) is not None:
+        body["worker"] = worker
+    return json_response(body)
 
 
 def make_app(node: AuthoritativeNode, *, plain_http_writes: bool = True, hooks: EdgeHooks | None = None,
-             metrics: Callable[[], bytes] | None = None, body_timeout_s: float = BODY_TIMEOUT_S,
+             metrics: Callable[[], bytes | Awaitable[bytes]] | None = None, body_timeout_s: float = BODY_TIMEOUT_S,
              templates: FetchTemplates | None = None) -> web.Application:
     """The Handle REST API of ``node``. ``body_timeout_s``: a request body must arrive within it.
     ``templates`` fetches templates held elsewhere (None: writes naming one are refused)."""

@@ -8,6 +8,7 @@ makes it: an ``Admission`` (load shedding, per client address or not) and an obs
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,8 @@ from ..core.errors import AuthenticationFailed, HandleError, InvalidHandle
 from ..core.values import HandleValue
 
 log = logging.getLogger("idresolve.http")
+#: set when the node runs in several worker processes: which one answers (``/healthz`` says so)
+WORKER: web.AppKey[dict[str, int]] = web.AppKey("worker", dict)
 
 JSON = "application/json"
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -142,12 +145,16 @@ async def edge(request: web.Request, handler: Callable[[web.Request], Awaitable[
     return resp
 
 
-def install_edge(app: web.Application, hooks: EdgeHooks | None, metrics: Callable[[], bytes] | None) -> None:
+def install_edge(app: web.Application, hooks: EdgeHooks | None,
+                 metrics: Callable[[], bytes | Awaitable[bytes]] | None) -> None:
     """Give ``app`` its hooks and, when ``metrics`` renders something, ``GET /metrics`` (before it starts)."""
     if hooks is not None:
         app[EDGE] = hooks
     if metrics is not None:
         async def serve_metrics(_request: web.Request) -> web.Response:
-            return web.Response(body=metrics(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+            body = metrics()
+            if inspect.isawaitable(body):  # a node of several workers gathers theirs (runtime/workers.py)
+                body = await body
+            return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
         app.router.add_get("/metrics", serve_metrics)

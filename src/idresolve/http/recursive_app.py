@@ -9,7 +9,7 @@ exact request path, valid while the node keeps the Answer they were made from.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -21,7 +21,7 @@ from ..core.errors import PeerError
 from ..core.messages import FLAG_AUTHORITATIVE, FLAG_TRACE, Request
 from ..nodes.pipeline import RecursiveNode
 from ..nodes.recursive import Done, Failure
-from .edge import EdgeHooks, answer_response, edge, handle_from_path, install_edge, json_response
+from .edge import WORKER, EdgeHooks, answer_response, edge, handle_from_path, install_edge, json_response
 
 #: Failures that mean an upstream node did not answer: the gateway timed out.
 GATEWAY_TIMEOUTS = frozenset({Failure.UPSTREAM_TIMEOUT, Failure.NO_UPSTREAM})
@@ -77,12 +77,15 @@ async def refuse_write(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     node = request.app[RESOLVER].node
     cache = node.resolver.answers
-    return json_response({"status": "ok", "node": node.name, "role": "recursive", "cacheEntries": len(cache),
-                  "cacheHits": cache.stats.hits, "cacheMisses": cache.stats.misses})
+    body = {"status": "ok", "node": node.name, "role": "recursive", "cacheEntries": len(cache),
+            "cacheHits": cache.stats.hits, "cacheMisses": cache.stats.misses}
+    if (worker := request.app.get(WORKER)) is not None:
+        body["worker"] = worker
+    return json_response(body)
 
 
 def make_recursive_app(resolver: Resolver, *, hooks: EdgeHooks | None = None,
-                       metrics: Callable[[], bytes] | None = None) -> web.Application:
+                       metrics: Callable[[], bytes | Awaitable[bytes]] | None = None) -> web.Application:
     app = web.Application(middlewares=[edge], client_max_size=256 * 1024)
     app[RESOLVER] = resolver
     app[BODIES] = EncodedAnswers()

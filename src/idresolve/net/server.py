@@ -376,23 +376,24 @@ def msgpack_connections(encoded: EncodedAnswers) -> ConnectionFactory:
 
 
 async def start_tcp(service: Service, host: str, port: int, connection: ConnectionFactory | None = None, *,
-                    limits: Limits | None = None) -> TcpServer:
+                    limits: Limits | None = None, reuse_port: bool = False) -> TcpServer:
     """Listen on ``host:port``; each connection speaks the wire format of ``connection(limits)`` (msgpack
-    by default)."""
+    by default). ``reuse_port``: share the port with other processes (SO_REUSEPORT, worker processes)."""
     limits = limits or Limits()
     connection = connection or msgpack_connections(EncodedAnswers())
     conns = OpenConnections()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: StreamProtocol(service, connection(limits), limits, conns),
-                                      host, port, reuse_address=True, backlog=1024)
+                                      host, port, reuse_address=True, backlog=1024,
+                                      reuse_port=reuse_port or None)
     return TcpServer(server, conns)
 
 
 async def start_udp(service: Service, host: str, port: int, endpoint: DatagramEndpoint | None = None, *,
-                    limits: Limits | None = None) -> asyncio.DatagramTransport:
+                    limits: Limits | None = None, reuse_port: bool = False) -> asyncio.DatagramTransport:
     limits = limits or Limits()
     endpoint = endpoint or MsgpackDatagrams()
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(lambda: DatagramProtocol(service, endpoint, limits),
-                                                       local_addr=(host, port))
+                                                       local_addr=(host, port), reuse_port=reuse_port or None)
     return transport

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Protocol
 
 from ..core.admin import DEFAULT_PERMS_TEXT, AdminPerm, AdminRef, perms_from_text
 from ..core.answers import Answer, select
@@ -89,6 +90,24 @@ class BatchRefused(HandleError):
         self.results = results
 
 
+class Generations(Protocol):
+    """Write generations shared by the worker processes of one node (``runtime/workers.py``). ``counters``
+    (read-only here): [0] every write, [1] writes to prefix records, [2] writes to template records; [0]
+    moves last. ``bump(key)`` counts a write to ``key`` after it is durable and before it is acknowledged,
+    and answers the counters just before and just after (one atomic step)."""
+
+    @property
+    def counters(self) -> Sequence[int]: ...
+
+    def bump(self, key: str) -> tuple[tuple[int, int, int], tuple[int, int, int]]: ...
+
+
+def _snapshot(counters: Sequence[int]) -> tuple[int, int, int]:
+    # [0] first: it moves last, so the other two are at least as new as the total we record
+    total = counters[0]
+    return (total, counters[1], counters[2])
+
+
 class AuthoritativeNode:
     """Holds records for ``prefixes`` in ``store`` and applies the Handle authority rules.
 
@@ -111,7 +130,32 @@ class AuthoritativeNode:
         self.answer_entries = answer_entries
         self._change_listeners: list[Callable[[str], None]] = []
         self.templates = TemplateCache()
+        #: set when several processes serve this store: before answering from ``answers`` the node compares
+        #: the shared generations with those it last saw and drops what another process may have changed
+        self.generations: Generations | None = None
+        self._counters: Sequence[int] = (0,)  # the hot path reads [0] only: one load, one compare
+        self._seen = (0, 0, 0)
+        self._seen_total = 0
         self._load_hosted()
+
+    def share_writes(self, generations: Generations) -> None:
+        """Serve this store together with other processes that write to it (see ``Generations``)."""
+        self.generations = generations
+        self._counters = generations.counters
+        self._seen = _snapshot(self._counters)
+        self._seen_total = self._seen[0]
+
+    def _resync(self) -> None:
+        # Another process wrote. Which keys is not known here, so every cached answer goes; the prefix and
+        # template generations say whether the hosted prefixes and parsed templates must go too.
+        seen, now_seen = self._seen, _snapshot(self._counters)
+        self._seen, self._seen_total = now_seen, now_seen[0]
+        self.answers.clear()
+        if now_seen[1] != seen[1]:
+            self.hosted = set()
+            self._load_hosted()
+        if now_seen[2] != seen[2]:
+            self.templates = TemplateCache()
 
     # -- responsibility -------------------------------------------------------------------------------
     def _load_hosted(self) -> None:
@@ -165,11 +209,17 @@ class AuthoritativeNode:
         else:
             self.answers.pop(key, None)
             self.templates.forget(key)
+        if self.generations is not None:
+            before, after = self.generations.bump(key)
+            if before == self._seen:  # nobody else wrote since we last looked: our own write is handled
+                self._seen, self._seen_total = after, after[0]
         for listener in self._change_listeners:
             listener(key)
 
     def parse(self, text: str) -> Handle:
         """Parse ``text`` and check this node serves it (301 otherwise)."""
+        if self._counters[0] != self._seen_total:
+            self._resync()  # another process may have added or removed a hosted prefix
         if text and "/" not in text and len(text) <= 255:
             raise NotResponsible("That prefix doesn't live here", handle=text)
         h = parse_handle(text)
@@ -228,6 +278,8 @@ class AuthoritativeNode:
 
     def cached(self, text: str) -> Answer | None:
         """The cached Answer to a plain resolution of ``text``, if there is one (the hot path)."""
+        if self._counters[0] != self._seen_total:
+            self._resync()
         return self.answers.get(fold(text))
 
     def query(self, text: str, *, indexes: Sequence[int] = (), types: Sequence[str] = (),
@@ -235,6 +287,8 @@ class AuthoritativeNode:
         """Resolve ``text``: its visible values after the filters, or with ``refer`` a PREFIX_REFERRAL to the
         node that holds its prefix when this one does not. Plain resolutions are answered from and kept in
         ``answers``. Raises ``HandleError`` (not found, invalid, not responsible)."""
+        if self._counters[0] != self._seen_total:
+            self._resync()  # before the store is read: a write racing this read counts after we looked
         if caller is not None or indexes or types:
             return self._answer(text, indexes, types, caller, refer)
         key = fold(text)

@@ -63,6 +63,14 @@ class NodeConfig:
     #: binary TCP addresses (host:port) where fetching a template this node does not hold starts: a
     #: top-level node (the walk follows referrals), a recursive node, or the node that holds the template
     template_resolvers: tuple[str, ...] = ()
+    #: worker processes sharing the ports and the store (runtime/workers.py); 0: one per core with the
+    #: sqlite store, one with the memory store (which processes cannot share)
+    workers: int = 0
+
+    def worker_count(self, cores: int) -> int:
+        if self.store == "memory":
+            return 1
+        return self.workers or cores
 
     def writes_over_plain_http(self) -> bool:
         if self.plain_http_writes is not None:
@@ -77,6 +85,7 @@ class NodeConfig:
         return all(is_loopback(parse_hostport(a, 2641)[0]) for a in (self.tcp, self.udp, self.handle) if a is not None)
 
 
+MAX_WORKERS = 64
 _BOOL_TRUE = {"1", "true", "yes", "on"}
 _BOOL_FALSE = {"0", "false", "no", "off"}
 
@@ -109,6 +118,14 @@ def _coerce(name: str, raw: Any, kind: Any) -> Any:
         if not 0 < value < float("inf"):
             raise ConfigError(f"{name} must be a positive number of seconds, not {raw!r}")
         return value
+    if kind == "int" or text_kind == "<class 'int'>":
+        try:
+            number = int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+        if not 0 <= number <= MAX_WORKERS:
+            raise ConfigError(f"{name} must be between 0 and {MAX_WORKERS}, not {raw!r}")
+        return number
     return str(raw)
 
 
@@ -141,4 +158,6 @@ def load_node_config(*, toml_path: Path | None = None, env: Mapping[str, str] | 
         raise ConfigError(f"store must be sqlite or memory, not {cfg.store!r}")
     if (cfg.tls_cert is None) != (cfg.tls_key is None):
         raise ConfigError("TLS needs both tls_cert and tls_key")
+    if cfg.store == "memory" and cfg.workers > 1:
+        raise ConfigError("several workers need the sqlite store: processes cannot share a memory store")
     return cfg

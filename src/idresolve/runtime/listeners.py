@@ -99,6 +99,7 @@ class Listeners:
     limits: Limits = field(default_factory=Limits)
     http_idle_timeout_s: float = 30.0  # HTTP connections that stay idle or never complete a request close
     access_log: bool = False
+    reuse_port: bool = False  # SO_REUSEPORT on every socket: worker processes share the ports (runtime/workers)
     runner: web.AppRunner | None = None
     tcp: TcpServer | None = None
     udp: asyncio.DatagramTransport | None = None
@@ -134,9 +135,10 @@ class Listeners:
         self.native_state = state
         self.native_tcp = await start_tcp(service, host, port,
                                           lambda limits: native.ServerConnection(r, max_inflight=limits.max_inflight),
-                                          limits=self.limits)
+                                          limits=self.limits, reuse_port=self.reuse_port)
         port = self.native_tcp.address[1]
-        self.native_udp = await start_udp(service, host, port, native.DatagramEndpoint(r), limits=self.limits)
+        self.native_udp = await start_udp(service, host, port, native.DatagramEndpoint(r), limits=self.limits,
+                                          reuse_port=self.reuse_port)
         site = options.site or own_site(host, port, public_key_bytes(options.key),
                                         bound.http[1] if bound.http else None)
         state.site, state.site_serial = site, site.serial
@@ -153,19 +155,22 @@ class Listeners:
             self.runner = web.AppRunner(app, access_log=access, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
                                         handle_signals=False, keepalive_timeout=self.http_idle_timeout_s)
             await self.runner.setup()
-            await web.TCPSite(self.runner, host, port, ssl_context=ssl_ctx, reuse_address=True, backlog=1024).start()
+            await web.TCPSite(self.runner, host, port, ssl_context=ssl_ctx, reuse_address=True, backlog=1024,
+                              reuse_port=self.reuse_port or None).start()
             addr = self.runner.addresses[0]
             http_addr = (addr[0], addr[1])
         encoded = EncodedAnswers()  # TCP and UDP answers share their encodings
         if tcp is not None:
             host, port = parse_hostport(tcp, 2641)
-            self.tcp = await start_tcp(service, host, port, msgpack_connections(encoded), limits=self.limits)
+            self.tcp = await start_tcp(service, host, port, msgpack_connections(encoded), limits=self.limits,
+                                       reuse_port=self.reuse_port)
             tcp_addr = self.tcp.address
         if udp is not None:
             host, port = parse_hostport(udp, 2641)
             if port == 0 and tcp_addr is not None:
                 port = tcp_addr[1]  # same port number as TCP, as real nodes do
-            self.udp = await start_udp(service, host, port, DatagramEndpoint(encoded), limits=self.limits)
+            self.udp = await start_udp(service, host, port, DatagramEndpoint(encoded), limits=self.limits,
+                                       reuse_port=self.reuse_port)
             addr = self.udp.get_extra_info("sockname")
             udp_addr = (addr[0], addr[1])
         self.bound = Addresses(http_addr, tcp_addr, udp_addr)

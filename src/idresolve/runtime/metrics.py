@@ -24,7 +24,7 @@ Names:
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -100,6 +100,9 @@ class NodeMetrics:
         self._requests = _Requests()
         self.registry.register(self._requests)
         self.node_name, self.role = node_name, role
+        #: set in a worker process of a node (``runtime/workers.py``): turns this worker's text into the
+        #: node's, gathering the other workers' texts
+        self.peers: Callable[[bytes], Awaitable[bytes]] | None = None
 
     def sample(self, read: Callable[[], dict[str, Any]]) -> None:
         """Register values read at scrape time: ``{name: ("counter"|"gauge", help, value)}``."""
@@ -128,7 +131,12 @@ class NodeMetrics:
 
         return observe
 
-    def render(self) -> bytes:
+    def render(self) -> bytes | Awaitable[bytes]:
+        own = generate_latest(self.registry)
+        return own if self.peers is None else self.peers(own)
+
+    def render_own(self) -> bytes:
+        """This process's metrics only (what a worker gives the others)."""
         return generate_latest(self.registry)
 
     def count_untimed(self, surface: str, op: str, read: Callable[[], dict[int, int]]) -> None:
@@ -150,3 +158,40 @@ def admission_metrics(admission: object) -> dict[str, tuple[str, str, float]]:
         "idresolve_shed_rate": ("counter", "Requests refused with code 3: client over its rate", stats.shed_rate),
         "idresolve_shed_inflight": ("counter", "Requests refused with code 3: too many in flight", stats.shed_inflight),
     }
+
+
+_SUMMED = ("counter", "histogram", "summary")
+
+
+def merge_texts(own: bytes, others: Iterable[bytes]) -> bytes:
+    """One node's metrics from the texts of its worker processes (``own`` first): counters and histograms
+    are summed sample by sample (a series only a peer has is added); gauges are this worker's (the records
+    in the shared store are the same for all; a lag or cache size is one process's)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client.samples import Sample
+
+    families = {f.name: f for f in text_string_to_metric_families(own.decode())}
+    for text in others:
+        for fam in text_string_to_metric_families(text.decode()):
+            mine = families.get(fam.name)
+            if mine is None:
+                families[fam.name] = fam
+                continue
+            if mine.type not in _SUMMED:
+                continue
+            index = {(s.name, tuple(sorted(s.labels.items()))): i for i, s in enumerate(mine.samples)}
+            for s in fam.samples:
+                i = index.get((s.name, tuple(sorted(s.labels.items()))))
+                if i is None:
+                    mine.samples.append(s)
+                else:
+                    old = mine.samples[i]
+                    mine.samples[i] = Sample(old.name, old.labels, old.value + s.value)
+
+    class _Merged(Collector):
+        def collect(self) -> Iterable[Any]:
+            return list(families.values())
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Merged())
+    return generate_latest(registry)

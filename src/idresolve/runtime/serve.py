@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core.errors import HandleError
+from ..http.edge import WORKER
 from ..nodes.authoritative import AuthoritativeNode
 from ..nodes.bootstrap import admin_identity
 from ..nodes.recursive import Upstream
@@ -26,6 +29,9 @@ from .hosted import HostedAuthoritative, HostSettings, TemplateSources, authorit
 from .listeners import Addresses, NativeOptions
 from .secrets import load_or_create_secret
 from .serverkey import load_or_create_server_key
+
+if TYPE_CHECKING:
+    from .workers import WorkerRole
 
 log = logging.getLogger("idresolve.serve")
 
@@ -42,10 +48,13 @@ class RunningNode:
 
 
 async def serve_node(cfg: NodeConfig, *, shutdown_trigger: Awaitable[object],
-                     on_ready: Callable[[RunningNode], None] | None = None) -> None:
+                     on_ready: Callable[[RunningNode], None] | None = None,
+                     worker: WorkerRole | None = None) -> None:
+    """``worker``: this process is one of the node's workers (``runtime/workers.py``): its sockets share
+    their ports, its answer caches follow the writes of the others, its /metrics sums theirs."""
     trigger = asyncio.ensure_future(shutdown_trigger)  # owned here: cancelled if we fail before waiting on it
     try:
-        await _serve(cfg, trigger, on_ready)
+        await _serve(cfg, trigger, on_ready, worker)
     finally:
         if not trigger.done():
             trigger.cancel()
@@ -61,7 +70,7 @@ def beyond_loopback(cfg: NodeConfig) -> list[str]:
 
 
 async def _serve(cfg: NodeConfig, shutdown_trigger: Awaitable[object],
-                 on_ready: Callable[[RunningNode], None] | None) -> None:
+                 on_ready: Callable[[RunningNode], None] | None, worker: WorkerRole | None = None) -> None:
     public = beyond_loopback(cfg)
     if public and not cfg.admin_secret:
         raise ConfigError("listening beyond loopback needs a configured admin secret "
@@ -77,10 +86,22 @@ async def _serve(cfg: NodeConfig, shutdown_trigger: Awaitable[object],
                             http_idle_timeout_s=cfg.http_idle_timeout_s)
     store = open_store(cfg.store, cfg.data_dir, name=cfg.name, fsync=cfg.fsync)
     hosted: HostedAuthoritative | None = None
+    peers: PeerMetrics | None = None
     try:
         hosted = authoritative_host(cfg.name, store, cfg.prefixes, secret, settings=settings,
                                     templates=template_sources(cfg))
         node = hosted.node
+        if worker is not None:
+            hosted.listeners.reuse_port = True
+            hosted.app[WORKER] = {"index": worker.index, "pid": os.getpid(), "workers": worker.count}
+            node.share_writes(worker.generations)
+            for prefix in cfg.prefixes:  # a (re)started worker may have rewritten its prefix records: all resync
+                worker.generations.bump(f"0.na/{prefix.lower()}")
+            from .workers import PeerMetrics
+
+            peers = PeerMetrics(worker.sockets, worker.index, worker.count, hosted.metrics.render_own)
+            await peers.start()
+            hosted.metrics.peers = peers.merged
         ssl_ctx = None
         if cfg.tls_cert is not None and cfg.tls_key is not None:
             ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -100,6 +121,8 @@ async def _serve(cfg: NodeConfig, shutdown_trigger: Awaitable[object],
     except HandleError as exc:
         raise ConfigError(f"bad node setting: {exc.message}") from None
     finally:
+        if peers is not None:
+            await peers.stop()
         if hosted is not None:
             await hosted.stop()
         else:
