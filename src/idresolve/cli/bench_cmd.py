@@ -19,6 +19,7 @@ failed, when a target's figure is missing, or when the servers' counters disagre
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -231,8 +232,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                         description="One row per cluster (nodes, processes, start-up time, memory, each scenario's "
                         "answers/s, p50 and p99 beside its baseline) from bench run reports, as a Markdown table; "
                         "--svg-dir also draws them against the number of nodes.")
-    z.add_argument("reports", nargs="+", type=Path, help="bench run JSON reports (one own cluster each)")
+    z.add_argument("reports", nargs="*", type=Path, help="bench run JSON reports (one own cluster each)")
     z.add_argument("--svg-dir", type=Path, help="write throughput.svg, p99.svg and startup.svg here")
+    z.add_argument("--records", help="instead: one node against stores of these sizes, e.g. 10k,100k,1M,10M "
+                   "(resolution p50/p99 cached and uncached, start-up, RSS, disk bytes/record, list pages)")
+    z.add_argument("--store-dir", type=Path, help="with --records: keep the filled stores here and reuse them "
+                   "(default: a temporary directory, filled every run)")
+    z.add_argument("--repeats", type=int, default=3, help="with --records: repeats, sizes alternating (default 3)")
+    z.add_argument("--duration", type=float, default=5.0, help="with --records: seconds per latency run (default 5)")
+    z.add_argument("--out", type=Path, help="with --records: write the JSON report here")
     z.set_defaults(func=cmd_sizes)
     c = bsub.add_parser("compare", help="what got faster or slower between two JSON reports",
                         description="Compare two reports of any bench command, figure by figure, with ratios; a "
@@ -346,6 +354,10 @@ def _one(args: argparse.Namespace, kind: str) -> int:
 def cmd_sizes(args: argparse.Namespace) -> int:
     from ..bench import sizes
 
+    if args.records:
+        return _store_sizes(args)
+    if not args.reports:
+        raise CliError("give bench run reports, or --records SIZES", EXIT_USAGE)
     try:
         table = sizes.load(args.reports)
     except (OSError, ValueError) as exc:
@@ -355,6 +367,23 @@ def cmd_sizes(args: argparse.Namespace) -> int:
         args.svg_dir.mkdir(parents=True, exist_ok=True)
         for name, svg in sizes.charts(table).items():
             (args.svg_dir / f"{name}.svg").write_text(svg + "\n", encoding="utf-8")
+    return 0
+
+
+def _store_sizes(args: argparse.Namespace) -> int:
+    from ..bench import storesize
+
+    try:
+        sizes_n = storesize.parse_sizes(args.records)
+    except ValueError as exc:
+        raise CliError(f"--records: {exc}", EXIT_USAGE) from None
+    if not 1 <= args.repeats <= 20 or not 0.5 <= args.duration <= 600:
+        raise CliError("--repeats must be 1-20 and --duration 0.5-600 s", EXIT_USAGE)
+    rep = storesize.run_store_sizes(sizes_n, args.store_dir, repeats=args.repeats, duration_s=args.duration,
+                                    progress=lambda m: print(m, file=sys.stderr, flush=True))
+    print(storesize.text(rep), end="")
+    if args.out is not None:
+        _write(args.out, rep)
     return 0
 
 

@@ -17,6 +17,7 @@ from . import (
     node_cmd,
     records_cmd,
     sim_cmd,
+    store_cmd,
     template_cmd,
     topology_cmd,
 )
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard_cmd.add_parser(sub)
     bench_cmd.add_parser(sub)
     sim_cmd.add_parser(sub)
+    store_cmd.add_parsers(sub)
     topology_cmd.add_parsers(sub)
     return parser
 

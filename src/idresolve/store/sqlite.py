@@ -4,11 +4,26 @@ Durability: every ``put``/``delete``/``put_many`` is its own committed transacti
 With WAL and ``synchronous=NORMAL`` a committed transaction is in the OS page cache, so it survives
 ``kill -9`` of the process (not a power cut); pass ``fsync=True`` for ``synchronous=FULL``, which survives
 a power cut at the cost of an fsync per commit. Bulk paths write one transaction per batch.
+
+Start-up reads nothing in proportion to the store: no integrity check and no count at open, so a node
+with ten million records opens in milliseconds. SQLite's ``quick_check`` (which reads the whole file)
+runs at open only after an unclean shutdown: every open connection leaves a marker file
+``<store>.open-<pid>`` that ``close`` removes; a marker whose process is gone means that process died
+with the store open (``kill -9``, a crash, a power cut), and the next open checks the file first and
+clears the marker. ``check()`` runs the same check on demand (``idresolve store check``).
+
+Counts and deep pages: ``count`` and the position of the end of the last pages listed are kept per
+connection, valid while the store is unchanged (``PRAGMA data_version`` for other connections'
+commits, ``total_changes`` for this connection's): a count of millions is read once, not per page, and
+the page that follows the last one listed starts from its last key (keyset) instead of skipping
+``offset`` rows. Any write drops both, so answers are always those of ``LIMIT``/``OFFSET``.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -30,8 +45,22 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
+MAX_PAGE_ENDS = 64  # remembered list positions per connection: a few listings paging at once
+_OPEN_HERE: set[str] = set()  # markers of this process's open stores (a marker of our pid not here is stale)
+
+
 def _prefix_of(key: str) -> str:
     return key.split("/", 1)[0]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process of that number: alive
+    return True
 
 
 class SqliteStore:
@@ -44,9 +73,48 @@ class SqliteStore:
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._marker = self.path.with_name(f"{self.path.name}.open-{os.getpid()}-{id(self):x}")
+        self.checked_at_open = False
+        stale = self._stale_markers()
+        if stale:
+            self.check()
+            self.checked_at_open = True
+            for m in stale:
+                m.unlink(missing_ok=True)
+        self._marker.touch()
+        _OPEN_HERE.add(self._marker.name)
+        self._token: tuple[int, int] = (-1, -1)
+        self._counts: dict[str | None, int] = {}
+        self._page_ends: OrderedDict[tuple[str, int], str] = OrderedDict()
+
+    def _stale_markers(self) -> list[Path]:
+        """Markers of processes that died with this store open. A marker of our own pid that this process
+        did not make was left by an earlier process of the same number (a container's pid 1): stale."""
+        out = []
+        for m in self.path.parent.glob(f"{self.path.name}.open-*"):
+            pid = m.name.removeprefix(f"{self.path.name}.open-").split("-", 1)[0]
+            if not pid.isdigit():
+                out.append(m)
+            elif int(pid) == os.getpid():
+                if m.name not in _OPEN_HERE:
+                    out.append(m)
+            elif not _alive(int(pid)):
+                out.append(m)
+        return out
+
+    def check(self) -> None:
+        """SQLite's ``quick_check`` of the whole file (reads every page); raises ``StoreCorrupt``."""
         ok = self._db.execute("PRAGMA quick_check").fetchone()[0]
         if ok != "ok":
-            raise RuntimeError(f"store {self.path} failed its integrity check: {ok}")
+            raise StoreCorrupt(f"store {self.path} failed its integrity check: {ok}")
+
+    def _fresh(self) -> None:
+        """Drop the kept counts and list positions if anything changed the store since they were read."""
+        token = (self._db.total_changes, int(self._db.execute("PRAGMA data_version").fetchone()[0]))
+        if token != self._token:
+            self._token = token
+            self._counts.clear()
+            self._page_ends.clear()
 
     def get(self, key: str) -> Record | None:
         row = self._db.execute("SELECT data FROM records WHERE key = ?", (key,)).fetchone()
@@ -96,16 +164,36 @@ class SqliteStore:
         return cur.rowcount > 0
 
     def list_handles(self, folded_prefix: str, offset: int = 0, limit: int | None = None) -> list[str]:
-        rows = self._db.execute(
-            "SELECT handle FROM records WHERE prefix = ? ORDER BY key LIMIT ? OFFSET ?",
-            (folded_prefix, -1 if limit is None else limit, offset),
-        ).fetchall()
-        return [r[0] for r in rows]
+        self._fresh()
+        n = -1 if limit is None else limit
+        after = self._page_ends.get((folded_prefix, offset)) if offset > 0 else None
+        if after is not None:  # the page after one listed before: seek to its last key, skip nothing
+            rows = self._db.execute(
+                "SELECT key, handle FROM records WHERE prefix = ? AND key > ? ORDER BY key LIMIT ?",
+                (folded_prefix, after, n)).fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT key, handle FROM records WHERE prefix = ? ORDER BY key LIMIT ? OFFSET ?",
+                (folded_prefix, n, offset)).fetchall()
+        if rows and limit is not None:
+            ends = self._page_ends
+            ends[(folded_prefix, offset + len(rows))] = rows[-1][0]
+            ends.move_to_end((folded_prefix, offset + len(rows)))
+            while len(ends) > MAX_PAGE_ENDS:
+                ends.popitem(last=False)
+        return [r[1] for r in rows]
 
     def count(self, folded_prefix: str | None = None) -> int:
-        if folded_prefix is None:
-            return int(self._db.execute("SELECT count(*) FROM records").fetchone()[0])
-        return int(self._db.execute("SELECT count(*) FROM records WHERE prefix = ?", (folded_prefix,)).fetchone()[0])
+        self._fresh()
+        n = self._counts.get(folded_prefix)
+        if n is None:
+            if folded_prefix is None:
+                n = int(self._db.execute("SELECT count(*) FROM records").fetchone()[0])
+            else:
+                n = int(self._db.execute("SELECT count(*) FROM records WHERE prefix = ?",
+                                         (folded_prefix,)).fetchone()[0])
+            self._counts[folded_prefix] = n
+        return n
 
     def get_meta(self, key: str) -> bytes | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -128,3 +216,5 @@ class SqliteStore:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             self._db.close()
+            _OPEN_HERE.discard(self._marker.name)
+            self._marker.unlink(missing_ok=True)
