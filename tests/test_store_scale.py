@@ -156,3 +156,17 @@ def test_fill_and_sizes(tmp_path: Path) -> None:
         assert pages(s, "88.100", 400) == offset_pages(path, "88.100", 400)
     finally:
         s.close()
+
+
+def test_jumps_forward_and_back_match_offset(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    s = SqliteStore(path)
+    try:
+        s.put_many([rec(f"88.100/h{i:04d}") for i in range(500)] + [rec(f"88.200/h{i:04d}") for i in range(50)])
+        want = offset_pages(path, "88.100", 10)
+        for page in (3, 20, 21, 7, 49, 0, 30, 50, 12):
+            assert s.list_handles("88.100", page * 10, 10) == (want[page] if page < len(want) else [])
+        assert s.list_handles("88.200", 20, 10) == offset_pages(path, "88.200", 10)[2]
+        assert s.list_handles("88.100", 5, None) == [h for p in want for h in p][5:]
+    finally:
+        s.close()

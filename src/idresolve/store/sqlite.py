@@ -16,7 +16,9 @@ Counts and deep pages: ``count`` and the position of the end of the last pages l
 connection, valid while the store is unchanged (``PRAGMA data_version`` for other connections'
 commits, ``total_changes`` for this connection's): a count of millions is read once, not per page, and
 the page that follows the last one listed starts from its last key (keyset) instead of skipping
-``offset`` rows. Any write drops both, so answers are always those of ``LIMIT``/``OFFSET``.
+``offset`` rows. Any write drops both, so answers are always those of ``LIMIT``/``OFFSET``. A jump to a
+deep page skips along the (prefix, key) index only (never the records' pages), from the nearest known
+position before it, then reads from there.
 """
 
 from __future__ import annotations
@@ -171,10 +173,24 @@ class SqliteStore:
             rows = self._db.execute(
                 "SELECT key, handle FROM records WHERE prefix = ? AND key > ? ORDER BY key LIMIT ?",
                 (folded_prefix, after, n)).fetchall()
+        elif offset > 0:  # skip along the (prefix, key) index alone, then read the page from its first key
+            base, base_key = max(((o, k) for (p, o), k in self._page_ends.items() if p == folded_prefix and o < offset),
+                                 default=(0, None))
+            if base_key is None:
+                first = self._db.execute(
+                    "SELECT key FROM records WHERE prefix = ? ORDER BY key LIMIT 1 OFFSET ?",
+                    (folded_prefix, offset)).fetchone()
+            else:  # from the nearest position known before it: skip only the rows in between
+                first = self._db.execute(
+                    "SELECT key FROM records WHERE prefix = ? AND key > ? ORDER BY key LIMIT 1 OFFSET ?",
+                    (folded_prefix, base_key, offset - base)).fetchone()
+            rows = [] if first is None else self._db.execute(
+                "SELECT key, handle FROM records WHERE prefix = ? AND key >= ? ORDER BY key LIMIT ?",
+                (folded_prefix, first[0], n)).fetchall()
         else:
             rows = self._db.execute(
-                "SELECT key, handle FROM records WHERE prefix = ? ORDER BY key LIMIT ? OFFSET ?",
-                (folded_prefix, n, offset)).fetchall()
+                "SELECT key, handle FROM records WHERE prefix = ? ORDER BY key LIMIT ?",
+                (folded_prefix, n)).fetchall()
         if rows and limit is not None:
             ends = self._page_ends
             ends[(folded_prefix, offset + len(rows))] = rows[-1][0]
