@@ -9,7 +9,8 @@ closed loop:
 - ``uncached``: handles never asked before, drawn at random from the whole store (every answer is a
   store read), with the file in the OS page cache (``warm``), and with the file's pages evicted first
   (``posix_fadvise(DONTNEED)``, ``cold``: every lookup starts from disk until the B-tree's upper pages
-  are back);
+  are back), and between the two (``leaves``: evicted, then 20,000 random reads through another
+  connection bring the B-tree's upper levels back: a machine whose RAM holds the index but not the data);
 - listing ``pageSize=100``: the first page, then pages walked one after another from the middle
   (``page=N/200``, the first of them a jump, the rest the next page each time), timing each request.
 
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from ..core.handles import fold
 from ..store.sqlite import SqliteStore
 from . import httpload
 from .procs import node_process, rss_bytes
@@ -41,6 +43,8 @@ SIZES = (10_000, 100_000, 1_000_000, 10_000_000)
 NODE_NAME = "bench"
 PAGE_SIZE = 100
 PAGES_WALKED = 20
+PRIME_READS = 20_000
+FRESH_PER_RUN = 60_000
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -73,6 +77,17 @@ def _warm(path: Path) -> None:
     with path.open("rb") as f:
         while f.read(1 << 22):
             pass
+
+
+def _prime(path: Path, n: int, rng: random.Random) -> None:
+    """Read ``PRIME_READS`` random records through a connection of our own: the OS page cache then holds
+    the B-tree's upper levels and a few leaves, as on a machine whose RAM holds the index, not the data."""
+    s = SqliteStore(path)
+    try:
+        for i in rng.sample(range(n), min(n, PRIME_READS)):  # may repeat a measured handle: only the OS cache
+            s.get(fold(handle_of(i)))
+    finally:
+        s.close()
 
 
 def _open_ms(path: Path) -> float:
@@ -116,14 +131,24 @@ def _one(n: int, path: Path, rng: random.Random, duration_s: float) -> dict[str,
         if res.errors or res.statuses or not res.requests:
             raise RuntimeError(f"resolution at {n:,} records answered {res.statuses}")
         out["cached"] = _run_figures(res, cpu)
-        for label in ("warm", "cold"):
-            # at ~5k answers/s a run asks well under 60k handles: none repeats, none is in the answer cache
-            fresh = resolve_requests([handle_of(i) for i in rng.sample(range(n), min(n, 60_000))], HOST, node.port)
+        # every uncached run asks handles no run of this node asked before (at ~5k answers/s a run asks
+        # well under 60k; a small store is split in thirds, and a run stops when its share is used up)
+        share = min(n // 4, FRESH_PER_RUN)
+        order = rng.sample(range(n), 3 * share)
+        for j, label in enumerate(("warm", "leaves", "cold")):
+            fresh = resolve_requests([handle_of(i) for i in order[j * share : (j + 1) * share]], HOST, node.port)
             if label == "warm":
                 _warm(path)
             else:
                 _evict(path)
-            res, cpu = _load(node, fresh, 1, duration_s)
+            if label == "leaves":
+                _prime(path, n, rng)
+            cpu0 = node.cpu_seconds()
+            res = httpload.run(httpload.closed_loop(HOST, node.port, fresh, connections=1, duration_s=duration_s,
+                                                    max_requests=len(fresh)))
+            cpu1 = node.cpu_seconds()
+            cpu = ({"server_cpu_us_per_req": round((cpu1 - cpu0) / res.requests * 1e6, 1)}
+                   if cpu0 is not None and cpu1 is not None and res.requests else {})
             if res.errors or res.statuses or not res.requests:
                 raise RuntimeError(f"resolution at {n:,} records answered {res.statuses}")
             out[f"uncached_{label}"] = _run_figures(res, cpu)
@@ -139,7 +164,7 @@ def _one(n: int, path: Path, rng: random.Random, duration_s: float) -> dict[str,
 
 MEDIANS = ("store_open_ms", "startup_s", "rss_mb", "list_first_page_us", "list_first_page_first_us",
            "list_jump_to_middle_us", "list_next_page_us")
-LATENCY_RUNS = ("cached", "uncached_warm", "uncached_cold")
+LATENCY_RUNS = ("cached", "uncached_warm", "uncached_leaves", "uncached_cold")
 
 
 def run_store_sizes(sizes: Sequence[int], store_dir: Path | None, *, repeats: int, duration_s: float,
