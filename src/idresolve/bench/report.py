@@ -165,12 +165,15 @@ def batch_text(res: Mapping[str, Any]) -> str:
              f"{ratio(res[key]['median_ids_per_s'], res['raw_sqlite']['median_ids_per_s']):.2f}"]
             for key, label in (("core", "core: AuthoritativeNode.batch_create + SqliteStore"),
                                ("rest", "end to end: POST /api/batch to a node subprocess"),
-                               ("raw_sqlite", "baseline: raw sqlite3 executemany, same rows"))]
+                               ("binary", "end to end: binary BATCH_CREATE to a node subprocess"),
+                               ("raw_sqlite", "baseline: raw sqlite3 executemany, same rows")) if key in res]
     head = (f"Batch registration into the durable store: {cfg['identifiers']:,} identifiers, {cfg['batch_size']} "
-            f"per batch (one transaction each), median of {cfg['repeats']} runs")
+            f"per batch (one transaction each), {cfg.get('clients', 1)} client connection(s) at once, median of "
+            f"{cfg['repeats']} alternating runs, each beside raw sqlite3 in the same run")
     t = res["target_ids_per_s"]
     verdict = [f"{name} vs target {t:,}/s: {'met' if res[key]['median_ids_per_s'] >= t else 'NOT met'}"
-               for key, name in (("core", "core"), ("rest", "end to end"))]
+               for key, name in (("core", "core"), ("rest", "end to end REST"), ("binary", "end to end binary"))
+               if key in res]
     tpl = res.get("template")
     if tpl is not None:
         for key, label in (("core_template", "core, naming the template (every record checked)"),

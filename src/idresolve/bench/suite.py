@@ -12,10 +12,13 @@ baseline, node, ...) and the figures are medians over ``repeats`` runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import secrets
+import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -25,10 +28,14 @@ from typing import Any
 import orjson
 
 from ..client.rest import BUSY_BACKOFF_S, RestClient
-from ..core.errors import HandleError
+from ..core.codes import OpCode, ResponseCode
+from ..core.errors import DecodeError, HandleError
 from ..core.handles import fold
+from ..core.messages import Request, Response
 from ..core.records import Record
 from ..core.values import HandleValue
+from ..core.wire_connection import ClientConnection
+from ..net.blocking import BlockingClient
 from ..nodes.auth import Identity
 from ..nodes.authoritative import MAX_BATCH, AuthoritativeNode
 from ..nodes.bootstrap import ADMIN_INDEX, admin_identity, prefix_record
@@ -69,14 +76,17 @@ class Registered:
     paused_s: float = 0.0
 
 
-async def _register(port: int, requests: Sequence[bytes]) -> Registered:
-    """Send ``POST /api/batch`` requests one after another. A shed request (503, code 3: nothing was done)
-    is sent again after the pauses the REST client uses; the pauses count in the elapsed time."""
-    bodies = []
+async def _register(port: int, requests: Sequence[bytes], clients: int = 1) -> Registered:
+    """Send ``POST /api/batch`` requests over ``clients`` connections at once, one request in flight on each
+    (each takes the next request not yet sent). A shed request (503, code 3: nothing was done) is sent again
+    after the pauses the REST client uses; the pauses count in the elapsed time."""
+    bodies: list[bytes] = []
     shed, paused = 0, 0.0
-    async with httpload.Client(HOST, port) as client:
-        t0 = time.perf_counter()
-        for raw in requests:
+    todo = iter(requests)
+
+    async def one(client: httpload.Client) -> None:
+        nonlocal shed, paused
+        for raw in todo:
             for pause in (*BUSY_BACKOFF_S, None):
                 status, body = await client.request(raw)
                 if status != 503 or pause is None:
@@ -87,7 +97,17 @@ async def _register(port: int, requests: Sequence[bytes]) -> Registered:
             if status != 201:
                 raise BenchError(f"POST /api/batch answered {status}: {body[:300]!r}")
             bodies.append(body)
+
+    conns = [httpload.Client(HOST, port) for _ in range(max(1, clients))]
+    for c in conns:
+        await c.__aenter__()
+    try:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(c) for c in conns))
         elapsed = time.perf_counter() - t0
+    finally:
+        for c in conns:
+            await c.__aexit__(None, None, None)
     count = sum(int(orjson.loads(body).get("count", 0)) for body in bodies)  # parsed after the clock stopped
     return Registered(elapsed, count, shed, paused)
 
@@ -218,7 +238,8 @@ def _core_batch(path: Path, items: Sequence[tuple[str, Any]], batch_size: int, s
 
 
 def _rest_batch(tmp: Path, names: Sequence[str], batch_size: int, secret: str, *,
-                values: Callable[[str], list[dict[str, Any]]] = json_values, template: Record | None = None) -> Registered:
+                values: Callable[[str], list[dict[str, Any]]] = json_values, template: Record | None = None,
+                clients: int = 1) -> Registered:
     with node_process(tmp / "node", PREFIX, secret) as node:
         if template is not None:  # published at the node before the clock starts, as a secondary holds its own
             with RestClient(node.url, identity=admin_identity(PREFIX), secret=secret) as client:
@@ -226,14 +247,79 @@ def _rest_batch(tmp: Path, names: Sequence[str], batch_size: int, secret: str, *
             if answer.status != 201:
                 raise BenchError(f"publishing {template.handle} answered {answer.status}: {answer.body}")
         requests = batch_requests(names, batch_size, HOST, node.port, secret, values=values)  # before the clock
-        reg = httpload.run(_register(node.port, requests))
+        reg = httpload.run(_register(node.port, requests, clients))
         _check_alive(node)
     if reg.count != len(names):
         raise BenchError(f"the node registered {reg.count} identifiers, expected {len(names)}")
     return reg
 
 
-BATCH_PATHS = ("core", "raw_sqlite", "rest")
+def _binary_batch(tmp: Path, items: Sequence[tuple[str, Sequence[HandleValue]]], batch_size: int, secret: str,
+                  clients: int, template: Record | None = None) -> float:
+    """The binary BATCH_CREATE opcode to a node subprocess over ``clients`` TCP connections, one batch in
+    flight on each; the frames are encoded before the clock starts. Returns the seconds taken."""
+    auth = (admin_identity(PREFIX), secret.encode())
+    with node_process(tmp / "node", PREFIX, secret, tcp=True) as node:
+        if template is not None:
+            with BlockingClient(HOST, node.port, auth=auth) as bc:
+                resp = bc.create(template.handle, template.values)
+            if resp.code != ResponseCode.SUCCESS:
+                raise BenchError(f"publishing {template.handle} over the binary protocol answered code {resp.code}")
+        parts = list(chunks(items, batch_size))
+        n = max(1, min(clients, len(parts)))
+        wires: list[ClientConnection[int]] = [ClientConnection() for _ in range(n)]
+        frames: list[list[bytes]] = [[] for _ in range(n)]
+        for i, part in enumerate(parts):  # round robin: connection i % n sends batch i
+            req = Request(0, OpCode.BATCH_CREATE, "", 0, auth=auth, items=tuple((h, tuple(v)) for h, v in part))
+            frames[i % n].append(wires[i % n].send(req, len(part))[1])
+        registered = [0] * n
+        errors: list[str] = []
+
+        def run(k: int) -> None:
+            try:
+                send_all(k)
+            except (OSError, DecodeError, threading.BrokenBarrierError) as exc:
+                errors.append(f"connection {k}: {type(exc).__name__}: {exc}")
+                start.abort()  # nobody waits for a connection that is gone
+
+        def send_all(k: int) -> None:
+            with socket.create_connection((HOST, node.port), timeout=120.0) as sock:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                start.wait(timeout=60.0)
+                for frame in frames[k]:
+                    sock.sendall(frame)
+                    got: list[tuple[int, Response]] = []
+                    while not got:
+                        data = sock.recv(1 << 20)
+                        if not data:
+                            errors.append("the node closed the connection")
+                            return
+                        got = wires[k].receive_data(data)
+                    size, resp = got[0]
+                    if resp.code != ResponseCode.SUCCESS:
+                        errors.append(f"BATCH_CREATE answered code {resp.code}: {resp.message[:200]}")
+                        return
+                    registered[k] += size
+
+        start = threading.Barrier(n + 1)
+        threads = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(n)]
+        for t in threads:
+            t.start()
+        with contextlib.suppress(threading.BrokenBarrierError):  # a connection failed: its error is in errors
+            start.wait(timeout=60.0)
+        t0 = time.perf_counter()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - t0
+        _check_alive(node)
+    if errors:
+        raise BenchError(errors[0])
+    if sum(registered) != len(items):
+        raise BenchError(f"the node registered {sum(registered)} identifiers, expected {len(items)}")
+    return elapsed
+
+
+BATCH_PATHS = ("core", "raw_sqlite", "rest", "binary")
 TEMPLATE_PATHS = ("core", "core_template", "raw_sqlite", "rest", "rest_template")  # each kind beside its twin
 
 
@@ -272,8 +358,11 @@ def run_batch(cfg: BatchConfig, progress: report.ProgressFn) -> dict[str, Any]:
                             raise BenchError(f"the store holds {len(rows)} rows, expected {n}")
                 elif path == "raw_sqlite":  # the first repeat runs core first, so rows exist by now
                     elapsed = raw_sqlite_insert(tmp / "raw.sqlite3", list(chunks(rows, cfg.batch_size)))
+                elif path == "binary":
+                    elapsed = _binary_batch(tmp / path, items["core"], cfg.batch_size, secret, cfg.clients)
                 else:
-                    reg = _rest_batch(tmp / path, names, cfg.batch_size, secret, values=json_of[path], template=template)
+                    reg = _rest_batch(tmp / path, names, cfg.batch_size, secret, values=json_of[path], template=template,
+                                      clients=cfg.clients)
                     elapsed = reg.elapsed_s
                     shed[path].append(reg.shed)
                     paused[path].append(reg.paused_s)
@@ -293,10 +382,14 @@ def run_batch(cfg: BatchConfig, progress: report.ProgressFn) -> dict[str, Any]:
     raw = out["raw_sqlite"]["median_ids_per_s"]
     out["ratio_core_raw"] = report.ratio(out["core"]["median_ids_per_s"], raw)
     out["ratio_rest_raw"] = report.ratio(out["rest"]["median_ids_per_s"], raw)
+    if "binary" in out:
+        out["ratio_binary_raw"] = report.ratio(out["binary"]["median_ids_per_s"], raw)
     out["note"] = ("core = validation, authority, existence checks, encoding and one SQLite transaction per batch "
-                   "(SqliteStore, WAL, synchronous=NORMAL); end to end adds JSON over HTTP to a node subprocess "
-                   "(requests encoded before the clock starts, one connection, one batch in flight); raw = "
-                   "executemany of the rows the store wrote, same schema and pragmas")
+                   "(SqliteStore, WAL, synchronous=NORMAL), in this process; end to end (REST: JSON over HTTP, "
+                   "binary: the BATCH_CREATE opcode over TCP) to a node subprocess with its default worker "
+                   f"processes, {cfg.clients} client connection(s) at once, one batch in flight on each, requests "
+                   "encoded before the clock starts; raw = executemany of the rows the store wrote, same schema "
+                   "and pragmas")
     if tw is not None:
         out["template"] = _template_costs(per, tw)
     return out

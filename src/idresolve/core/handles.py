@@ -37,8 +37,22 @@ def _has_control(text: str) -> bool:
     return _CONTROL.search(text) is not None
 
 
+#: Prefixes already found sound: a bulk registration names one prefix thousands of times. Bounded.
+_GOOD_PREFIXES: set[str] = set()
+_MAX_GOOD_PREFIXES = 4096
+
+
 def check_prefix(prefix: str) -> str:
     """Validate a dotted prefix and return it unchanged; raises ``InvalidHandle``."""
+    if prefix in _GOOD_PREFIXES:
+        return prefix
+    _check_prefix(prefix)
+    if len(_GOOD_PREFIXES) < _MAX_GOOD_PREFIXES:
+        _GOOD_PREFIXES.add(prefix)
+    return prefix
+
+
+def _check_prefix(prefix: str) -> None:
     if not prefix:
         raise InvalidHandle("Empty prefix invalid")
     if len(prefix) > MAX_HANDLE_CHARS:
@@ -47,7 +61,6 @@ def check_prefix(prefix: str) -> str:
         raise InvalidHandle("Prefix holds a control, space or slash character")
     if any(seg == "" for seg in prefix.split(".")):
         raise InvalidHandle("Prefix has an empty segment")
-    return prefix
 
 
 @dataclass(frozen=True, slots=True)
