@@ -31,7 +31,7 @@ from ..client.rest import BUSY_BACKOFF_S, RestClient
 from ..core.codes import OpCode, ResponseCode
 from ..core.errors import DecodeError, HandleError
 from ..core.handles import fold
-from ..core.messages import Request, Response
+from ..core.messages import Request
 from ..core.records import Record
 from ..core.values import HandleValue
 from ..core.wire_connection import ClientConnection
@@ -74,6 +74,7 @@ class Registered:
     count: int
     shed: int = 0  # 503 answers (code 3, load shed) that were sent again after a pause
     paused_s: float = 0.0
+    cpu_s: float | None = None  # CPU the server (all its processes) spent during the run
 
 
 async def _register(port: int, requests: Sequence[bytes], clients: int = 1) -> Registered:
@@ -219,7 +220,8 @@ def _check_alive(server: ServerProcess) -> None:
 # -- batch registration -------------------------------------------------------------------------------------
 
 def _core_batch(path: Path, items: Sequence[tuple[str, Any]], batch_size: int, secret: str,
-                template: Record | None = None) -> float:
+                template: Record | None = None) -> tuple[float, float]:
+    """(seconds, CPU seconds of this process) registering ``items`` through ``AuthoritativeNode.batch_create``."""
     store = SqliteStore(path)
     try:
         node = AuthoritativeNode(store, [PREFIX], name="bench")
@@ -227,10 +229,10 @@ def _core_batch(path: Path, items: Sequence[tuple[str, Any]], batch_size: int, s
         if template is not None:
             node.bootstrap_record(template)
         caller = Identity(ADMIN_INDEX, f"0.NA/{PREFIX}")
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for part in chunks(items, batch_size):
             node.batch_create(part, caller=caller, now=time.time())
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - cpu0
     except HandleError as exc:
         raise BenchError(f"batch_create refused the benchmark's batch: {exc.message}") from None
     finally:
@@ -247,7 +249,9 @@ def _rest_batch(tmp: Path, names: Sequence[str], batch_size: int, secret: str, *
             if answer.status != 201:
                 raise BenchError(f"publishing {template.handle} answered {answer.status}: {answer.body}")
         requests = batch_requests(names, batch_size, HOST, node.port, secret, values=values)  # before the clock
+        cpu0 = node.cpu_seconds()
         reg = httpload.run(_register(node.port, requests, clients))
+        reg.cpu_s = _cpu_delta(cpu0, node.cpu_seconds())
         _check_alive(node)
     if reg.count != len(names):
         raise BenchError(f"the node registered {reg.count} identifiers, expected {len(names)}")
@@ -255,9 +259,10 @@ def _rest_batch(tmp: Path, names: Sequence[str], batch_size: int, secret: str, *
 
 
 def _binary_batch(tmp: Path, items: Sequence[tuple[str, Sequence[HandleValue]]], batch_size: int, secret: str,
-                  clients: int, template: Record | None = None) -> float:
+                  clients: int, template: Record | None = None) -> tuple[float, float | None]:
     """The binary BATCH_CREATE opcode to a node subprocess over ``clients`` TCP connections, one batch in
-    flight on each; the frames are encoded before the clock starts. Returns the seconds taken."""
+    flight on each; the frames are encoded before the clock starts. Returns the seconds taken and the CPU
+    seconds the node spent meanwhile."""
     auth = (admin_identity(PREFIX), secret.encode())
     with node_process(tmp / "node", PREFIX, secret, tcp=True) as node:
         if template is not None:
@@ -288,16 +293,16 @@ def _binary_batch(tmp: Path, items: Sequence[tuple[str, Sequence[HandleValue]]],
                 start.wait(timeout=60.0)
                 for frame in frames[k]:
                     sock.sendall(frame)
-                    got: list[tuple[int, Response]] = []
-                    while not got:
+                    got: list[tuple[int, int]] = []
+                    while not got:  # the answer's head only (the REST client does not parse bodies either)
                         data = sock.recv(1 << 20)
                         if not data:
                             errors.append("the node closed the connection")
                             return
-                        got = wires[k].receive_data(data)
-                    size, resp = got[0]
-                    if resp.code != ResponseCode.SUCCESS:
-                        errors.append(f"BATCH_CREATE answered code {resp.code}: {resp.message[:200]}")
+                        got = wires[k].receive_heads(data)
+                    size, code = got[0]
+                    if code != ResponseCode.SUCCESS:
+                        errors.append(f"BATCH_CREATE answered code {code}")
                         return
                     registered[k] += size
 
@@ -306,17 +311,23 @@ def _binary_batch(tmp: Path, items: Sequence[tuple[str, Sequence[HandleValue]]],
         for t in threads:
             t.start()
         with contextlib.suppress(threading.BrokenBarrierError):  # a connection failed: its error is in errors
+            cpu0 = node.cpu_seconds()
             start.wait(timeout=60.0)
         t0 = time.perf_counter()
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - t0
+        cpu = _cpu_delta(cpu0, node.cpu_seconds())
         _check_alive(node)
     if errors:
         raise BenchError(errors[0])
     if sum(registered) != len(items):
         raise BenchError(f"the node registered {sum(registered)} identifiers, expected {len(items)}")
-    return elapsed
+    return elapsed, cpu
+
+
+def _cpu_delta(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
 
 
 BATCH_PATHS = ("core", "raw_sqlite", "rest", "binary")
@@ -340,6 +351,7 @@ def run_batch(cfg: BatchConfig, progress: report.ProgressFn) -> dict[str, Any]:
     paths = TEMPLATE_PATHS if tw is not None else BATCH_PATHS
     rows: list[Any] = []
     per: dict[str, list[float]] = {p: [] for p in paths}
+    cpu_per: dict[str, list[float]] = {p: [] for p in paths}  # CPU us per identifier (core, raw: this process)
     shed: dict[str, list[int]] = {p: [] for p in paths if p.startswith("rest")}
     paused: dict[str, list[float]] = {p: [] for p in shed}
     n = len(names)
@@ -349,25 +361,30 @@ def run_batch(cfg: BatchConfig, progress: report.ProgressFn) -> dict[str, Any]:
             # Alternating: the first repeat runs core first (its rows feed the raw baseline), the next ones in
             # reverse, so that no path always runs while the machine is busier.
             for path in paths if rep % 2 == 0 else tuple(reversed(paths)):
+                cpu: float | None = None
                 if path.startswith("core"):
-                    elapsed = _core_batch(tmp / f"{path}.sqlite3", items[path], cfg.batch_size, secret, template)
+                    elapsed, cpu = _core_batch(tmp / f"{path}.sqlite3", items[path], cfg.batch_size, secret, template)
                     if path == "core" and not rows:  # the encoded rows the store wrote, replayed by the raw baseline
                         rows = [r for r in read_rows(tmp / "core.sqlite3", PREFIX)
                                 if template is None or r[0] != fold(template.handle)]
                         if len(rows) != n:
                             raise BenchError(f"the store holds {len(rows)} rows, expected {n}")
                 elif path == "raw_sqlite":  # the first repeat runs core first, so rows exist by now
+                    cpu0 = time.process_time()
                     elapsed = raw_sqlite_insert(tmp / "raw.sqlite3", list(chunks(rows, cfg.batch_size)))
+                    cpu = time.process_time() - cpu0
                 elif path == "binary":
-                    elapsed = _binary_batch(tmp / path, items["core"], cfg.batch_size, secret, cfg.clients)
+                    elapsed, cpu = _binary_batch(tmp / path, items["core"], cfg.batch_size, secret, cfg.clients)
                 else:
                     reg = _rest_batch(tmp / path, names, cfg.batch_size, secret, values=json_of[path], template=template,
                                       clients=cfg.clients)
-                    elapsed = reg.elapsed_s
+                    elapsed, cpu = reg.elapsed_s, reg.cpu_s
                     shed[path].append(reg.shed)
                     paused[path].append(reg.paused_s)
                 rate = n / elapsed if elapsed > 0 else 0.0
                 per[path].append(rate)
+                if cpu is not None and n:
+                    cpu_per[path].append(cpu / n * 1e6)
                 progress(f"batch: run {rep + 1}/{cfg.repeats} {path}: {rate:,.0f} identifiers/s "
                          f"({elapsed:.2f} s for {n:,})" + (f"; {shed[path][-1]} batches shed with 503 and sent again "
                                                            f"after {paused[path][-1]:.1f} s of pauses"
@@ -376,6 +393,9 @@ def run_batch(cfg: BatchConfig, progress: report.ProgressFn) -> dict[str, Any]:
                            "values_per_identifier": len(items["core"][0][1]) if names else 0}
     for path, rates in per.items():
         out[path] = {"median_ids_per_s": round(report.median(rates), 1), "runs_ids_per_s": [round(r, 1) for r in rates]}
+        if cpu_per[path]:
+            out[path]["median_cpu_us_per_id"] = round(report.median(cpu_per[path]), 2)
+            out[path]["runs_cpu_us_per_id"] = [round(c, 2) for c in cpu_per[path]]
     for path in shed:
         out[path]["shed_503_per_run"] = shed[path]
         out[path]["paused_s_per_run"] = [round(p, 2) for p in paused[path]]
@@ -391,7 +411,7 @@ def run_batch(cfg: BatchConfig, progress: report.ProgressFn) -> dict[str, Any]:
                    "encoded before the clock starts; raw = executemany of the rows the store wrote, same schema "
                    "and pragmas")
     if tw is not None:
-        out["template"] = _template_costs(per, tw)
+        out["template"] = _template_costs(per, tw, cpu_per)
     return out
 
 
@@ -400,7 +420,8 @@ def _json_by_handle(items: Sequence[tuple[str, Sequence[HandleValue]]]) -> Calla
     return lambda h: [v.to_json() for v in by_handle[h]]
 
 
-def _template_costs(per: dict[str, list[float]], tw: TemplatedWorkload) -> dict[str, Any]:
+def _template_costs(per: dict[str, list[float]], tw: TemplatedWorkload,
+                    cpu_per: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """What checking costs: the time of a templated batch over the same batch without the reference (rate
     without / rate with), per repeat (the twin runs are next to each other) and its median."""
     out: dict[str, Any] = {"template": str(tw.ref), "fields": len(tw.template.fields),
@@ -410,6 +431,12 @@ def _template_costs(per: dict[str, list[float]], tw: TemplatedWorkload) -> dict[
                  if checked > 0]
         out[f"{kind}_cost_per_run"] = pairs
         out[f"{kind}_cost"] = round(report.median(pairs), 3) if pairs else None
+        cpu = cpu_per or {}
+        cpu_pairs = [round(checked / plain, 3) for plain, checked in
+                     zip(cpu.get(kind, []), cpu.get(f"{kind}_template", []), strict=False) if plain > 0]
+        if cpu_pairs:  # the CPU the work took (core: this process; REST: the node's processes), steadier
+            out[f"{kind}_cpu_cost_per_run"] = cpu_pairs
+            out[f"{kind}_cpu_cost"] = round(report.median(cpu_pairs), 3)
     out["note"] = ("cost = time of the batch naming the template (index 1001: every record checked) over the same "
                    "batch without that value (not checked), the two runs next to each other; median of the repeats")
     return out
