@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -88,6 +89,15 @@ class HandleValue:
     @classmethod
     def from_list(cls, raw: Sequence[Any]) -> HandleValue:
         """Decode the compact form; raises ``InvalidValue`` on anything malformed."""
+        if type(raw) is list and len(raw) == 7:
+            # The usual shape, checked with exact types (a bool or an int subclass takes the general path):
+            # every answer a recursive node decodes is values like these, so they skip the general checks.
+            index, vtype, data, ttl, ts, perms, refs = raw
+            if (type(index) is int and type(vtype) is str and type(data) is bytes and type(ttl) is int
+                    and type(ts) is int and type(perms) is int and type(refs) is list and not refs):
+                value = _make(cls, index, vtype, data, ttl, ts, perms & 0xF, ())
+                check_value(value)
+                return value
         try:
             index, vtype, data, ttl, ts, perms, refs = raw
             if not (isinstance(index, int) and isinstance(vtype, str) and isinstance(data, bytes)
@@ -122,11 +132,35 @@ class HandleValue:
         return out
 
 
+_SLOTS = tuple(HandleValue.__dict__[f.name].__set__ for f in fields(HandleValue))  # in the fields' order
+_NEW = object.__new__
+
+
+def _make(cls: type[HandleValue], index: int, vtype: str, data: bytes, ttl: int, ts: int, perms: int,
+          refs: tuple[tuple[str, int], ...]) -> HandleValue:
+    """``cls(...)`` without the frozen dataclass's ``__init__`` (which sets each field through
+    ``object.__setattr__``, half of a decoded value's cost): the slots are set directly, once."""
+    value = _NEW(cls)
+    s_index, s_type, s_data, s_ttl, s_ts, s_perms, s_refs = _SLOTS
+    s_index(value, index)
+    s_type(value, vtype)
+    s_data(value, data)
+    s_ttl(value, ttl)
+    s_ts(value, ts)
+    s_perms(value, perms)
+    s_refs(value, refs)
+    return value
+
+
+_CONTROL = re.compile(r"[\x00-\x1f]")
+_check_admin = lru_cache(maxsize=4096)(AdminRef.from_bytes)  # a record's admin values repeat: decode once
+
+
 def check_value(value: HandleValue) -> None:
     """Validate one value's fields (not its place in a record)."""
     if value.index <= 0 or value.index > 2**31 - 1:
         raise InvalidValue(f"value index must be between 1 and {2**31 - 1}, got {value.index}")
-    if not value.type or len(value.type) > MAX_TYPE_CHARS or any(ord(c) < 0x20 for c in value.type):
+    if not value.type or len(value.type) > MAX_TYPE_CHARS or _CONTROL.search(value.type) is not None:
         raise InvalidValue("value type must be 1-255 printable characters")
     if len(value.data) > MAX_DATA_BYTES:
         raise InvalidValue(f"value data longer than {MAX_DATA_BYTES} bytes")
@@ -137,7 +171,7 @@ def check_value(value: HandleValue) -> None:
         raise InvalidValue(f"template field {value.index} longer than {TEMPLATE_FIELD_MAX_CHARS} characters")
     # Structured types must hold data that decodes.
     if value.type == HS_ADMIN:
-        AdminRef.from_bytes(value.data)
+        _check_admin(value.data)
     elif value.type == HS_SITE:
         SiteInfo.from_bytes(value.data)
     elif value.type == HS_VLIST:
