@@ -95,8 +95,16 @@ class HandleValue:
             index, vtype, data, ttl, ts, perms, refs = raw
             if (type(index) is int and type(vtype) is str and type(data) is bytes and type(ttl) is int
                     and type(ts) is int and type(perms) is int and type(refs) is list and not refs):
+                key = (index, vtype, data, ttl, ts, perms)
+                value = _DECODED.get(key)
+                if value is not None and type(value) is cls:
+                    return value
                 value = _make(cls, index, vtype, data, ttl, ts, perms & 0xF, ())
                 check_value(value)
+                if len(data) <= DECODED_MAX_DATA:
+                    if len(_DECODED) >= DECODED_ENTRIES:
+                        _DECODED.clear()
+                    _DECODED[key] = value
                 return value
         try:
             index, vtype, data, ttl, ts, perms, refs = raw
@@ -131,6 +139,14 @@ class HandleValue:
             out["references"] = [{"handle": h, "index": i} for h, i in self.refs]
         return out
 
+
+# Values decoded from the compact form, by its fields (exact types only, no references, small data): the
+# same value arrives in many answers (a prefix's HS_ADMIN, a template's reference and its shared fields), so
+# a recursive node decodes and checks it once and its cache holds one object for all of them. Values are
+# immutable, so sharing one is safe. Bounded: emptied when full.
+DECODED_ENTRIES = 8192
+DECODED_MAX_DATA = 512
+_DECODED: dict[tuple[int, str, bytes, int, int, int], HandleValue] = {}
 
 _SLOTS = tuple(HandleValue.__dict__[f.name].__set__ for f in fields(HandleValue))  # in the fields' order
 _NEW = object.__new__
