@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -100,6 +101,23 @@ class HandleValue:
     @classmethod
     def from_list(cls, raw: Sequence[Any]) -> HandleValue:
         """Decode the compact form; raises ``InvalidValue`` on anything malformed."""
+        if type(raw) is list and len(raw) == 7:
+            # The usual shape, checked with exact types (a bool or an int subclass takes the general path):
+            # every answer a recursive node decodes is values like these, so they skip the general checks.
+            index, vtype, data, ttl, ts, perms, refs = raw
+            if (type(index) is int and type(vtype) is str and type(data) is bytes and type(ttl) is int
+                    and type(ts) is int and type(perms) is int and type(refs) is list and not refs):
+                key = (index, vtype, data, ttl, ts, perms)
+                value = _DECODED.get(key)
+                if value is not None and type(value) is cls:
+                    return value
+                value = _make(cls, index, vtype, data, ttl, ts, perms & 0xF, ())
+                check_value(value)
+                if len(data) <= DECODED_MAX_DATA:
+                    if len(_DECODED) >= DECODED_ENTRIES:
+                        _DECODED.clear()
+                    _DECODED[key] = value
+                return value
         try:
             index, vtype, data, ttl, ts, perms, refs = raw
             if not (isinstance(index, int) and isinstance(vtype, str) and isinstance(data, bytes)
@@ -137,11 +155,37 @@ class HandleValue:
         return out
 
 
-_set_index, _set_type, _set_data, _set_ttl, _set_timestamp, _set_perms, _set_refs = (
-    HandleValue.index.__set__, HandleValue.type.__set__, HandleValue.data.__set__,  # type: ignore[attr-defined]
-    HandleValue.ttl_s.__set__, HandleValue.timestamp.__set__, HandleValue.perms.__set__,  # type: ignore[attr-defined]
-    HandleValue.refs.__set__,  # type: ignore[attr-defined]
-)
+# Values decoded from the compact form, by its fields (exact types only, no references, small data): the
+# same value arrives in many answers (a prefix's HS_ADMIN, a template's reference and its shared fields), so
+# a recursive node decodes and checks it once and its cache holds one object for all of them. Values are
+# immutable, so sharing one is safe. Bounded: emptied when full.
+DECODED_ENTRIES = 8192
+DECODED_MAX_DATA = 512
+_DECODED: dict[tuple[int, str, bytes, int, int, int], HandleValue] = {}
+
+_SLOTS = tuple(HandleValue.__dict__[f.name].__set__ for f in fields(HandleValue))  # in the fields' order
+_set_index, _set_type, _set_data, _set_ttl, _set_timestamp, _set_perms, _set_refs = _SLOTS  # HandleValue.__init__
+_NEW = object.__new__
+
+
+def _make(cls: type[HandleValue], index: int, vtype: str, data: bytes, ttl: int, ts: int, perms: int,
+          refs: tuple[tuple[str, int], ...]) -> HandleValue:
+    """``cls(...)`` without the frozen dataclass's ``__init__`` (which sets each field through
+    ``object.__setattr__``, half of a decoded value's cost): the slots are set directly, once."""
+    value = _NEW(cls)
+    s_index, s_type, s_data, s_ttl, s_ts, s_perms, s_refs = _SLOTS
+    s_index(value, index)
+    s_type(value, vtype)
+    s_data(value, data)
+    s_ttl(value, ttl)
+    s_ts(value, ts)
+    s_perms(value, perms)
+    s_refs(value, refs)
+    return value
+
+
+_CONTROL = re.compile(r"[\x00-\x1f]")
+_check_admin = lru_cache(maxsize=4096)(AdminRef.from_bytes)  # a record's admin values repeat: decode once
 
 #: Value types already found sound (a batch repeats a handful of types millions of times); bounded.
 _GOOD_TYPES: set[str] = set()
@@ -150,7 +194,7 @@ _STRUCTURED = frozenset((HS_ADMIN, HS_SITE, HS_VLIST))
 
 
 def _check_type(vtype: str) -> None:
-    if not vtype or len(vtype) > MAX_TYPE_CHARS or any(ord(c) < 0x20 for c in vtype):
+    if not vtype or len(vtype) > MAX_TYPE_CHARS or _CONTROL.search(vtype) is not None:
         raise InvalidValue("value type must be 1-255 printable characters")
     if len(_GOOD_TYPES) < _MAX_GOOD_TYPES:
         _GOOD_TYPES.add(vtype)
@@ -173,7 +217,7 @@ def check_value(value: HandleValue) -> None:
     # Structured types must hold data that decodes.
     if vtype in _STRUCTURED:
         if vtype == HS_ADMIN:
-            AdminRef.from_bytes(data)
+            _check_admin(data)
         elif vtype == HS_SITE:
             SiteInfo.from_bytes(data)
         else:

@@ -50,7 +50,15 @@ from ..core.handles import (
 from ..core.records import Record
 from ..core.templates import Template, TemplateRef, check_record, is_template_record, stored_versions
 from ..core.templates.storage import TEMPLATE_SUFFIX_PREFIX
-from ..core.values import DEFAULT_TTL_S, HS_ADMIN, HS_SITE, TEMPLATE_REF_INDEX, HandleValue, check_values
+from ..core.values import (
+    DEFAULT_TTL_S,
+    HS_ADMIN,
+    HS_SITE,
+    PUBLIC_READ,
+    TEMPLATE_REF_INDEX,
+    HandleValue,
+    check_values,
+)
 from ..store.base import Store
 from .auth import Identity, authenticate, permitted
 from .templates import (
@@ -286,7 +294,10 @@ class AuthoritativeNode:
 
     # -- reads ------------------------------------------------------------------------------------------
     def visible_values(self, record: Record, caller: Identity | None) -> tuple[HandleValue, ...]:
-        if all(v.public_read for v in record.values):
+        for v in record.values:  # the usual record is public: one pass, no property calls
+            if not v.perms & PUBLIC_READ:
+                break
+        else:
             return record.values
         may_read = permitted(self.store, record, caller, AdminPerm.READ_VALUE)
         return tuple(v for v in record.values if v.public_read or (may_read and v.admin_read))
