@@ -6,12 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..client.progress import Progress
 from ..client.rest import Answer
 from ..core.templates import TEMPLATE_REF_TYPE
 from ..core.values import TEMPLATE_REF_INDEX
@@ -232,6 +229,11 @@ def _load_batch(path: Path) -> list[dict[str, Any]]:
 
 
 def _register_batch(args: argparse.Namespace) -> int:
+    import threading  # here, not at the top: every command's start-up (and --help) would pay for them
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..client.progress import Progress
+
     items = _load_batch(args.batch)
     if not items:
         raise CliError("the batch file holds no identifiers")

@@ -45,8 +45,8 @@ Checker = Callable[[bytes], "str | None"]
 #: value that fitted once fits again). Bulk registrations repeat the few values of low-cardinality fields
 #: (manufacturer, category, size, standard) on every record; the first distinct values of a field fill the
 #: set and then it stops growing, so a field whose every value is new (a batch number) pays one set lookup.
-#: Bounded per field: at most 64 values of at most 255 characters.
-KNOWN_GOOD_PER_FIELD = 64
+#: Bounded per field: at most 256 values of at most 255 characters (64 KiB).
+KNOWN_GOOD_PER_FIELD = 256
 
 
 class FieldType(StrEnum):
