@@ -117,10 +117,11 @@ def test_bench_rest_short_run(tmp_path: Path) -> None:
 
 
 def _check_batch(batch: dict[str, Any], identifiers: int) -> None:
-    for path in ("core", "rest", "raw_sqlite"):
+    for path in ("core", "rest", "binary", "raw_sqlite"):
         assert _positive(batch[path]["median_ids_per_s"]), batch[path]
         assert all(_positive(r) for r in batch[path]["runs_ids_per_s"])
     assert _positive(batch["ratio_core_raw"]) and _positive(batch["ratio_rest_raw"])
+    assert _positive(batch["ratio_binary_raw"]) and batch["config"]["clients"] >= 1
     assert batch["config"]["identifiers"] == identifiers
     for t, path in zip(targets.rest_batch_targets(batch=batch), ("core", "rest"), strict=True):
         rate = batch[path]["median_ids_per_s"]

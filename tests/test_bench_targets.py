@@ -142,10 +142,10 @@ def test_check_fails_when_server_counters_disagree_anywhere_in_a_result() -> Non
 
 def test_rest_and_batch_targets() -> None:
     ts = targets.rest_batch_targets({"ratio": 0.71, "node": {"runs": [1, 2, 3]}},
-                                    {"core": {"median_ids_per_s": 37_380.0}, "rest": {"median_ids_per_s": 19_999.0}})
+                                    {"core": {"median_ids_per_s": 137_380.0}, "rest": {"median_ids_per_s": 99_999.0}})
     assert [(t["id"], t["status"]) for t in ts] == [("R1", "PASS"), ("B1", "PASS"), ("B2", "FAIL")]
     assert ts[0]["how"] == "median of 3 runs"
     assert targets.problems({"targets": ts}) == [
-        "target B2 FAIL: batch registration, POST /api/batch to a node: identifiers/s: 19,999 ids/s (target >= 20,000)"]
+        "target B2 FAIL: batch registration, POST /api/batch to a node: identifiers/s: 99,999 ids/s (target >= 100,000)"]
     assert targets.check_text([]).startswith("check: every target")
     assert targets.check_text(["x"]) == "check FAILED:\n  x"

@@ -7,7 +7,7 @@ import heapq
 import math
 import random
 
-from idresolve.net.delays import MAX_CORRECTION_S, DelayTimers
+from idresolve.net.delays import LATE_BIN_S, LATE_BINS, MAX_CORRECTION_S, DelayTimers
 
 
 class CoarseLoop:
@@ -84,3 +84,16 @@ def test_a_stalled_loop_is_not_learned_as_bias() -> None:
     loop.now += 1.0  # the loop was blocked for a second
     loop.run_one()
     assert all(abs(t) <= MAX_CORRECTION_S * 0.05 + 1e-12 for t in timers.trim_s)
+    assert timers.late_bins == {LATE_BINS[1]: 1}  # a second late: counted in the last bin, not dropped
+
+
+def test_lateness_is_counted_per_bin_and_sums_to_the_firings() -> None:
+    loop = CoarseLoop(3)
+    timers = DelayTimers(clock=lambda: loop.now, loop=lambda: loop)
+    _drive(timers, loop, DELAYS, 300)
+    assert sum(timers.late_bins.values()) == timers.fired == 300 * len(DELAYS)
+    assert all(LATE_BINS[0] <= b <= LATE_BINS[1] for b in timers.late_bins)
+    # The coarse loop, trimmed, fires within about two milliseconds of the intended time.
+    assert min(timers.late_bins) >= -20 and max(timers.late_bins) <= 20
+    mean_from_bins = sum((b + 0.5) * LATE_BIN_S * n for b, n in timers.late_bins.items()) / timers.fired
+    assert abs(mean_from_bins - timers.mean_late_s) <= LATE_BIN_S  # the bins keep the mean to a bin's width

@@ -656,3 +656,20 @@ def test_site_ipv4_mapped_addresses_decode_as_ipv4() -> None:
     decoded = SiteInfo.from_bytes(site.to_bytes())
     assert decoded.servers[0].address == "10.1.2.3"
     assert ipaddress.ip_address(decoded.servers[0].address).version == 4
+
+
+def test_decoded_values_are_shared_and_still_checked() -> None:
+    from idresolve.core.errors import InvalidValue
+    from idresolve.core.values import HandleValue
+
+    raw = [2001, "batchNumber", b"2106023", 86400, 1700000000, 14, []]
+    a, b = HandleValue.from_list(list(raw)), HandleValue.from_list(list(raw))
+    assert a is b and a == HandleValue(2001, "batchNumber", b"2106023", 86400, 1700000000, 14)
+    # A float or a bool where an int belongs is not the same key: the general rules answer for it.
+    with pytest.raises(InvalidValue):
+        HandleValue.from_list([2001.0, "batchNumber", b"2106023", 86400, 1700000000, 14, []])
+    assert HandleValue.from_list([True, "URL", b"x", 86400, 0, 14, []]).index == 1
+    # A bad value is refused every time, never remembered.
+    for _ in range(2):
+        with pytest.raises(InvalidValue):
+            HandleValue.from_list([0, "URL", b"x", 86400, 0, 14, []])

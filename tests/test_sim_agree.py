@@ -32,5 +32,9 @@ def test_emulated_and_simulated_runs_agree(tmp_path: Path) -> None:
     assert abs(top["difference"]["p50"]) < 0.10, top
     paths = {r["name"] for r in cold["paths"]}
     assert paths == {"top-beijing>sec-tyre-qingdao", "top-beijing>sec-tyre-qingdao>ent-tyre-qingdao-8"}
+    # The recursive node's delay timers were counted and the simulated phases drew from them: every
+    # upstream message of the cold phase is one firing (two per hop, three hops per resolution).
+    late = cold["emulated_timer_late_ms"]
+    assert late["firings"] >= 6 * 200 and late["p50"] is not None and late["p99"] >= late["p50"], late
     assert "goal (p50 and p99 within 5%" in res.stdout
     assert (out / "simulated-cold" / "report.json").exists()

@@ -103,6 +103,18 @@ def test_walks_go_top_secondary_enterprise_then_straight_to_the_cached_referral(
     assert t["not_found"] > 0 and res.stats.failures == {}
 
 
+def test_measured_timer_lateness_widens_each_hop_by_its_own_draws() -> None:
+    """Every message draws its own timer error from the emulator's measured lateness: a hop (two messages)
+    moves by the sum of two draws, and the model's jitter stays under it."""
+    w = workload(duration_s=30.0)
+    plain = build_report(simulate(RunSpec(w, seed=1)))["per_hop"]["top"]["latency_ms"]
+    late = ((0.0001, 90), (0.00505, 10))  # 90% of firings 0.1 ms late, 10% about 5 ms late
+    slow = build_report(simulate(RunSpec(w, seed=1, timer_late=late)))["per_hop"]["top"]["latency_ms"]
+    assert 0.15 <= slow["p50"] - plain["p50"] <= 0.6  # most hops: two small draws
+    assert slow["p99"] - plain["p99"] >= 4.0  # a fifth of hops has a 5 ms draw in it: the tail carries it
+    assert slow["p99"] - plain["p99"] <= 11.0  # two large draws at most
+
+
 def test_a_killed_top_level_node_is_skipped_for_the_next() -> None:
     res = simulate(RunSpec(workload(duration_s=20.0), seed=1, events=events("+0s kill top-beijing")), paths=True)
     assert res.engine.hop_nodes is not None and "top-nanjing" in res.engine.hop_nodes

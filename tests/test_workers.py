@@ -140,6 +140,33 @@ def test_two_workers_share_ports_and_see_each_others_writes(tmp_path: Path) -> N
         node.close()
 
 
+BINARY = re.compile(r"^  binary protocol: tcp ([\d.]+):(\d+)")
+
+
+def test_binary_reads_in_every_worker_see_a_write_acknowledged_by_another(tmp_path: Path) -> None:
+    """The binary protocol's fast path answers from the worker's own answer cache: it too must drop what
+    another worker's write made stale before it answers (every read on a new connection, either worker)."""
+    from idresolve.net.blocking import BlockingClient
+
+    node = NodeProcess("--prefix", "88.100", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--data-dir",
+                       str(tmp_path / "data"), "--workers", "2", log=tmp_path / "node.log")
+    try:
+        url = node.wait_ready()
+        host, port = node.wait_for(BINARY).groups()
+        node.wait_for(WORKERS)
+        secret = (tmp_path / "data" / "admin-secret").read_text().strip()
+        handle = "88.100/bin1"
+        for n in range(20):
+            status, _ = _request("PUT", f"{url}/api/handles/{handle}", _url_value(n), secret)
+            assert status in (200, 201)
+            for _ in range(6):  # warm both workers' caches with this version, then write the next
+                with BlockingClient(host, int(port), timeout_s=10) as c:
+                    resp = c.resolve(handle)
+                assert resp.code == 1 and resp.values[0].data == f"https://e.example/{n}".encode(), (n, resp)
+    finally:
+        node.close()
+
+
 def test_cluster_node_with_two_workers(tmp_path: Path) -> None:
     """``workers = 2`` on an enterprise node of the minimal topology: two processes answer at its ports, the
     hierarchy resolves through it, and a rewrite acknowledged there is what every later read sees."""

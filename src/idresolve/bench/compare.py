@@ -40,7 +40,7 @@ def figures_of(rep: Mapping[str, Any]) -> dict[str, Figure]:
             out["rest.ratio.rate_per_s"] = {"value": rest["ratio"], "unit": "x", "better": "higher"}
     batch = rep.get("batch")
     if isinstance(batch, Mapping):
-        for path in ("core", "rest", "raw_sqlite"):
+        for path in ("core", "rest", "binary", "raw_sqlite"):
             b = batch.get(path, {})
             if "median_ids_per_s" in b:
                 runs = b.get("runs_ids_per_s", [])

@@ -10,7 +10,7 @@ from pathlib import Path
 # tests/test_bench.py checks that the two agree.
 MAX_BATCH = 2_000
 TARGET_REST_RATIO = 0.7  # node requests/s over a bare aiohttp handler's
-TARGET_IDS_PER_S = 20_000  # batch registration into the durable store
+TARGET_IDS_PER_S = 100_000  # batch registration into the durable store (issue 13)
 TARGET_TEMPLATE_COST = 1.25  # a batch checked against its template over the same batch unchecked (time)
 
 
@@ -30,6 +30,7 @@ class BatchConfig:
     batch_size: int = MAX_BATCH
     repeats: int = 3
     template: bool = False  # records fill a template; core and REST also run naming it (bench batch --template)
+    clients: int = 4  # connections sending batches at once (REST and binary), one batch in flight on each
 
 
 # -- bench run (documented in bench.scenarios) ---------------------------------------------------------

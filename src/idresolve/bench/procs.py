@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 READY_RE = re.compile(r" at ((?:http|tcp)://127\.0\.0\.1:(\d+))\s*$")
+TCP_READY_RE = re.compile(r"binary protocol: tcp (127\.0\.0\.1:(\d+))\s*$")  # a node's line for --tcp
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 
@@ -34,8 +35,9 @@ def idresolve_argv(*args: str) -> list[str]:
 
 class ServerProcess:
     def __init__(self, name: str, argv: list[str], *, env: dict[str, str] | None = None,
-                 start_timeout_s: float = START_TIMEOUT_S) -> None:
+                 start_timeout_s: float = START_TIMEOUT_S, ready: re.Pattern[str] = READY_RE) -> None:
         self.name, self.argv = name, argv
+        self.ready = ready
         self.env = dict(os.environ if env is None else env)
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
@@ -88,7 +90,7 @@ class ServerProcess:
                 for raw in lines:
                     line = raw.decode("utf-8", "replace").rstrip()
                     seen.append(line)
-                    m = READY_RE.search(line)
+                    m = self.ready.search(line)
                     if m:
                         self.url, self.port = m.group(1), int(m.group(2))
                         return
@@ -198,17 +200,19 @@ def children(ppid: int) -> list[int]:
 
 
 def node_process(data_dir: Path, prefix: str, secret: str, *, store: str = "sqlite",
-                 name: str = "bench", workers: int = 0) -> ServerProcess:
-    """An authoritative node serving ``prefix`` on 127.0.0.1, port 0; the secret travels in the environment.
+                 name: str = "bench", workers: int = 0, tcp: bool = False) -> ServerProcess:
+    """An authoritative node serving ``prefix`` on 127.0.0.1, port 0 (REST, or with ``tcp`` the binary
+    protocol only); the secret travels in the environment.
 
     Other ``IDRESOLVE_*`` variables of the caller are not passed on: the node runs with defaults plus flags.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDRESOLVE_")}
     env["IDRESOLVE_ADMIN_SECRET"] = secret
     argv = idresolve_argv("node", "--name", name, "--prefix", prefix, "--http", "127.0.0.1:0",
+                          *(("--tcp", "127.0.0.1:0") if tcp else ()),
                           "--data-dir", str(data_dir), "--store", store, "--log-level", "WARNING",
                           *(("--workers", str(workers)) if workers else ()))
-    return ServerProcess(f"node ({store})", argv, env=env)
+    return ServerProcess(f"node ({store})", argv, env=env, ready=TCP_READY_RE if tcp else READY_RE)
 
 
 def echo_process(answer_file: Path) -> ServerProcess:

@@ -159,32 +159,47 @@ def rest_text(res: Mapping[str, Any]) -> str:
                       "note: " + res["note"]])
 
 
+def _cpu(path: Mapping[str, Any]) -> str:
+    """CPU microseconds per identifier: the bench process for core and raw, the node's processes for REST and
+    binary (its workers included); steadier than the rate on a shared machine."""
+    cpu = path.get("median_cpu_us_per_id")
+    return "" if cpu is None else f"{cpu:.1f}"
+
+
 def batch_text(res: Mapping[str, Any]) -> str:
     cfg = res["config"]
     rows = [[label, fmt_rate(res[key]["median_ids_per_s"]),
-             f"{ratio(res[key]['median_ids_per_s'], res['raw_sqlite']['median_ids_per_s']):.2f}"]
+             f"{ratio(res[key]['median_ids_per_s'], res['raw_sqlite']['median_ids_per_s']):.2f}", _cpu(res[key])]
             for key, label in (("core", "core: AuthoritativeNode.batch_create + SqliteStore"),
                                ("rest", "end to end: POST /api/batch to a node subprocess"),
-                               ("raw_sqlite", "baseline: raw sqlite3 executemany, same rows"))]
+                               ("binary", "end to end: binary BATCH_CREATE to a node subprocess"),
+                               ("raw_sqlite", "baseline: raw sqlite3 executemany, same rows")) if key in res]
     head = (f"Batch registration into the durable store: {cfg['identifiers']:,} identifiers, {cfg['batch_size']} "
-            f"per batch (one transaction each), median of {cfg['repeats']} runs")
+            f"per batch (one transaction each), {cfg.get('clients', 1)} client connection(s) at once, median of "
+            f"{cfg['repeats']} alternating runs, each beside raw sqlite3 in the same run")
     t = res["target_ids_per_s"]
     verdict = [f"{name} vs target {t:,}/s: {'met' if res[key]['median_ids_per_s'] >= t else 'NOT met'}"
-               for key, name in (("core", "core"), ("rest", "end to end"))]
+               for key, name in (("core", "core"), ("rest", "end to end REST"), ("binary", "end to end binary"))
+               if key in res]
     tpl = res.get("template")
     if tpl is not None:
         for key, label in (("core_template", "core, naming the template (every record checked)"),
                            ("rest_template", "end to end, naming the template")):
             rows.insert(len(rows) - 1, [label, fmt_rate(res[key]["median_ids_per_s"]),
-                                        f"{ratio(res[key]['median_ids_per_s'], res['raw_sqlite']['median_ids_per_s']):.2f}"])
+                                        f"{ratio(res[key]['median_ids_per_s'], res['raw_sqlite']['median_ids_per_s']):.2f}",
+                                        _cpu(res[key])])
         head += f"; records fill {tpl['template']} ({res['values_per_identifier']} values each)"
-    lines = [head, table(rows, ["path", "identifiers/s", "x raw"]), "; ".join(verdict)]
+    lines = [head, table(rows, ["path", "identifiers/s", "x raw", "CPU us/id"]), "; ".join(verdict)]
     if tpl is not None:
         for kind, name in (("core", "core"), ("rest", "end to end")):
             cost = tpl[f"{kind}_cost"]
             lines.append(f"checking against the template, {name}: {cost:.3f}x the time of the same batch unchecked "
                          f"(runs {', '.join(f'{c:.3f}' for c in tpl[f'{kind}_cost_per_run'])}; target <= "
                          f"{tpl['target_cost']}x: {'met' if cost <= tpl['target_cost'] else 'NOT met'})")
+            cpu_cost = tpl.get(f"{kind}_cpu_cost")
+            if cpu_cost is not None:
+                lines.append(f"  the same in CPU time ({'this process' if kind == 'core' else 'the node'}): "
+                             f"{cpu_cost:.3f}x (runs {', '.join(f'{c:.3f}' for c in tpl[f'{kind}_cpu_cost_per_run'])})")
     for path in ("rest", "rest_template"):
         if path in res and any(res[path]["shed_503_per_run"]):
             lines.append(f"{path}: the node shed {sum(res[path]['shed_503_per_run'])} batches with 503 (code 3); "

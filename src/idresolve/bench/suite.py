@@ -12,10 +12,13 @@ baseline, node, ...) and the figures are medians over ``repeats`` runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import secrets
+import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -25,10 +28,14 @@ from typing import Any
 import orjson
 
 from ..client.rest import BUSY_BACKOFF_S, RestClient
-from ..core.errors import HandleError
+from ..core.codes import OpCode, ResponseCode
+from ..core.errors import DecodeError, HandleError
 from ..core.handles import fold
+from ..core.messages import Request
 from ..core.records import Record
 from ..core.values import HandleValue
+from ..core.wire_connection import ClientConnection
+from ..net.blocking import BlockingClient
 from ..nodes.auth import Identity
 from ..nodes.authoritative import MAX_BATCH, AuthoritativeNode
 from ..nodes.bootstrap import ADMIN_INDEX, admin_identity, prefix_record
@@ -67,16 +74,20 @@ class Registered:
     count: int
     shed: int = 0  # 503 answers (code 3, load shed) that were sent again after a pause
     paused_s: float = 0.0
+    cpu_s: float | None = None  # CPU the server (all its processes) spent during the run
 
 
-async def _register(port: int, requests: Sequence[bytes]) -> Registered:
-    """Send ``POST /api/batch`` requests one after another. A shed request (503, code 3: nothing was done)
-    is sent again after the pauses the REST client uses; the pauses count in the elapsed time."""
-    bodies = []
+async def _register(port: int, requests: Sequence[bytes], clients: int = 1) -> Registered:
+    """Send ``POST /api/batch`` requests over ``clients`` connections at once, one request in flight on each
+    (each takes the next request not yet sent). A shed request (503, code 3: nothing was done) is sent again
+    after the pauses the REST client uses; the pauses count in the elapsed time."""
+    bodies: list[bytes] = []
     shed, paused = 0, 0.0
-    async with httpload.Client(HOST, port) as client:
-        t0 = time.perf_counter()
-        for raw in requests:
+    todo = iter(requests)
+
+    async def one(client: httpload.Client) -> None:
+        nonlocal shed, paused
+        for raw in todo:
             for pause in (*BUSY_BACKOFF_S, None):
                 status, body = await client.request(raw)
                 if status != 503 or pause is None:
@@ -87,7 +98,17 @@ async def _register(port: int, requests: Sequence[bytes]) -> Registered:
             if status != 201:
                 raise BenchError(f"POST /api/batch answered {status}: {body[:300]!r}")
             bodies.append(body)
+
+    conns = [httpload.Client(HOST, port) for _ in range(max(1, clients))]
+    for c in conns:
+        await c.__aenter__()
+    try:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(c) for c in conns))
         elapsed = time.perf_counter() - t0
+    finally:
+        for c in conns:
+            await c.__aexit__(None, None, None)
     count = sum(int(orjson.loads(body).get("count", 0)) for body in bodies)  # parsed after the clock stopped
     return Registered(elapsed, count, shed, paused)
 
@@ -199,7 +220,8 @@ def _check_alive(server: ServerProcess) -> None:
 # -- batch registration -------------------------------------------------------------------------------------
 
 def _core_batch(path: Path, items: Sequence[tuple[str, Any]], batch_size: int, secret: str,
-                template: Record | None = None) -> float:
+                template: Record | None = None) -> tuple[float, float]:
+    """(seconds, CPU seconds of this process) registering ``items`` through ``AuthoritativeNode.batch_create``."""
     store = SqliteStore(path)
     try:
         node = AuthoritativeNode(store, [PREFIX], name="bench")
@@ -207,10 +229,10 @@ def _core_batch(path: Path, items: Sequence[tuple[str, Any]], batch_size: int, s
         if template is not None:
             node.bootstrap_record(template)
         caller = Identity(ADMIN_INDEX, f"0.NA/{PREFIX}")
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for part in chunks(items, batch_size):
             node.batch_create(part, caller=caller, now=time.time())
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - cpu0
     except HandleError as exc:
         raise BenchError(f"batch_create refused the benchmark's batch: {exc.message}") from None
     finally:
@@ -218,7 +240,8 @@ def _core_batch(path: Path, items: Sequence[tuple[str, Any]], batch_size: int, s
 
 
 def _rest_batch(tmp: Path, names: Sequence[str], batch_size: int, secret: str, *,
-                values: Callable[[str], list[dict[str, Any]]] = json_values, template: Record | None = None) -> Registered:
+                values: Callable[[str], list[dict[str, Any]]] = json_values, template: Record | None = None,
+                clients: int = 1) -> Registered:
     with node_process(tmp / "node", PREFIX, secret) as node:
         if template is not None:  # published at the node before the clock starts, as a secondary holds its own
             with RestClient(node.url, identity=admin_identity(PREFIX), secret=secret) as client:
@@ -226,14 +249,88 @@ def _rest_batch(tmp: Path, names: Sequence[str], batch_size: int, secret: str, *
             if answer.status != 201:
                 raise BenchError(f"publishing {template.handle} answered {answer.status}: {answer.body}")
         requests = batch_requests(names, batch_size, HOST, node.port, secret, values=values)  # before the clock
-        reg = httpload.run(_register(node.port, requests))
+        cpu0 = node.cpu_seconds()
+        reg = httpload.run(_register(node.port, requests, clients))
+        reg.cpu_s = _cpu_delta(cpu0, node.cpu_seconds())
         _check_alive(node)
     if reg.count != len(names):
         raise BenchError(f"the node registered {reg.count} identifiers, expected {len(names)}")
     return reg
 
 
-BATCH_PATHS = ("core", "raw_sqlite", "rest")
+def _binary_batch(tmp: Path, items: Sequence[tuple[str, Sequence[HandleValue]]], batch_size: int, secret: str,
+                  clients: int, template: Record | None = None) -> tuple[float, float | None]:
+    """The binary BATCH_CREATE opcode to a node subprocess over ``clients`` TCP connections, one batch in
+    flight on each; the frames are encoded before the clock starts. Returns the seconds taken and the CPU
+    seconds the node spent meanwhile."""
+    auth = (admin_identity(PREFIX), secret.encode())
+    with node_process(tmp / "node", PREFIX, secret, tcp=True) as node:
+        if template is not None:
+            with BlockingClient(HOST, node.port, auth=auth) as bc:
+                resp = bc.create(template.handle, template.values)
+            if resp.code != ResponseCode.SUCCESS:
+                raise BenchError(f"publishing {template.handle} over the binary protocol answered code {resp.code}")
+        parts = list(chunks(items, batch_size))
+        n = max(1, min(clients, len(parts)))
+        wires: list[ClientConnection[int]] = [ClientConnection() for _ in range(n)]
+        frames: list[list[bytes]] = [[] for _ in range(n)]
+        for i, part in enumerate(parts):  # round robin: connection i % n sends batch i
+            req = Request(0, OpCode.BATCH_CREATE, "", 0, auth=auth, items=tuple((h, tuple(v)) for h, v in part))
+            frames[i % n].append(wires[i % n].send(req, len(part))[1])
+        registered = [0] * n
+        errors: list[str] = []
+
+        def run(k: int) -> None:
+            try:
+                send_all(k)
+            except (OSError, DecodeError, threading.BrokenBarrierError) as exc:
+                errors.append(f"connection {k}: {type(exc).__name__}: {exc}")
+                start.abort()  # nobody waits for a connection that is gone
+
+        def send_all(k: int) -> None:
+            with socket.create_connection((HOST, node.port), timeout=120.0) as sock:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                start.wait(timeout=60.0)
+                for frame in frames[k]:
+                    sock.sendall(frame)
+                    got: list[tuple[int, int]] = []
+                    while not got:  # the answer's head only (the REST client does not parse bodies either)
+                        data = sock.recv(1 << 20)
+                        if not data:
+                            errors.append("the node closed the connection")
+                            return
+                        got = wires[k].receive_heads(data)
+                    size, code = got[0]
+                    if code != ResponseCode.SUCCESS:
+                        errors.append(f"BATCH_CREATE answered code {code}")
+                        return
+                    registered[k] += size
+
+        start = threading.Barrier(n + 1)
+        threads = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(n)]
+        for t in threads:
+            t.start()
+        with contextlib.suppress(threading.BrokenBarrierError):  # a connection failed: its error is in errors
+            cpu0 = node.cpu_seconds()
+            start.wait(timeout=60.0)
+        t0 = time.perf_counter()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - t0
+        cpu = _cpu_delta(cpu0, node.cpu_seconds())
+        _check_alive(node)
+    if errors:
+        raise BenchError(errors[0])
+    if sum(registered) != len(items):
+        raise BenchError(f"the node registered {sum(registered)} identifiers, expected {len(items)}")
+    return elapsed, cpu
+
+
+def _cpu_delta(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
+BATCH_PATHS = ("core", "raw_sqlite", "rest", "binary")
 TEMPLATE_PATHS = ("core", "core_template", "raw_sqlite", "rest", "rest_template")  # each kind beside its twin
 
 
@@ -254,6 +351,7 @@ def run_batch(cfg: BatchConfig, progress: report.ProgressFn) -> dict[str, Any]:
     paths = TEMPLATE_PATHS if tw is not None else BATCH_PATHS
     rows: list[Any] = []
     per: dict[str, list[float]] = {p: [] for p in paths}
+    cpu_per: dict[str, list[float]] = {p: [] for p in paths}  # CPU us per identifier (core, raw: this process)
     shed: dict[str, list[int]] = {p: [] for p in paths if p.startswith("rest")}
     paused: dict[str, list[float]] = {p: [] for p in shed}
     n = len(names)
@@ -263,22 +361,30 @@ def run_batch(cfg: BatchConfig, progress: report.ProgressFn) -> dict[str, Any]:
             # Alternating: the first repeat runs core first (its rows feed the raw baseline), the next ones in
             # reverse, so that no path always runs while the machine is busier.
             for path in paths if rep % 2 == 0 else tuple(reversed(paths)):
+                cpu: float | None = None
                 if path.startswith("core"):
-                    elapsed = _core_batch(tmp / f"{path}.sqlite3", items[path], cfg.batch_size, secret, template)
+                    elapsed, cpu = _core_batch(tmp / f"{path}.sqlite3", items[path], cfg.batch_size, secret, template)
                     if path == "core" and not rows:  # the encoded rows the store wrote, replayed by the raw baseline
                         rows = [r for r in read_rows(tmp / "core.sqlite3", PREFIX)
                                 if template is None or r[0] != fold(template.handle)]
                         if len(rows) != n:
                             raise BenchError(f"the store holds {len(rows)} rows, expected {n}")
                 elif path == "raw_sqlite":  # the first repeat runs core first, so rows exist by now
+                    cpu0 = time.process_time()
                     elapsed = raw_sqlite_insert(tmp / "raw.sqlite3", list(chunks(rows, cfg.batch_size)))
+                    cpu = time.process_time() - cpu0
+                elif path == "binary":
+                    elapsed, cpu = _binary_batch(tmp / path, items["core"], cfg.batch_size, secret, cfg.clients)
                 else:
-                    reg = _rest_batch(tmp / path, names, cfg.batch_size, secret, values=json_of[path], template=template)
-                    elapsed = reg.elapsed_s
+                    reg = _rest_batch(tmp / path, names, cfg.batch_size, secret, values=json_of[path], template=template,
+                                      clients=cfg.clients)
+                    elapsed, cpu = reg.elapsed_s, reg.cpu_s
                     shed[path].append(reg.shed)
                     paused[path].append(reg.paused_s)
                 rate = n / elapsed if elapsed > 0 else 0.0
                 per[path].append(rate)
+                if cpu is not None and n:
+                    cpu_per[path].append(cpu / n * 1e6)
                 progress(f"batch: run {rep + 1}/{cfg.repeats} {path}: {rate:,.0f} identifiers/s "
                          f"({elapsed:.2f} s for {n:,})" + (f"; {shed[path][-1]} batches shed with 503 and sent again "
                                                            f"after {paused[path][-1]:.1f} s of pauses"
@@ -287,18 +393,25 @@ def run_batch(cfg: BatchConfig, progress: report.ProgressFn) -> dict[str, Any]:
                            "values_per_identifier": len(items["core"][0][1]) if names else 0}
     for path, rates in per.items():
         out[path] = {"median_ids_per_s": round(report.median(rates), 1), "runs_ids_per_s": [round(r, 1) for r in rates]}
+        if cpu_per[path]:
+            out[path]["median_cpu_us_per_id"] = round(report.median(cpu_per[path]), 2)
+            out[path]["runs_cpu_us_per_id"] = [round(c, 2) for c in cpu_per[path]]
     for path in shed:
         out[path]["shed_503_per_run"] = shed[path]
         out[path]["paused_s_per_run"] = [round(p, 2) for p in paused[path]]
     raw = out["raw_sqlite"]["median_ids_per_s"]
     out["ratio_core_raw"] = report.ratio(out["core"]["median_ids_per_s"], raw)
     out["ratio_rest_raw"] = report.ratio(out["rest"]["median_ids_per_s"], raw)
+    if "binary" in out:
+        out["ratio_binary_raw"] = report.ratio(out["binary"]["median_ids_per_s"], raw)
     out["note"] = ("core = validation, authority, existence checks, encoding and one SQLite transaction per batch "
-                   "(SqliteStore, WAL, synchronous=NORMAL); end to end adds JSON over HTTP to a node subprocess "
-                   "(requests encoded before the clock starts, one connection, one batch in flight); raw = "
-                   "executemany of the rows the store wrote, same schema and pragmas")
+                   "(SqliteStore, WAL, synchronous=NORMAL), in this process; end to end (REST: JSON over HTTP, "
+                   "binary: the BATCH_CREATE opcode over TCP) to a node subprocess with its default worker "
+                   f"processes, {cfg.clients} client connection(s) at once, one batch in flight on each, requests "
+                   "encoded before the clock starts; raw = executemany of the rows the store wrote, same schema "
+                   "and pragmas")
     if tw is not None:
-        out["template"] = _template_costs(per, tw)
+        out["template"] = _template_costs(per, tw, cpu_per)
     return out
 
 
@@ -307,7 +420,8 @@ def _json_by_handle(items: Sequence[tuple[str, Sequence[HandleValue]]]) -> Calla
     return lambda h: [v.to_json() for v in by_handle[h]]
 
 
-def _template_costs(per: dict[str, list[float]], tw: TemplatedWorkload) -> dict[str, Any]:
+def _template_costs(per: dict[str, list[float]], tw: TemplatedWorkload,
+                    cpu_per: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """What checking costs: the time of a templated batch over the same batch without the reference (rate
     without / rate with), per repeat (the twin runs are next to each other) and its median."""
     out: dict[str, Any] = {"template": str(tw.ref), "fields": len(tw.template.fields),
@@ -317,6 +431,12 @@ def _template_costs(per: dict[str, list[float]], tw: TemplatedWorkload) -> dict[
                  if checked > 0]
         out[f"{kind}_cost_per_run"] = pairs
         out[f"{kind}_cost"] = round(report.median(pairs), 3) if pairs else None
+        cpu = cpu_per or {}
+        cpu_pairs = [round(checked / plain, 3) for plain, checked in
+                     zip(cpu.get(kind, []), cpu.get(f"{kind}_template", []), strict=False) if plain > 0]
+        if cpu_pairs:  # the CPU the work took (core: this process; REST: the node's processes), steadier
+            out[f"{kind}_cpu_cost_per_run"] = cpu_pairs
+            out[f"{kind}_cpu_cost"] = round(report.median(cpu_pairs), 3)
     out["note"] = ("cost = time of the batch naming the template (index 1001: every record checked) over the same "
                    "batch without that value (not checked), the two runs next to each other; median of the repeats")
     return out

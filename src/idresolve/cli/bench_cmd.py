@@ -183,6 +183,8 @@ def _batch_args(p: argparse.ArgumentParser, *, prefix: str = "") -> None:
                    help=f"identifiers per batch, one transaction each (default {d.batch_size:,}, the maximum)")
     p.add_argument(f"--{prefix}repeats", dest="batch_repeats", metavar="N", type=_int_in(1, MAX_REPEATS), default=d.repeats,
                    help=f"runs per path; medians are reported (default {d.repeats})")
+    p.add_argument(f"--{prefix}clients", dest="batch_clients", metavar="N", type=_int_in(1, 64), default=d.clients,
+                   help=f"connections sending batches at once, REST and binary (default {d.clients})")
     p.add_argument(f"--{prefix}template", dest="batch_template", action="store_true",
                    help="records fill the tyre-batch template; core and REST also run naming it (every record "
                    "checked), beside the same batch not naming it: the cost of checking (target <= "
@@ -289,7 +291,7 @@ def _rest_cfg(args: argparse.Namespace) -> RestConfig:
 
 def _batch_cfg(args: argparse.Namespace) -> BatchConfig:
     return BatchConfig(identifiers=args.identifiers, batch_size=args.batch_size, repeats=args.batch_repeats,
-                       template=args.batch_template)
+                       template=args.batch_template, clients=args.batch_clients)
 
 
 def _guarded(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:

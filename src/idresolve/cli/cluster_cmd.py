@@ -83,7 +83,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                        description="Register N identifiers spread over every enterprise of the running cluster, "
                        "through the batch API of the node that holds each prefix, with a progress bar.")
     p.add_argument("--identifiers", type=int, required=True, help="how many identifiers to register")
-    p.add_argument("--batch-size", type=int, default=1000, help="identifiers per batch call (1-2000)")
+    p.add_argument("--batch-size", type=int, default=2000, help="identifiers per batch call (1-2000; default 2000)")
+    p.add_argument("--in-flight", type=int, default=4, metavar="N",
+                   help="batches sent at once, each on its own connection (1-64; default 4)")
     p.add_argument("--data-dir", help="the cluster's data directory (default ./data)")
     p.add_argument("--prefix-suffix", default="SEED", help="suffixes are <this><number> (default SEED)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -225,13 +227,15 @@ def seed(args: argparse.Namespace) -> int:
         raise CliError("--identifiers must be positive")
     if not 1 <= args.batch_size <= 2000:
         raise CliError("--batch-size must be between 1 and 2000 (the batch API's limit)")
+    if not 1 <= args.in_flight <= 64:
+        raise CliError("--in-flight must be between 1 and 64")
     data_dir = data_dir_of(args)
     try:
         cluster = load_cluster(data_dir)
     except ClusterError as exc:
         raise CliError(str(exc)) from None
     result = seed_cluster(cluster, data_dir, args.identifiers, batch_size=args.batch_size, tag=args.prefix_suffix,
-                          show_progress=not args.json)
+                          show_progress=not args.json, in_flight=args.in_flight)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -23,7 +23,8 @@ from .common import (
     values_table,
 )
 
-BATCH_CHUNK = 1_000
+BATCH_CHUNK = 2_000  # the batch API's maximum: one transaction per 2,000 identifiers
+BATCH_IN_FLIGHT = 4
 
 
 def _prefix(handle: str) -> str:
@@ -62,7 +63,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--no-overwrite", action="store_true", help="fail if the identifier (or value) exists")
     p.add_argument("--batch", type=Path, metavar="FILE",
                    help="JSON list (or JSON lines) of {\"handle\":..., \"values\":[...]}; sent in chunks of "
-                   f"{BATCH_CHUNK}, each all or nothing")
+                   f"{BATCH_CHUNK}, each all or nothing, several at once (--in-flight), with a progress bar")
+    p.add_argument("--in-flight", type=int, default=BATCH_IN_FLIGHT, metavar="N",
+                   help=f"with --batch: chunks sent at once, each on its own connection (1-64; default "
+                   f"{BATCH_IN_FLIGHT})")
     p.add_argument("--pubkey", action="append", default=[], metavar="[INDEX=]FILE",
                    help="an HS_PUBKEY value holding the public half of a key file made by `idresolve keygen` "
                    "(index 300 unless given): the record becomes an identity INDEX:HANDLE")
@@ -225,27 +229,50 @@ def _load_batch(path: Path) -> list[dict[str, Any]]:
 
 
 def _register_batch(args: argparse.Namespace) -> int:
+    import threading  # here, not at the top: every command's start-up (and --help) would pay for them
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..client.progress import Progress
+
     items = _load_batch(args.batch)
     if not items:
         raise CliError("the batch file holds no identifiers")
+    if not 1 <= args.in_flight <= 64:
+        raise CliError("--in-flight must be between 1 and 64")
+    prefix = _prefix(items[0]["handle"])
+    apply_cluster_defaults(args, prefix, write=True)
+    chunks = [items[start : start + BATCH_CHUNK] for start in range(0, len(items), BATCH_CHUNK)]
+    progress = Progress(len(items), show=not args.json)
+    local = threading.local()
+    clients: list[Any] = []
+    lock = threading.Lock()
+
+    def send(chunk: list[dict[str, Any]]) -> Answer:
+        client = getattr(local, "client", None)
+        if client is None:  # one connection per thread: the chunks in flight go out side by side
+            client = local.client = client_for(args, prefix, need_auth=True)
+            with lock:
+                clients.append(client)
+        answer = client.batch(chunk, overwrite=not args.no_overwrite)
+        progress.add(len(chunk))
+        return answer
+
     done, failed_answers = 0, []
-    apply_cluster_defaults(args, _prefix(items[0]["handle"]), write=True)
-    with client_for(args, _prefix(items[0]["handle"]), need_auth=True) as client:
-        for start in range(0, len(items), BATCH_CHUNK):
-            chunk = items[start : start + BATCH_CHUNK]
-            answer = client.batch(chunk, overwrite=not args.no_overwrite)
-            if answer.ok:
-                done += len(chunk)
-            else:
+    try:
+        with ThreadPoolExecutor(max_workers=min(args.in_flight, len(chunks)), thread_name_prefix="batch") as pool:
+            for chunk, answer in zip(chunks, pool.map(send, chunks), strict=True):
+                if answer.ok:
+                    done += len(chunk)
+                    continue
                 failed_answers.append(answer)
                 for r in answer.body.get("results", []):
                     if r.get("responseCode") != 1:
                         print(f"  {r.get('handle')}: code {r.get('responseCode')} {r.get('message', '')}",
                               file=sys.stderr)
-            if not args.json:
-                print(f"\rregistered {done}/{len(items)}", end="", file=sys.stderr, flush=True)
-    if not args.json:
-        print(file=sys.stderr)
+    finally:
+        for client in clients:
+            client.close()
+        progress.finish()
     if args.json:
         print(json.dumps({"registered": done, "total": len(items), "failedChunks": len(failed_answers)}))
     if failed_answers:

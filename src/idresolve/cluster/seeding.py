@@ -19,12 +19,15 @@ and a product name.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..client.progress import Progress
 from ..core.codes import ResponseCode
 from ..core.templates import Template, TemplateRef, generate_values
 from ..core.topology import Topology, TopologyError, load_topology
@@ -71,16 +74,8 @@ def _endpoint(nodes: dict[str, dict[str, Any]], name: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _bar(done: int, total: int, t0: float) -> None:
-    width = 30
-    filled = int(width * done / total) if total else width
-    rate = done / max(1e-9, time.monotonic() - t0)
-    print(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} ({rate:,.0f}/s)", end="", file=sys.stderr,
-          flush=True)
-
-
 def seed_cluster(cluster: dict[str, Any], data_dir: Path, count: int, *, batch_size: int = 1000, tag: str = "SEED",
-                 show_progress: bool = True) -> dict[str, Any]:
+                 show_progress: bool = True, in_flight: int = 1) -> dict[str, Any]:
     """Seed the cluster ``cluster.json`` describes, with the secrets of ``data_dir/credentials.json``."""
     creds = read_credentials(data_dir)
     nodes = {n["name"]: n for n in cluster["nodes"]}
@@ -92,7 +87,8 @@ def seed_cluster(cluster: dict[str, Any], data_dir: Path, count: int, *, batch_s
     targets = [SeedTarget(e["prefix"], *_endpoint(nodes, e["holder"]), creds[identity_of(e["prefix"])],
                           templates.get(e["prefix"]))
                for e in cluster["enterprises"] if e.get("prefix")]
-    return seed_targets(targets, count, batch_size=batch_size, tag=tag, show_progress=show_progress)
+    return seed_targets(targets, count, batch_size=batch_size, tag=tag, show_progress=show_progress,
+                        in_flight=in_flight)
 
 
 def seed_plan(plan: ClusterPlan, master: str, count: int, *, batch_size: int = 1000, tag: str = "SEED",
@@ -110,43 +106,77 @@ def seed_plan(plan: ClusterPlan, master: str, count: int, *, batch_size: int = 1
 
 
 def seed_targets(targets: Sequence[SeedTarget], count: int, *, batch_size: int = 1000, tag: str = "SEED",
-                 show_progress: bool = True, client: type[BlockingClient] | None = None) -> dict[str, Any]:
+                 show_progress: bool = True, client: type[BlockingClient] | None = None,
+                 in_flight: int = 1) -> dict[str, Any]:
+    """Register ``count`` identifiers over ``targets``. ``in_flight`` > 1 sends that many batches at once, each
+    on a connection of its own (one per thread and node; a node with several workers spreads them), so the
+    next batch is built while the node commits the last; 1 sends them one after another in this thread (the
+    simulator's in-memory network wants that)."""
     if not targets:
         raise ValueError("the cluster has no enterprises to seed")
     share, extra = divmod(count, len(targets))
+    jobs: list[tuple[SeedTarget, int, int]] = []
+    for i, ent in enumerate(targets):
+        n = share + (1 if i < extra else 0)
+        jobs.extend((ent, start, min(n, start + batch_size)) for start in range(0, n, batch_size))
+    progress = Progress(count, show=show_progress)
+    cls = client or BlockingClient
+    opened: list[BlockingClient] = []
+    local = threading.local()
+    lock = threading.Lock()
+
+    def connection(ent: SeedTarget) -> BlockingClient:
+        conns: dict[tuple[str, int, str], BlockingClient] = local.__dict__.setdefault("conns", {})
+        key = (ent.host, ent.port, ent.identity)
+        c = conns.get(key)
+        if c is None:
+            c = conns[key] = cls(ent.host, ent.port, timeout_s=60.0, auth=(ent.identity, ent.secret.encode()))
+            c.__enter__()
+            with lock:
+                opened.append(c)
+        return c
+
+    def one(job: tuple[SeedTarget, int, int]) -> tuple[int, int, str]:
+        ent, start, stop = job
+        done, failed = _seed_batch(connection(ent), ent, range(start, stop), tag)
+        progress.add(done + failed)
+        return done, failed, f"{ent.prefix}/{tag}{start:09d}" if done else ""
+
     t0 = time.monotonic()
     done = failed = 0
     example = ""
-    shown = 0.0
-    for i, ent in enumerate(targets):
-        n = share + (1 if i < extra else 0)
-        if n == 0:
-            continue
-        prefix = ent.prefix
-        with (client or BlockingClient)(ent.host, ent.port, timeout_s=60.0, auth=(ent.identity, ent.secret.encode())) as c:
-            for start in range(0, n, batch_size):
-                numbers = range(start, min(n, start + batch_size))
-                items = [(f"{prefix}/{tag}{k:09d}", ent.values(f"{prefix}/{tag}{k:09d}", k, tag)) for k in numbers]
-                resp = c.batch_create(items)
-                if resp.code != ResponseCode.SUCCESS and resp.results:
-                    fresh = [it for it, r in zip(items, resp.results, strict=False)
-                             if r[1] != ResponseCode.HANDLE_ALREADY_EXISTS]
-                    skipped = len(items) - len(fresh)
-                    resp = c.batch_create(fresh) if fresh else resp
-                    if not fresh or resp.code == ResponseCode.SUCCESS:
-                        done += skipped
-                        items = fresh
-                if resp.code == ResponseCode.SUCCESS or not items:
-                    done += len(items)
-                    example = example or (items[0][0] if items else "")
-                else:
-                    failed += len(items)
-                if show_progress and time.monotonic() - shown >= 0.25:
-                    shown = time.monotonic()
-                    _bar(done + failed, count, t0)
-    if show_progress:
-        _bar(done + failed, count, t0)
-        print(file=sys.stderr)
+    try:
+        if in_flight <= 1:
+            outcomes: Any = map(one, jobs)
+            for d, f, e in outcomes:
+                done, failed, example = done + d, failed + f, example or e
+        else:
+            with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="seed") as pool:
+                for d, f, e in pool.map(one, jobs):  # in job order: the first example is the first batch's
+                    done, failed, example = done + d, failed + f, example or e
+    finally:
+        for c in opened:
+            c.__exit__(None, None, None)
+        progress.finish()
     seconds = time.monotonic() - t0
     return {"registered": done, "failed": failed, "enterprises": len(targets), "seconds": seconds,
             "perSecond": done / seconds if seconds > 0 else 0.0, "example": example}
+
+
+def _seed_batch(c: BlockingClient, ent: SeedTarget, numbers: range, tag: str) -> tuple[int, int]:
+    """One batch: (registered or already there, failed). Identifiers that exist (a rerun with the same tag)
+    are left out and the rest sent again."""
+    prefix = ent.prefix
+    items = [(f"{prefix}/{tag}{k:09d}", ent.values(f"{prefix}/{tag}{k:09d}", k, tag)) for k in numbers]
+    done = 0
+    resp = c.batch_create(items)
+    if resp.code != ResponseCode.SUCCESS and resp.results:
+        fresh = [it for it, r in zip(items, resp.results, strict=False) if r[1] != ResponseCode.HANDLE_ALREADY_EXISTS]
+        skipped = len(items) - len(fresh)
+        resp = c.batch_create(fresh) if fresh else resp
+        if not fresh or resp.code == ResponseCode.SUCCESS:
+            done += skipped
+            items = fresh
+    if resp.code == ResponseCode.SUCCESS or not items:
+        return done + len(items), 0
+    return done, len(items)

@@ -33,21 +33,38 @@ def fold(text: str) -> str:
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # C0, DEL, C1, lone surrogates
 
 
+# What a prefix may not hold: the controls above, any white space (``\s`` is ``str.isspace``), a slash.
+_PREFIX_BAD = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff/]|\\s")
+
+
 def _has_control(text: str) -> bool:
     return _CONTROL.search(text) is not None
 
 
+#: Prefixes already found sound: a bulk registration names one prefix thousands of times. Bounded.
+_GOOD_PREFIXES: set[str] = set()
+_MAX_GOOD_PREFIXES = 4096
+
+
 def check_prefix(prefix: str) -> str:
     """Validate a dotted prefix and return it unchanged; raises ``InvalidHandle``."""
+    if prefix in _GOOD_PREFIXES:
+        return prefix
+    _check_prefix(prefix)
+    if len(_GOOD_PREFIXES) < _MAX_GOOD_PREFIXES:
+        _GOOD_PREFIXES.add(prefix)
+    return prefix
+
+
+def _check_prefix(prefix: str) -> None:
     if not prefix:
         raise InvalidHandle("Empty prefix invalid")
     if len(prefix) > MAX_HANDLE_CHARS:
         raise InvalidHandle(f"Prefix longer than {MAX_HANDLE_CHARS} characters")
-    if _has_control(prefix) or any(ch.isspace() for ch in prefix) or "/" in prefix:
+    if _PREFIX_BAD.search(prefix) is not None:
         raise InvalidHandle("Prefix holds a control, space or slash character")
-    if any(seg == "" for seg in prefix.split(".")):
+    if prefix[0] == "." or prefix[-1] == "." or ".." in prefix:
         raise InvalidHandle("Prefix has an empty segment")
-    return prefix
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -59,7 +60,7 @@ def format_timestamp(ts: int) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class HandleValue:
     index: int
     type: str
@@ -68,6 +69,18 @@ class HandleValue:
     timestamp: int = 0
     perms: int = DEFAULT_PERMS
     refs: tuple[tuple[str, int], ...] = ()
+
+    # Written out because bulk registration builds millions of values: the generated frozen __init__
+    # goes through object.__setattr__ per field, the slot setters below cost about half as much.
+    def __init__(self, index: int, type: str, data: bytes, ttl_s: int = DEFAULT_TTL_S,  # noqa: A002
+                 timestamp: int = 0, perms: int = DEFAULT_PERMS, refs: tuple[tuple[str, int], ...] = ()) -> None:
+        _set_index(self, index)
+        _set_type(self, type)
+        _set_data(self, data)
+        _set_ttl(self, ttl_s)
+        _set_timestamp(self, timestamp)
+        _set_perms(self, perms)
+        _set_refs(self, refs)
 
     @property
     def public_read(self) -> bool:
@@ -88,16 +101,36 @@ class HandleValue:
     @classmethod
     def from_list(cls, raw: Sequence[Any]) -> HandleValue:
         """Decode the compact form; raises ``InvalidValue`` on anything malformed."""
+        if type(raw) is list and len(raw) == 7:
+            # The usual shape, checked with exact types (a bool or an int subclass takes the general path):
+            # every answer a recursive node decodes is values like these, so they skip the general checks.
+            index, vtype, data, ttl, ts, perms, refs = raw
+            if (type(index) is int and type(vtype) is str and type(data) is bytes and type(ttl) is int
+                    and type(ts) is int and type(perms) is int and type(refs) is list and not refs):
+                key = (index, vtype, data, ttl, ts, perms)
+                value = _DECODED.get(key)
+                if value is not None and type(value) is cls:
+                    return value
+                value = _make(cls, index, vtype, data, ttl, ts, perms & 0xF, ())
+                check_value(value)
+                if len(data) <= DECODED_MAX_DATA:
+                    if len(_DECODED) >= DECODED_ENTRIES:
+                        _DECODED.clear()
+                    _DECODED[key] = value
+                return value
         try:
             index, vtype, data, ttl, ts, perms, refs = raw
             if not (isinstance(index, int) and isinstance(vtype, str) and isinstance(data, bytes)
                     and isinstance(ttl, int) and isinstance(ts, int) and isinstance(perms, int)):
                 raise TypeError
-            if not isinstance(refs, list) or not all(
-                    isinstance(r, list) and len(r) == 2 and isinstance(r[0], str) and isinstance(r[1], int)
-                    and not isinstance(r[1], bool) for r in refs):
-                raise TypeError("references must be [[handle, index], ...]")
-            refs_t = tuple((h, i) for h, i in refs)
+            if refs.__class__ is list and not refs:  # the usual case: no references
+                refs_t: tuple[tuple[str, int], ...] = ()
+            else:
+                if not isinstance(refs, list) or not all(
+                        isinstance(r, list) and len(r) == 2 and isinstance(r[0], str) and isinstance(r[1], int)
+                        and not isinstance(r[1], bool) for r in refs):
+                    raise TypeError("references must be [[handle, index], ...]")
+                refs_t = tuple((h, i) for h, i in refs)
         except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidValue("malformed value") from exc
         value = cls(index, vtype, data, ttl, ts, perms & 0xF, refs_t)
@@ -122,26 +155,73 @@ class HandleValue:
         return out
 
 
+# Values decoded from the compact form, by its fields (exact types only, no references, small data): the
+# same value arrives in many answers (a prefix's HS_ADMIN, a template's reference and its shared fields), so
+# a recursive node decodes and checks it once and its cache holds one object for all of them. Values are
+# immutable, so sharing one is safe. Bounded: emptied when full.
+DECODED_ENTRIES = 8192
+DECODED_MAX_DATA = 512
+_DECODED: dict[tuple[int, str, bytes, int, int, int], HandleValue] = {}
+
+_SLOTS = tuple(HandleValue.__dict__[f.name].__set__ for f in fields(HandleValue))  # in the fields' order
+_set_index, _set_type, _set_data, _set_ttl, _set_timestamp, _set_perms, _set_refs = _SLOTS  # HandleValue.__init__
+_NEW = object.__new__
+
+
+def _make(cls: type[HandleValue], index: int, vtype: str, data: bytes, ttl: int, ts: int, perms: int,
+          refs: tuple[tuple[str, int], ...]) -> HandleValue:
+    """``cls(...)`` without the frozen dataclass's ``__init__`` (which sets each field through
+    ``object.__setattr__``, half of a decoded value's cost): the slots are set directly, once."""
+    value = _NEW(cls)
+    s_index, s_type, s_data, s_ttl, s_ts, s_perms, s_refs = _SLOTS
+    s_index(value, index)
+    s_type(value, vtype)
+    s_data(value, data)
+    s_ttl(value, ttl)
+    s_ts(value, ts)
+    s_perms(value, perms)
+    s_refs(value, refs)
+    return value
+
+
+_CONTROL = re.compile(r"[\x00-\x1f]")
+_check_admin = lru_cache(maxsize=4096)(AdminRef.from_bytes)  # a record's admin values repeat: decode once
+
+#: Value types already found sound (a batch repeats a handful of types millions of times); bounded.
+_GOOD_TYPES: set[str] = set()
+_MAX_GOOD_TYPES = 4096
+_STRUCTURED = frozenset((HS_ADMIN, HS_SITE, HS_VLIST))
+
+
+def _check_type(vtype: str) -> None:
+    if not vtype or len(vtype) > MAX_TYPE_CHARS or _CONTROL.search(vtype) is not None:
+        raise InvalidValue("value type must be 1-255 printable characters")
+    if len(_GOOD_TYPES) < _MAX_GOOD_TYPES:
+        _GOOD_TYPES.add(vtype)
+
+
 def check_value(value: HandleValue) -> None:
     """Validate one value's fields (not its place in a record)."""
-    if value.index <= 0 or value.index > 2**31 - 1:
-        raise InvalidValue(f"value index must be between 1 and {2**31 - 1}, got {value.index}")
-    if not value.type or len(value.type) > MAX_TYPE_CHARS or any(ord(c) < 0x20 for c in value.type):
-        raise InvalidValue("value type must be 1-255 printable characters")
-    if len(value.data) > MAX_DATA_BYTES:
+    index, vtype, data = value.index, value.type, value.data
+    if index <= 0 or index > 2**31 - 1:
+        raise InvalidValue(f"value index must be between 1 and {2**31 - 1}, got {index}")
+    if vtype not in _GOOD_TYPES:
+        _check_type(vtype)
+    if len(data) > MAX_DATA_BYTES:
         raise InvalidValue(f"value data longer than {MAX_DATA_BYTES} bytes")
     if not 0 <= value.ttl_s <= MAX_TTL_S:
         raise InvalidValue("ttl must be between 0 and 2**31-1 seconds")
-    if (value.index >= TEMPLATE_FIELD_MIN_INDEX and len(value.data) > TEMPLATE_FIELD_MAX_CHARS
-            and _is_text(value.data) and len(value.data.decode("utf-8")) > TEMPLATE_FIELD_MAX_CHARS):
-        raise InvalidValue(f"template field {value.index} longer than {TEMPLATE_FIELD_MAX_CHARS} characters")
+    if (index >= TEMPLATE_FIELD_MIN_INDEX and len(data) > TEMPLATE_FIELD_MAX_CHARS
+            and _is_text(data) and len(data.decode("utf-8")) > TEMPLATE_FIELD_MAX_CHARS):
+        raise InvalidValue(f"template field {index} longer than {TEMPLATE_FIELD_MAX_CHARS} characters")
     # Structured types must hold data that decodes.
-    if value.type == HS_ADMIN:
-        AdminRef.from_bytes(value.data)
-    elif value.type == HS_SITE:
-        SiteInfo.from_bytes(value.data)
-    elif value.type == HS_VLIST:
-        decode_vlist(value.data)
+    if vtype in _STRUCTURED:
+        if vtype == HS_ADMIN:
+            _check_admin(data)
+        elif vtype == HS_SITE:
+            SiteInfo.from_bytes(data)
+        else:
+            decode_vlist(data)
 
 
 def check_values(values: Iterable[HandleValue]) -> tuple[HandleValue, ...]:
@@ -251,41 +331,62 @@ def decode_vlist(data: bytes) -> list[tuple[str, int]]:
         raise InvalidValue("HS_VLIST data is not a valid value list") from None
 
 
-def value_from_json(raw: object) -> HandleValue:
-    """One value from its JSON form. Client timestamps are ignored; the server stamps values."""
+def value_from_json(raw: object, timestamp: int = 0) -> HandleValue:
+    """One value from its JSON form. Client timestamps are ignored; the server stamps values (a server
+    that knows its stamp already passes it as ``timestamp``, saving a copy of every value)."""
     if not isinstance(raw, dict):
         raise InvalidValue("each value must be a JSON object")
-    if "index" not in raw:
-        raise InvalidValue("value has no index")
-    index = parse_index(raw["index"], what="value index")
-    vtype = raw.get("type")
-    if not isinstance(vtype, str) or not vtype:
+    # The usual cases (an integer index, string data) are tested first: bulk registration parses
+    # millions of values, and every other spelling takes the general path below.
+    get = raw.get
+    index = get("index")
+    if index.__class__ is not int:
+        if "index" not in raw:
+            raise InvalidValue("value has no index")
+        index = parse_index(index, what="value index")
+    vtype = get("type")
+    if vtype.__class__ is not str or not vtype:
         raise InvalidValue(f"value {index} has no type")
-    if "data" not in raw:
-        raise InvalidValue(f"value {index} has no data")
-    data = data_from_json(vtype, raw["data"])
-    ttl = raw.get("ttl", DEFAULT_TTL_S)
-    if isinstance(ttl, str) and ttl.isascii() and ttl.isdigit() and len(ttl) <= 10:
-        ttl = int(ttl)
-    if isinstance(ttl, bool) or not isinstance(ttl, int):
-        raise InvalidValue(f"value {index} ttl must be an integer")
-    perms = perms_from_text(raw["permissions"]) if "permissions" in raw else (
-        SECRET_PERMS if vtype == HS_SECKEY else DEFAULT_PERMS)
+    data = get("data")
+    if data.__class__ is str and vtype not in _STRUCTURED:
+        data = data.encode("utf-8")  # type: ignore[union-attr]
+    elif data.__class__ is dict and data.get("format") == "string" and len(data) == 2 \
+            and (text := data.get("value")).__class__ is str:  # type: ignore[union-attr]
+        data = text.encode("utf-8")  # type: ignore[union-attr]
+    else:
+        if "data" not in raw:
+            raise InvalidValue(f"value {index} has no data")
+        data = data_from_json(vtype, data)
+    ttl = get("ttl", DEFAULT_TTL_S)
+    if ttl.__class__ is not int:
+        if isinstance(ttl, str) and ttl.isascii() and ttl.isdigit() and len(ttl) <= 10:
+            ttl = int(ttl)
+        if isinstance(ttl, bool) or not isinstance(ttl, int):
+            raise InvalidValue(f"value {index} ttl must be an integer")
+    perms = get("permissions")
+    if perms is not None or "permissions" in raw:
+        perms = perms_from_text(perms)
+    else:
+        perms = SECRET_PERMS if vtype == HS_SECKEY else DEFAULT_PERMS
     refs: tuple[tuple[str, int], ...] = ()
-    if raw.get("references"):
+    if get("references"):
         rl = raw["references"]
         if not isinstance(rl, list) or not all(isinstance(r, dict) and isinstance(r.get("handle"), str) for r in rl):
             raise InvalidValue("references must be a list of {handle, index}")
         refs = tuple((r["handle"], parse_index(r.get("index"), what="reference index")) for r in rl)
-    value = HandleValue(index, vtype, data, ttl, 0, perms, refs)
+    value = HandleValue(index, vtype, data, ttl, timestamp, perms, refs)
     check_value(value)
     return value
 
 
-def values_from_json(raw: object) -> tuple[HandleValue, ...]:
+def values_from_json(raw: object, timestamp: int = 0) -> tuple[HandleValue, ...]:
+    """A record's values from JSON: each value checked (``value_from_json``), indexes unique."""
     if not isinstance(raw, list):
         raise InvalidValue("values must be a JSON list")
-    return check_values(value_from_json(v) for v in raw)
+    out = tuple([value_from_json(v, timestamp) for v in raw])
+    if len({v.index for v in out}) != len(out):
+        check_values(out)  # names the duplicate index
+    return out
 
 
 # -- convenience constructors ----------------------------------------------------------------------

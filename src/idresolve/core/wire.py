@@ -130,7 +130,8 @@ class Codec:
 def _values(raw: Any) -> tuple[HandleValue, ...]:
     if not isinstance(raw, list) or len(raw) > MAX_ITEMS:
         raise DecodeError("values must be a list")
-    return tuple(HandleValue.from_list(v) for v in raw)
+    from_list = HandleValue.from_list
+    return tuple([from_list(v) for v in raw])  # a list first: a generator into tuple() costs more
 
 
 def _str(raw: Any, what: str, limit: int = MAX_HANDLE_BYTES) -> str:

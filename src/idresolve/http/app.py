@@ -300,13 +300,15 @@ async def batch(request: web.Request) -> web.Response:
         raise PeerError('Batch body must be {"handles": [{"handle": ..., "values": [...]}, ...]}')
     if len(items_raw) > MAX_BATCH:
         raise PeerError(f"A batch holds at most {MAX_BATCH} identifiers; this one has {len(items_raw)}")
+    now = time.time()
+    stamp = int(now)  # values parsed with the stamp the node gives them: no second copy of each
     items, early = [], []
     for raw in items_raw:
         handle = raw.get("handle") if isinstance(raw, dict) else None
         if not isinstance(handle, str):
             raise PeerError("Every batch item needs a handle string")
         try:
-            items.append((handle, values_from_json(raw.get("values"))))
+            items.append((handle, values_from_json(raw.get("values"), stamp)))
         except HandleError as exc:
             early.append({"handle": handle, "responseCode": int(exc.code), "message": exc.message})
             items.append((handle, ()))
@@ -316,7 +318,7 @@ async def batch(request: web.Request) -> web.Response:
                                  "nothing was registered", "results": early}, 400)
     overwrite = bool(body.get("overwrite", False))
     try:
-        result = await _with_templates(request, lambda: node.batch_create(items, caller=caller, now=time.time(),
+        result = await _with_templates(request, lambda: node.batch_create(items, caller=caller, now=now,
                                                                           overwrite=overwrite))
     except BatchRefused as exc:
         results = [{"handle": r.handle, "responseCode": int(r.code), **({"message": r.message} if r.message else {})}

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from ..core.errors import DecodeError
 from ..core.messages import Request, Response
 from ..core.wire import ResponseMemo
 from ..core.wire_connection import ClientConnection
-from .delays import DelayTimers
+from .delays import LATE_BIN_S, DelayTimers
 
 # (host, port) -> (one-way delay out in seconds or None if lost, one-way delay back or None if lost)
 DelayFn = Callable[[str, int], tuple[float | None, float | None]]
@@ -174,7 +175,7 @@ class ClientPool:
         conn = await self._get(host, port)
         return await conn.request(req, timeout_s)
 
-    def metrics(self) -> dict[str, tuple[str, str, float]]:
+    def metrics(self) -> dict[str, tuple[str, str, Any]]:
         """The latency model's counters for this pool's traffic, for ``/metrics`` (empty without one)."""
         stats = getattr(self.delay, "stats", None)
         if stats is None:
@@ -187,6 +188,9 @@ class ClientPool:
             "idresolve_link_timer_late_seconds": (
                 "gauge", "Mean over the delay timers of (actual - intended) firing time: what is left of their bias",
                 self.timers.mean_late_s),
+            "idresolve_link_timer_late": (
+                "counter", "Delay timers by how late they fired (late_us: the lower bound of a 100 us bin)",
+                {(("late_us", str(round(b * LATE_BIN_S * 1e6))),): n for b, n in sorted(self.timers.late_bins.items())}),
         }
 
     def close(self) -> None:

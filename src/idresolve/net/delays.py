@@ -11,12 +11,14 @@ the hops of a resolution it is a bias (measured here: a 2.35 ms delay fired afte
 such timers fire; it asks the loop for that much less next time. It is an integral controller: where the
 loop can only honour whole milliseconds it alternates between the two neighbours so that the mean comes
 out right. A firing held up by a busy loop (more than ``MAX_CORRECTION_S`` late) is the load's doing, not
-the timer's, and is clipped before it is learned.
+the timer's, and is clipped before it is learned. Every firing's lateness is also counted in 0.1 ms bins
+(``late_bins``, on ``/metrics`` as ``idresolve_link_timer_late_total{late_us}``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +26,8 @@ from typing import Any
 __all__ = ["DelayTimers"]
 
 PHASES = 10  # delays are told apart by their sub-millisecond phase, in tenths of a millisecond
+LATE_BIN_S = 0.0001  # firings are counted by how late they were, in bins of 0.1 ms ...
+LATE_BINS = (-20, 300)  # ... from 2 ms early to 30 ms late (beyond: the edge bins)
 GAIN = 0.05  # share of each firing's error learned
 MAX_CORRECTION_S = 0.002  # a trim beyond this is a loop under load, not timer granularity
 
@@ -31,7 +35,7 @@ MAX_CORRECTION_S = 0.002  # a trim beyond this is a loop under load, not timer g
 class DelayTimers:
     """Timers for link delays on one event loop (see the module docstring)."""
 
-    __slots__ = ("_clock", "_loop", "fired", "late_s_total", "trim_s")
+    __slots__ = ("_clock", "_loop", "fired", "late_s_total", "trim_s", "late_bins")
 
     def __init__(self, *, clock: Callable[[], float] = time.perf_counter,
                  loop: Callable[[], Any] = asyncio.get_running_loop) -> None:
@@ -39,6 +43,9 @@ class DelayTimers:
         self.trim_s = [0.0] * PHASES  # seconds to ask less, per phase (negative: ask more)
         self.fired = 0
         self.late_s_total = 0.0  # sum of (actual - intended) over every firing: the residual bias
+        # How late each firing was (bin of LATE_BIN_S -> firings): the timers' error as a distribution, which
+        # the simulator's agreement run reproduces per message (``sim.links.Links.set_late``).
+        self.late_bins: dict[int, int] = {}
 
     def call_later(self, delay_s: float, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` ``delay_s`` seconds from now, on average (``delay_s`` > 0)."""
@@ -51,6 +58,10 @@ class DelayTimers:
         late = self._clock() - due
         self.fired += 1
         self.late_s_total += late
+        b = math.floor(late / LATE_BIN_S)
+        b = LATE_BINS[0] if b < LATE_BINS[0] else LATE_BINS[1] if b > LATE_BINS[1] else b
+        bins = self.late_bins
+        bins[b] = bins.get(b, 0) + 1
         # Learn, unless asking less was impossible (a timer asked for 0 s that still fires late).
         if ask > 0.0 or late < 0.0:
             err = MAX_CORRECTION_S if late > MAX_CORRECTION_S else -MAX_CORRECTION_S if late < -MAX_CORRECTION_S else late

@@ -71,7 +71,11 @@ class AuthoritativeService:
         self._answers = node.answers  # the node's own cache (it clears it in place): read on the hot path
 
     def cached(self, handle: str) -> Answer | None:
-        # = self.node.cached(handle), two calls less per request (fold inlined)
+        # = self.node.cached(handle), two calls less per request (its check and fold inlined). The check
+        # first: with several worker processes, another's acknowledged write must not be answered stale.
+        node = self.node
+        if node._counters[0] != node._seen_total:  # as in node.cached: another process wrote since
+            node._resync()
         hit = self._answers.get(handle.lower() if handle.isascii() else fold(handle))
         if hit is not None:
             counts = self.cached_counts

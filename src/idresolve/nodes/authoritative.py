@@ -49,7 +49,16 @@ from ..core.handles import (
 )
 from ..core.records import Record
 from ..core.templates import Template, TemplateRef, check_record, is_template_record, stored_versions
-from ..core.values import DEFAULT_TTL_S, HS_ADMIN, HS_SITE, TEMPLATE_REF_INDEX, HandleValue, check_values
+from ..core.templates.storage import TEMPLATE_SUFFIX_PREFIX
+from ..core.values import (
+    DEFAULT_TTL_S,
+    HS_ADMIN,
+    HS_SITE,
+    PUBLIC_READ,
+    TEMPLATE_REF_INDEX,
+    HandleValue,
+    check_values,
+)
 from ..store.base import Store
 from .auth import Identity, authenticate, permitted
 from .templates import (
@@ -216,6 +225,27 @@ class AuthoritativeNode:
         for listener in self._change_listeners:
             listener(key)
 
+    def _changed_many(self, keys: Sequence[str]) -> None:
+        """``_changed`` for the keys of one committed batch (no prefix records: a batch refuses them). The
+        shared generations move once for the batch, not once per key: other processes drop every cached
+        answer on any move, so one move says as much as two thousand; a template key still moves its own
+        generation (``Generations.bump`` decides that from the key)."""
+        if self.generations is None or not keys:
+            for key in keys:
+                self._changed(key)
+            return
+        generations, self.generations = self.generations, None
+        try:
+            for key in keys:
+                self._changed(key)  # local caches and listeners, no shared move
+        finally:
+            self.generations = generations
+        marked = [k for k in keys if _TEMPLATE_KEY in k]
+        for key in marked or keys[:1]:
+            before, after = generations.bump(key)
+            if before == self._seen:
+                self._seen, self._seen_total = after, after[0]
+
     def parse(self, text: str) -> Handle:
         """Parse ``text`` and check this node serves it (301 otherwise)."""
         if self._counters[0] != self._seen_total:
@@ -264,7 +294,10 @@ class AuthoritativeNode:
 
     # -- reads ------------------------------------------------------------------------------------------
     def visible_values(self, record: Record, caller: Identity | None) -> tuple[HandleValue, ...]:
-        if all(v.public_read for v in record.values):
+        for v in record.values:  # the usual record is public: one pass, no property calls
+            if not v.perms & PUBLIC_READ:
+                break
+        else:
             return record.values
         may_read = permitted(self.store, record, caller, AdminPerm.READ_VALUE)
         return tuple(v for v in record.values if v.public_read or (may_read and v.admin_read))
@@ -470,7 +503,7 @@ class AuthoritativeNode:
             taken = {v.index for v in values}
             while index in taken:
                 index += 1
-            out.append(HandleValue(index, HS_ADMIN, _default_admin_data(caller), DEFAULT_TTL_S, stamp))
+            out.append(_default_admin(caller, index, stamp))
         return Record(h.text, tuple(out))
 
     def put_record(self, text: str, values: Sequence[HandleValue], *, caller: Identity | None, now: float,
@@ -628,8 +661,7 @@ class AuthoritativeNode:
                 code=failed.code, results=tuple(results),
             )
         self.store.put_many(records)
-        for r in records:
-            self._changed(r.key)
+        self._changed_many([r.key for r in records])
         return BatchResult(True, tuple(results))
 
     # -- templates --------------------------------------------------------------------------------------
@@ -684,7 +716,14 @@ class AuthoritativeNode:
         self._changed(key)
 
 
+#: What a folded template record key holds (``<prefix>/tpl-<name>``): such keys move the shared template
+#: generation (``_changed_many``).
+_TEMPLATE_KEY = "/" + TEMPLATE_SUFFIX_PREFIX.lower()
+
+
 def _stamped(v: HandleValue, stamp: int) -> HandleValue:
+    if v.timestamp == stamp:  # parsed with the server's stamp already (the bulk paths): no copy
+        return v
     return HandleValue(v.index, v.type, v.data, v.ttl_s, stamp, v.perms, v.refs)
 
 
@@ -692,6 +731,12 @@ def _stamped(v: HandleValue, stamp: int) -> HandleValue:
 def _default_admin_data(caller: Identity) -> bytes:
     """HS_ADMIN data naming ``caller`` with the usual default rights (built once per identity)."""
     return AdminRef(caller.handle, caller.index, perms_from_text(DEFAULT_PERMS_TEXT)).to_bytes()
+
+
+@lru_cache(maxsize=256)
+def _default_admin(caller: Identity, index: int, stamp: int) -> HandleValue:
+    """The default HS_ADMIN value (immutable, so one object serves every record of a batch)."""
+    return HandleValue(index, HS_ADMIN, _default_admin_data(caller), DEFAULT_TTL_S, stamp)
 
 
 def _keep_admins(existing: Record, values: Sequence[HandleValue]) -> tuple[HandleValue, ...]:

@@ -151,24 +151,32 @@ class RecursiveResolver:
         return up or fresh  # when every root looks down, try them anyway
 
 
-@dataclass(slots=True)
 class Resolution:
-    resolver: RecursiveResolver
-    handle: str
-    now: float
-    bypass_cache: bool
-    step: Ask | Done | None = None
-    hops: int = 0
-    trace: list[Hop] = field(default_factory=list)
-    tried_roots: set[str] = field(default_factory=set)
-    asked: set[tuple[str, str]] = field(default_factory=set)
-    from_cached_referral: str | None = None
-    current_is_root: bool = False
-    alternates: tuple[Upstream, ...] = ()  # the other servers of the site being asked, in order
-    key: str = ""
-    prefix: str = ""
+    """One handle's walk: what to ask next (``step``: an ``Ask``) until it is ``Done``."""
 
-    def __post_init__(self) -> None:
+    __slots__ = ("resolver", "handle", "now", "bypass_cache", "step", "hops", "trace", "tried_roots", "asked",
+                 "from_cached_referral", "current_is_root", "alternates", "key", "prefix")
+
+    def __init__(self, resolver: RecursiveResolver, handle: str, now: float, bypass_cache: bool = False) -> None:
+        # Written out rather than a dataclass's generated __init__ with default factories: one is made for
+        # every resolution that misses a recursive node's fast path (the simulator's hottest allocation).
+        self.resolver, self.handle, self.now, self.bypass_cache = resolver, handle, now, bypass_cache
+        self.step: Ask | Done | None = None
+        self.hops = 0
+        self.trace: list[Hop] = []
+        self.tried_roots: set[str] = set()
+        self.asked: set[tuple[str, str]] = set()
+        self.from_cached_referral: str | None = None
+        self.current_is_root = False
+        self.alternates: tuple[Upstream, ...] = ()  # the other servers of the site being asked, in order
+        self.key = ""
+        self.prefix = ""
+        self._start()
+
+    def __repr__(self) -> str:
+        return f"Resolution({self.handle!r}, step={self.step!r}, hops={self.hops})"
+
+    def _start(self) -> None:
         try:
             h = parse_handle(self.handle)
         except HandleError as exc:

@@ -142,6 +142,11 @@ class TemplateCache:
         self._put(ref, _Entry(template, "", expires))
         return template
 
+    def hold(self, ref: TemplateRef, template: Template) -> None:
+        """Keep ``template``, parsed already, as the node's own (until ``forget``): what ``learn(..., local=True)``
+        does without parsing the definition again (the simulator gives every node the same parsed object)."""
+        self._put(ref, _Entry(template, "", math.inf))
+
     def keep_stale(self, ref: TemplateRef, now: float) -> bool:
         """A refresh of ``ref`` failed: keep an expired copy ``stale_grace_s`` longer. False: none is held."""
         versions = self._by_handle.get(fold(ref.handle))

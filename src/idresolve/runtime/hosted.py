@@ -14,6 +14,7 @@ import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..core.site import SiteInfo
 from ..http.app import make_app
@@ -143,7 +144,7 @@ class HostedRecursive:
     def addresses(self) -> Addresses:
         return self.listeners.bound
 
-    def _sampled(self) -> dict[str, tuple[str, str, float]]:
+    def _sampled(self) -> dict[str, tuple[str, str, Any]]:
         cache = self.node.resolver.answers
         out = {
             "idresolve_cache_hits": ("counter", "Answers served from the cache", cache.stats.hits),

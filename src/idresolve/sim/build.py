@@ -25,7 +25,7 @@ from ..core.handles import PREFIX_RECORDS_KEY, fold, prefix_handle
 from ..core.latency import LatencyModel
 from ..core.messages import Request, Response
 from ..core.templates import TemplateRef
-from ..core.templates.storage import template_handle, version_value
+from ..core.templates.storage import template_from_values, template_handle, version_value
 from ..core.topology import Location, Topology
 from ..net.blocking import BlockingClient, ProtocolClientError
 from ..nodes.authoritative import AuthoritativeNode
@@ -156,7 +156,7 @@ def build_cluster(topology: Topology, space: IdentifierSpace, *, latency: Latenc
                                max_queue=settings.max_queue)
         cluster.auth[n.name] = sim
         cluster.by_address[f"{n.dial_host}:{n.tcp_port}"] = sim
-    share_templates(cluster, now)
+    share_templates(cluster)
     client = cluster.setup_client()
     bootstrap(plan, master, client=client)
     replicate_registry(cluster)
@@ -216,7 +216,7 @@ def publish_templates(cluster: SimCluster) -> None:
                     raise RuntimeError(f"publishing {handle} failed: {resp.code} {resp.message}")
 
 
-def share_templates(cluster: SimCluster, now: float) -> None:
+def share_templates(cluster: SimCluster) -> None:
     """Every authoritative node knows, from the start, each template the cluster publishes (the topology's
     and those the identifier space names), as if it had fetched it once: the nodes check every write
     against its template as the real ones do, but the fetches themselves (one per template and node per
@@ -227,8 +227,11 @@ def share_templates(cluster: SimCluster, now: float) -> None:
              if sec.prefix is not None for name in sec.templates if name in shipped]
     items += [item for group in template_records(cluster.space).values() for item in group]
     for handle, template in items:
-        ref, values = TemplateRef(handle, template.version), (version_value(template),)
+        ref = TemplateRef(handle, template.version)
+        # Parsed once, as a node would parse the stored value (the checks of a fetched definition), then the
+        # same object for every node: parsing it once per node cost seconds at start on a big topology.
+        template = template_from_values((version_value(template),), ref.version, handle=handle)
         holder = cluster.plan.holder_of(handle.split("/", 1)[0]).name
         for name, sim in cluster.auth.items():
             if name != holder:
-                sim.node.templates.learn(ref, values, now, local=True)
+                sim.node.templates.hold(ref, template)

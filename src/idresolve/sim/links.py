@@ -4,10 +4,15 @@
 the latency model's sample (base delay by location, gaussian jitter clipped at 3 sigma, loss) with the
 links' own seeded ``random.Random``, then a degraded link's factor, added delay and loss, and a partition
 (a message between the two sides is lost). Clients of a node sit at the node's location.
+
+The emulator fires its link delays on event-loop timers, which fire early or late; the agreement run gives
+the lateness it measured (``set_late``) and each message draws its own from it; without one, a uniform
+error of the timer grid (``grid_s``) stands for it.
 """
 
 from __future__ import annotations
 
+import bisect
 import random
 
 from ..core.latency import LatencyModel
@@ -30,6 +35,20 @@ class Links:
         # The emulator's link delays fire on the event loop's millisecond timers, trimmed so that their mean is
         # what the model asked: each delay lands up to half a grid step early or late. 0: exact delays.
         self.grid_s = 0.0
+        # Or, measured: how late the emulator's delay timers fired (``set_late``), drawn for every message
+        # instead of the grid's uniform error. Cumulative counts and the lateness of each bin, in ms.
+        self._late_cum: list[int] = []
+        self._late_ms: list[float] = []
+
+    def set_late(self, bins: list[tuple[float, int]]) -> None:
+        """Draw each message's timer error from ``bins`` ((lateness in seconds, firings), as the emulator's
+        ``idresolve_link_timer_late_total`` counted them) instead of the timer grid; empty: back to the grid."""
+        kept = sorted((late, n) for late, n in bins if n > 0)
+        total, self._late_cum, self._late_ms = 0, [], []
+        for late, n in kept:
+            total += n
+            self._late_cum.append(total)
+            self._late_ms.append(late * 1000.0)
 
     def set_scenario(self, scenario: str) -> None:
         self.model = LatencyModel.for_topology(self.topology, scenario)
@@ -41,7 +60,10 @@ class Links:
         if ms is None:
             self.lost += 1
             return None
-        if self.grid_s:
+        if self._late_cum:
+            cum = self._late_cum
+            ms = max(0.0, ms + self._late_ms[bisect.bisect_right(cum, self.rng.random() * cum[-1])])
+        elif self.grid_s:
             ms = max(0.0, ms + (self.rng.random() - 0.5) * self.grid_s * 1000.0)
         if self._plain:
             return ms / 1000.0 + self.transport_s

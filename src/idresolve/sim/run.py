@@ -47,6 +47,9 @@ class RunSpec:
     events: tuple[SimEvent, ...] = ()  # added to the workload's
     keys: tuple[str, ...] = ()  # keys = "cycle": the identifiers, in order (else: the seeded layout)
     label: str = ""
+    # The emulator's delay timers, by how late they fired ((seconds, firings), measured by the agreement
+    # run): each message between nodes draws its timer error from it instead of the workload's grid.
+    timer_late: tuple[tuple[float, int], ...] = ()
 
 
 @dataclass
@@ -165,6 +168,8 @@ def simulate(spec: RunSpec, *, progress: Callable[[str], None] | None = None, pa
             raise WorkloadError(f"workload {w.name!r}: no seeded identifier resolves through the top level")
     links = Links(topology, scenario, cluster.location, rng["links"])
     links.grid_s = w.timer_grid_ms / 1000.0
+    if spec.timer_late:
+        links.set_late(list(spec.timer_late))
     stats = Stats(t_start, math.ceil(duration / HOUR_S))
     t_end = t_start + duration
     engine = Engine(cluster, links, w.service_times.seconds(), stats, t_start=t_start, t_end=t_end,

@@ -31,6 +31,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -365,6 +366,13 @@ def parse_definition_text(text: str | bytes) -> Template:
         text = text.encode("utf-8", "surrogatepass")
     if len(text) > MAX_SOURCE_BYTES:
         raise InvalidValue(f"template definition longer than {MAX_SOURCE_BYTES} bytes")
+    return _parse_bytes(bytes(text))
+
+
+@lru_cache(maxsize=256)
+def _parse_bytes(text: bytes) -> Template:
+    """The same bytes give the same (immutable) Template: a definition stored at many nodes, or learned
+    again after its TTL, is parsed once per process. Failures raise and are not kept."""
     try:
         raw = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
     except RecursionError:

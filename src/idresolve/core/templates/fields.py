@@ -17,7 +17,8 @@ way the value is stored, so that every node reads a stored value the same way:
 | reference   | another identifier, ``prefix/suffix`` (``core.handles.parse_handle``)  |
 
 A field compiles once to one checker, ``bytes -> problem text or None``, built from closures so that
-checking a value costs a decode, a length test and one type test (and the RE2 pattern when given).
+checking a value costs a decode, a length test and one type test (and the RE2 pattern when given), or one
+set lookup for a value the checker has seen fit already (``KNOWN_GOOD_PER_FIELD``).
 The built-in forms are matched with Python's ``re`` on fixed patterns that cannot backtrack
 (no nested quantifiers); authors' patterns go through RE2 only (``patterns``).
 """
@@ -39,6 +40,13 @@ from ..values import TEMPLATE_FIELD_MAX_CHARS
 from .patterns import Pattern
 
 Checker = Callable[[bytes], "str | None"]
+
+#: A checker remembers up to this many values that fitted (a checker is a pure function of the bytes, so a
+#: value that fitted once fits again). Bulk registrations repeat the few values of low-cardinality fields
+#: (manufacturer, category, size, standard) on every record; the first distinct values of a field fill the
+#: set and then it stops growing, so a field whose every value is new (a batch number) pays one set lookup.
+#: Bounded per field: at most 256 values of at most 255 characters (64 KiB).
+KNOWN_GOOD_PER_FIELD = 256
 
 
 class FieldType(StrEnum):
@@ -272,8 +280,11 @@ def make_checker(ftype: FieldType, *, max_length: int | None, pattern: Pattern |
     limit = max_length if max_length is not None else TEMPLATE_FIELD_MAX_CHARS
     tail = _tail(ftype, pattern, values, minimum, maximum)
     too_long = f"longer than {limit} characters"
+    good: set[bytes] = set()  # values already found to fit: see KNOWN_GOOD_PER_FIELD
 
     def check(data: bytes) -> str | None:
+        if data in good:
+            return None
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
@@ -284,6 +295,9 @@ def make_checker(ftype: FieldType, *, max_length: int | None, pattern: Pattern |
             return f"{too_long} ({len(text)})"
         if not is_printable(text):
             return "holds control or invisible characters (newlines, tabs, bidi marks...)"
-        return None if tail is None else tail(text, data)
+        problem = None if tail is None else tail(text, data)
+        if problem is None and len(good) < KNOWN_GOOD_PER_FIELD:
+            good.add(data)
+        return problem
 
     return check
