@@ -22,7 +22,10 @@ from idresolve.core.values import (
     DEFAULT_PERMS,
     DEFAULT_TTL_S,
     SECRET_PERMS,
+    CheckedValues,
     HandleValue,
+    check_values,
+    checked_decoded,
     value_from_json,
     values_from_json,
 )
@@ -78,6 +81,23 @@ def test_value_from_json_refuses_what_it_always_refused(raw: dict[str, Any]) -> 
 def test_values_from_json_names_a_duplicate_index() -> None:
     with pytest.raises(InvalidValue, match="duplicate value index 1"):
         values_from_json([{"index": 1, "type": "A", "data": "x"}, {"index": 1, "type": "B", "data": "y"}])
+
+
+def test_checked_values_are_checked_once_and_only_sound_sets_are_marked() -> None:
+    parsed = values_from_json([{"index": 1, "type": "URL", "data": "x"}, {"index": 2, "type": "DESC", "data": "y"}])
+    assert type(parsed) is CheckedValues and check_values(parsed) is parsed  # the node does not check again
+    assert parsed == (HandleValue(1, "URL", b"x"), HandleValue(2, "DESC", b"y"))  # still a tuple of values
+    plain = (HandleValue(1, "URL", b"x"),)
+    assert type(check_values(plain)) is CheckedValues
+    bad = HandleValue(0, "URL", b"x")  # index 0 is refused: a plain tuple holding it is checked, and refused
+    with pytest.raises(InvalidValue, match="value index"):
+        check_values((bad,))
+    decoded = [HandleValue.from_list([1, "URL", b"x", 86400, 0, 14, []]), HandleValue.from_list([1, "B", b"y", 86400, 0, 14, []])]
+    twice = checked_decoded(decoded)  # each value sound but an index twice: not marked, refused when checked
+    assert type(twice) is tuple
+    with pytest.raises(InvalidValue, match="duplicate value index 1"):
+        check_values(twice)
+    assert type(checked_decoded(decoded[:1])) is CheckedValues
 
 
 def test_a_known_prefix_is_still_checked_when_it_is_bad() -> None:

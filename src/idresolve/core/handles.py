@@ -67,7 +67,7 @@ def _check_prefix(prefix: str) -> None:
         raise InvalidHandle("Prefix has an empty segment")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Handle:
     """A parsed identifier. ``text`` keeps the client's spelling; ``key`` is the folded match key."""
 
@@ -76,17 +76,29 @@ class Handle:
     suffix: str
     key: str
 
+    # Written out: a bulk registration parses millions of handles, and the generated frozen __init__ sets
+    # each field through object.__setattr__.
+    def __init__(self, text: str, prefix: str, suffix: str, key: str) -> None:
+        _set_text(self, text)
+        _set_prefix(self, prefix)
+        _set_suffix(self, suffix)
+        _set_key(self, key)
+
     @property
     def is_prefix_record(self) -> bool:
         """True for ``0.NA/<prefix>``, the record that describes a prefix."""
-        return fold(self.prefix) == PREFIX_RECORDS_KEY
+        return self.key[:5] == _PREFIX_RECORDS_HEAD  # the key is folded: its prefix is the folded prefix
 
     @property
     def folded_prefix(self) -> str:
-        return self.key.split("/", 1)[0]
+        return self.key.partition("/")[0]
 
     def __str__(self) -> str:
         return self.text
+
+
+_set_text, _set_prefix, _set_suffix, _set_key = (Handle.__dict__[f].__set__ for f in ("text", "prefix", "suffix", "key"))
+_PREFIX_RECORDS_HEAD = PREFIX_RECORDS_KEY + "/"
 
 
 def parse_handle(text: str) -> Handle:
@@ -110,7 +122,7 @@ def parse_handle(text: str) -> Handle:
         check_prefix(prefix)
     except InvalidHandle as exc:
         raise InvalidHandle(exc.message, handle=text) from None
-    return Handle(text=text, prefix=prefix, suffix=suffix, key=fold(text))
+    return Handle(text, prefix, suffix, fold(text))
 
 
 def is_prefix_record(text: str) -> bool:

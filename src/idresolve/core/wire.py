@@ -25,7 +25,7 @@ import msgpack
 from .errors import DecodeError, FrameTooLarge, InvalidValue
 from .events import PlainResolution
 from .messages import Hop, Message, Request, Response
-from .values import HandleValue
+from .values import HandleValue, checked_decoded
 
 KIND_REQUEST, KIND_RESPONSE = 0, 1
 MAX_FRAME_BYTES = 8 * 1024 * 1024  # a batch of 2,000 identifiers fits; any one handle <= 256 KiB
@@ -131,7 +131,7 @@ def _values(raw: Any) -> tuple[HandleValue, ...]:
     if not isinstance(raw, list) or len(raw) > MAX_ITEMS:
         raise DecodeError("values must be a list")
     from_list = HandleValue.from_list
-    return tuple([from_list(v) for v in raw])  # a list first: a generator into tuple() costs more
+    return checked_decoded([from_list(v) for v in raw])  # each checked as decoded: the node needn't again
 
 
 def _str(raw: Any, what: str, limit: int = MAX_HANDLE_BYTES) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..core.admin import DEFAULT_PERMS_TEXT, AdminPerm, AdminRef, perms_from_text
 from ..core.answers import Answer, select
@@ -78,8 +78,9 @@ DEFAULT_ADMIN_INDEX = 100
 ANSWER_CACHE_ENTRIES = 100_000
 
 
-@dataclass(frozen=True, slots=True)
-class ItemResult:
+class ItemResult(NamedTuple):
+    """One item's outcome in a batch (a named tuple: a batch builds one per identifier)."""
+
     handle: str
     code: int
     message: str = ""
@@ -230,16 +231,15 @@ class AuthoritativeNode:
         shared generations move once for the batch, not once per key: other processes drop every cached
         answer on any move, so one move says as much as two thousand; a template key still moves its own
         generation (``Generations.bump`` decides that from the key)."""
-        if self.generations is None or not keys:
-            for key in keys:
-                self._changed(key)
+        answers_pop, forget, listeners = self.answers.pop, self.templates.forget, self._change_listeners
+        for key in keys:  # _changed's local work, inline: a batch runs it for every key
+            answers_pop(key, None)
+            forget(key)
+            for listener in listeners:
+                listener(key)
+        generations = self.generations
+        if generations is None or not keys:
             return
-        generations, self.generations = self.generations, None
-        try:
-            for key in keys:
-                self._changed(key)  # local caches and listeners, no shared move
-        finally:
-            self.generations = generations
         marked = [k for k in keys if _TEMPLATE_KEY in k]
         for key in marked or keys[:1]:
             before, after = generations.bump(key)
@@ -490,15 +490,20 @@ class AuthoritativeNode:
         if caller is None:
             raise AuthenticationNeeded("Authentication needed", handle=h.text)
         cache_key = h.folded_prefix
-        if allowed is None or h.is_prefix_record or cache_key not in allowed:
+        if allowed is None or cache_key not in allowed or h.is_prefix_record:
             admin_record, perm = self._creation_authority(h)
             self._require(caller, admin_record, perm, h.text)
             if allowed is not None and not h.is_prefix_record:
                 allowed.add(cache_key)
         values = check_values(values)
         stamp = int(now)
-        out = [_stamped(v, stamp) for v in values]
-        if not any(v.type == HS_ADMIN for v in values):
+        out = []
+        has_admin = False
+        for v in values:  # one pass: bulk registration runs this for every value it stores
+            out.append(v if v.timestamp == stamp else _stamped(v, stamp))
+            if v.type == HS_ADMIN:
+                has_admin = True
+        if not has_admin:
             index = DEFAULT_ADMIN_INDEX
             taken = {v.index for v in values}
             while index in taken:
@@ -622,16 +627,19 @@ class AuthoritativeNode:
         existing_keys = self.store.existing([p.key for _, _, p in parsed if isinstance(p, Handle)])
         stamp = int(now)
         needed: dict[tuple[str, int], TemplateRef] = {}  # templates held elsewhere, fetched before a retry
+        keys: list[str] = []
+        success = ResponseCode.SUCCESS
         for text, values, h in parsed:
             try:
                 if isinstance(h, HandleError):
                     raise h
-                if h.key in seen:
+                key = h.key
+                if key in seen:
                     raise HandleAlreadyExists("Handle appears twice in this batch", handle=text)
-                seen.add(h.key)
+                seen.add(key)
                 if h.is_prefix_record:
                     raise InvalidHandle("Prefix records cannot be created in a batch", handle=text)
-                existing = self.store.get(h.key) if h.key in existing_keys else None
+                existing = self.store.get(key) if key in existing_keys else None
                 if existing is not None and not overwrite:
                     raise HandleAlreadyExists("Handle already exists", handle=text)
                 if existing is not None:
@@ -645,7 +653,8 @@ class AuthoritativeNode:
                 self._check_templates(text, existing.values if existing is not None else (), record.values, now,
                                       needed)
                 records.append(record)
-                results.append(ItemResult(text, ResponseCode.SUCCESS))
+                keys.append(key)
+                results.append(ItemResult(text, success))
             except HandleError as exc:
                 failed = failed or exc
                 results.append(ItemResult(text, exc.code, exc.message))
@@ -661,7 +670,7 @@ class AuthoritativeNode:
                 code=failed.code, results=tuple(results),
             )
         self.store.put_many(records)
-        self._changed_many([r.key for r in records])
+        self._changed_many(keys)
         return BatchResult(True, tuple(results))
 
     # -- templates --------------------------------------------------------------------------------------
