@@ -230,11 +230,12 @@ def test_seeding_spreads_evenly_over_the_enterprises_in_batches(fake_client: typ
     out = seeding.seed_cluster(_cluster(), tmp_path, 7, batch_size=2, tag="T", show_progress=False)
     assert (out["registered"], out["failed"], out["enterprises"]) == (7, 0, 3)
     assert out["example"] == "88.1.1/T000000000"
-    # 7 over 3 enterprises: 3, 2, 2; each at the node holding its prefix, with its own admin's identity
+    # 7 over 3 enterprises: 3, 2, 2; each at the node holding its prefix, with its own admin's identity,
+    # the batches round robin over the enterprises (batches in flight reach different nodes)
     assert [(ident, port, len(names)) for ident, port, names in fake_client.batches] == [
-        ("300:0.NA/88.1.1", 2641, 2), ("300:0.NA/88.1.1", 2641, 1), ("300:0.NA/88.1.2", 2643, 2),
-        ("300:0.NA/88.1.3", 2641, 2)]
-    assert fake_client.batches[1][2] == ["88.1.1/T000000002"]
+        ("300:0.NA/88.1.1", 2641, 2), ("300:0.NA/88.1.2", 2643, 2), ("300:0.NA/88.1.3", 2641, 2),
+        ("300:0.NA/88.1.1", 2641, 1)]
+    assert fake_client.batches[3][2] == ["88.1.1/T000000002"]
 
 
 def test_a_rerun_skips_what_exists_and_counts_it(fake_client: type[FakeClient], tmp_path: Path) -> None:

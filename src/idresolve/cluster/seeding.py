@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -115,10 +116,13 @@ def seed_targets(targets: Sequence[SeedTarget], count: int, *, batch_size: int =
     if not targets:
         raise ValueError("the cluster has no enterprises to seed")
     share, extra = divmod(count, len(targets))
-    jobs: list[tuple[SeedTarget, int, int]] = []
+    per_target: list[list[tuple[SeedTarget, int, int]]] = []
     for i, ent in enumerate(targets):
         n = share + (1 if i < extra else 0)
-        jobs.extend((ent, start, min(n, start + batch_size)) for start in range(0, n, batch_size))
+        per_target.append([(ent, start, min(n, start + batch_size)) for start in range(0, n, batch_size)])
+    # Round robin over the enterprises: the batches in flight go to different nodes (most nodes of a
+    # cluster are one process each), not all to the node of the first enterprise.
+    jobs = [job for batch in zip_longest(*per_target) for job in batch if job is not None]
     progress = Progress(count, show=show_progress)
     cls = client or BlockingClient
     opened: list[BlockingClient] = []

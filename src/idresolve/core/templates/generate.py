@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterable, Iterator
 from datetime import date, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from urllib.parse import quote
@@ -65,21 +66,25 @@ def _redrawn(example: str, rng: random.Random) -> str:
     def redraw(run: re.Match[str]) -> str:
         digits = run.group()
         keep = len(digits) // 2
-        return digits[:keep] + "".join(str(rng.randrange(10)) for _ in range(len(digits) - keep))
+        width = len(digits) - keep
+        return digits[:keep] + str(rng.randrange(10**width)).zfill(width)  # each digit uniform, one draw
 
     return _DIGIT_RUN.sub(redraw, example)
 
 
-def _text_candidates(f: Field, handle: str, rng: random.Random) -> list[str]:
-    out = []
+def _text_candidates(f: Field, handle: str, rng: random.Random) -> Iterator[str]:
+    """Candidates in order of preference, drawn only when the one before fails the checker (the first
+    usually passes: seeding a templated record draws one candidate per field, not six)."""
     if f.examples:
         example = rng.choice(f.examples)
         if f.type is FieldType.REFERENCE:  # another identifier: keep its prefix, vary its suffix
             head, _, tail = example.partition("/")
-            out += [f"{head}/{_redrawn(tail, rng)}" for _ in range(_REDRAWS)]
+            for _ in range(_REDRAWS):
+                yield f"{head}/{_redrawn(tail, rng)}"
         elif f.pattern is not None:  # a code or a number: vary it
-            out += [_redrawn(example, rng) for _ in range(_REDRAWS)]
-        out.append(example)  # free text (a name, a standard) is kept as the author wrote it
+            for _ in range(_REDRAWS):
+                yield _redrawn(example, rng)
+        yield example  # free text (a name, a standard) is kept as the author wrote it
     prefix, _, suffix = handle.partition("/")
     if f.type is FieldType.URL:
         generic = f"https://example.com/{quote(prefix)}/{quote(suffix, safe='')}/{f.name}"
@@ -87,11 +92,10 @@ def _text_candidates(f: Field, handle: str, rng: random.Random) -> list[str]:
         generic = f"{prefix}/{f.name.upper()}{rng.randrange(10**8):08d}"
     else:
         generic = f"{f.name}-{rng.randrange(10**6):06d}"
-    out.append(generic[: f.max_length or TEMPLATE_FIELD_MAX_CHARS])  # a long identifier's URL, cut to fit
-    return out
+    yield generic[: f.max_length or TEMPLATE_FIELD_MAX_CHARS]  # a long identifier's URL, cut to fit
 
 
-def _candidates(f: Field, handle: str, rng: random.Random) -> list[str]:
+def _candidates(f: Field, handle: str, rng: random.Random) -> Iterable[str]:
     if f.type is FieldType.ENUMERATION:
         return [rng.choice(f.values).value]
     if f.type is FieldType.BOOLEAN:
