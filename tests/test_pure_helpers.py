@@ -20,6 +20,7 @@ from idresolve.bench import hist, report, workload
 from idresolve.cluster import seeding
 from idresolve.core.codes import ResponseCode
 from idresolve.core.wire import Response
+from idresolve.net.blocking import ProtocolClientError
 from idresolve.store.base import open_store
 from idresolve.store.memory import MemoryStore
 from idresolve.store.sqlite import SqliteStore
@@ -202,8 +203,19 @@ class FakeClient:
     def __exit__(self, *exc: object) -> None:
         pass
 
+    #: connection drops to play, oldest first: "before" (nothing registered) or "after" (registered,
+    #: the answer lost), as when a node closes an idle connection or dies after its commit
+    drops: list[str] = []
+
+    def close(self) -> None:
+        pass
+
     def batch_create(self, items: list[tuple[str, Any]]) -> Response:
         names = [h for h, _ in items]
+        if FakeClient.drops:
+            if FakeClient.drops.pop(0) == "after":
+                FakeClient.exists.update(names)
+            raise ProtocolClientError("127.0.0.1:2641 closed the connection")
         FakeClient.batches.append((self.auth[0], self.port, names))
         if any(h in FakeClient.exists for h in names):
             results = tuple((h, int(ResponseCode.HANDLE_ALREADY_EXISTS if h in FakeClient.exists else 1), "")
@@ -220,7 +232,7 @@ def _cluster() -> dict[str, Any]:
 
 @pytest.fixture
 def fake_client(monkeypatch: pytest.MonkeyPatch) -> type[FakeClient]:
-    FakeClient.batches, FakeClient.exists = [], set()
+    FakeClient.batches, FakeClient.exists, FakeClient.drops = [], set(), []
     monkeypatch.setattr(seeding, "BlockingClient", FakeClient)
     monkeypatch.setattr(seeding, "read_credentials", lambda _d: {f"300:0.NA/88.1.{i}": f"s{i}" for i in (1, 2, 3)})
     return FakeClient
@@ -236,6 +248,17 @@ def test_seeding_spreads_evenly_over_the_enterprises_in_batches(fake_client: typ
         ("300:0.NA/88.1.1", 2641, 2), ("300:0.NA/88.1.2", 2643, 2), ("300:0.NA/88.1.3", 2641, 2),
         ("300:0.NA/88.1.1", 2641, 1)]
     assert fake_client.batches[3][2] == ["88.1.1/T000000002"]
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_dropped_connection_is_retried_once_and_nothing_is_counted_twice(fake_client: type[FakeClient],
+                                                                           tmp_path: Path, when: str) -> None:
+    fake_client.drops = [when]
+    out = seeding.seed_cluster(_cluster(), tmp_path, 6, batch_size=2, tag="T", show_progress=False)
+    assert (out["registered"], out["failed"]) == (6, 0)
+    fake_client.drops = [when, when]  # dropped twice in a row: the error reaches the caller
+    with pytest.raises(ProtocolClientError):
+        seeding.seed_cluster(_cluster(), tmp_path, 6, batch_size=2, tag="U", show_progress=False)
 
 
 def test_a_rerun_skips_what_exists_and_counts_it(fake_client: type[FakeClient], tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from ..cluster.supervisor import (
     run_bootstrap,
 )
 from ..core.topology import TopologyError, load_topology
+from ..net.blocking import ProtocolClientError
 from . import fault_cmd
 from .common import EXIT_HANDLE_ERROR, EXIT_OK, CliError
 
@@ -88,7 +89,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    help="batches sent at once, each on its own connection (1-64; default 4)")
     p.add_argument("--data-dir", help="the cluster's data directory (default ./data)")
     p.add_argument("--prefix-suffix", default="SEED", help="suffixes are <this><number> (default SEED)")
-    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout (the progress bar still shows when stderr is a terminal)")
     p.set_defaults(func=seed)
 
 
@@ -234,8 +235,12 @@ def seed(args: argparse.Namespace) -> int:
         cluster = load_cluster(data_dir)
     except ClusterError as exc:
         raise CliError(str(exc)) from None
-    result = seed_cluster(cluster, data_dir, args.identifiers, batch_size=args.batch_size, tag=args.prefix_suffix,
-                          show_progress=not args.json, in_flight=args.in_flight)
+    try:
+        result = seed_cluster(cluster, data_dir, args.identifiers, batch_size=args.batch_size, tag=args.prefix_suffix,
+                              show_progress=not args.json or sys.stderr.isatty(), in_flight=args.in_flight)
+    except ProtocolClientError as exc:
+        raise CliError(f"seeding stopped: {exc}; what was registered stays, and running the same command "
+                       "again skips it") from None
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -34,7 +34,7 @@ from ..core.codes import ResponseCode
 from ..core.templates import Template, TemplateRef, generate_values
 from ..core.topology import Topology, TopologyError, load_topology
 from ..core.values import HandleValue, string_value
-from ..net.blocking import BlockingClient
+from ..net.blocking import BlockingClient, ProtocolClientError
 from .bootstrap import BootstrapError, enterprise_template, load_templates
 from .credentials import read_credentials, secret_for
 from .plan import ClusterPlan, identity_of
@@ -195,7 +195,15 @@ def _seed_batch(c: BlockingClient, items: list[Item]) -> tuple[int, int]:
     """One batch: (registered or already there, failed). Identifiers that exist (a rerun with the same tag)
     are left out and the rest sent again."""
     done = 0
-    resp = c.batch_create(items)
+    try:
+        resp = c.batch_create(items)
+    except ProtocolClientError:
+        # The connection went away: most often the node closed it after its idle timeout (a connection
+        # per node and thread waits while the other enterprises' batches go out), possibly after the
+        # node committed the batch and before it answered. Once more on a new connection; what that
+        # batch already registered comes back as "already exists" and is counted below.
+        c.close()
+        resp = c.batch_create(items)
     if resp.code != ResponseCode.SUCCESS and resp.results:
         fresh = [it for it, r in zip(items, resp.results, strict=False) if r[1] != ResponseCode.HANDLE_ALREADY_EXISTS]
         skipped = len(items) - len(fresh)

@@ -46,9 +46,13 @@ class BlockingClient:
         self._ready = []
 
     def close(self) -> None:
+        """Close the connection; the next call opens a new one, with nothing left of this one (a partial
+        answer in the decoder, answers not yet read)."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+            self._wire = ClientConnection()
+            self._ready = []
 
     def __enter__(self) -> BlockingClient:
         self.connect()
