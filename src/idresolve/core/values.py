@@ -17,7 +17,7 @@ import binascii
 import re
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -91,7 +91,11 @@ class HandleValue:
         return bool(self.perms & ADMIN_READ)
 
     def stamped(self, now: float) -> HandleValue:
-        return replace(self, timestamp=int(now))
+        """This value with the timestamp ``int(now)`` (itself when it has that stamp already)."""
+        stamp = int(now)
+        if self.timestamp == stamp:
+            return self
+        return _make(type(self), self.index, self.type, self.data, self.ttl_s, stamp, self.perms, self.refs)
 
     # -- compact form for storage and the wire (msgpack-able lists) ---------------------------------
     def to_list(self) -> list[Any]:
@@ -99,14 +103,19 @@ class HandleValue:
                 [list(r) for r in self.refs]]
 
     @classmethod
-    def from_list(cls, raw: Sequence[Any]) -> HandleValue:
-        """Decode the compact form; raises ``InvalidValue`` on anything malformed."""
+    def from_list(cls, raw: Sequence[Any], remember: bool = True) -> HandleValue:
+        """Decode the compact form; raises ``InvalidValue`` on anything malformed. ``remember=False``
+        leaves the memo of decoded values alone (a batch of new identifiers, whose values never repeat)."""
         if type(raw) is list and len(raw) == 7:
             # The usual shape, checked with exact types (a bool or an int subclass takes the general path):
             # every answer a recursive node decodes is values like these, so they skip the general checks.
             index, vtype, data, ttl, ts, perms, refs = raw
             if (type(index) is int and type(vtype) is str and type(data) is bytes and type(ttl) is int
                     and type(ts) is int and type(perms) is int and type(refs) is list and not refs):
+                if not remember:
+                    value = _make(cls, index, vtype, data, ttl, ts, perms & 0xF, ())
+                    check_value(value)
+                    return value
                 key = (index, vtype, data, ttl, ts, perms)
                 value = _DECODED.get(key)
                 if value is not None and type(value) is cls:

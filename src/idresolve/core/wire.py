@@ -127,11 +127,13 @@ class Codec:
         return b"\x96\x01" + self._packer.pack(request_id) + tail
 
 
-def _values(raw: Any) -> tuple[HandleValue, ...]:
+def _values(raw: Any, remember: bool = True) -> tuple[HandleValue, ...]:
+    """``remember``: keep decoded values in the shared memo (answers repeat values; a batch does not)."""
     if not isinstance(raw, list) or len(raw) > MAX_ITEMS:
         raise DecodeError("values must be a list")
     from_list = HandleValue.from_list
-    return checked_decoded([from_list(v) for v in raw])  # each checked as decoded: the node needn't again
+    # each checked as decoded: the node needn't again
+    return checked_decoded([from_list(v, remember) for v in raw])
 
 
 def _str(raw: Any, what: str, limit: int = MAX_HANDLE_BYTES) -> str:
@@ -311,7 +313,7 @@ def _decode_request(request_id: int, opcode: int, flags: int, handle: str, body:
     if "b" in body:
         if not isinstance(body["b"], list) or len(body["b"]) > MAX_ITEMS:
             raise DecodeError("batch items must be a list")
-        items = tuple((_str(h, "handle"), _values(v)) for h, v in body["b"])
+        items = tuple((_str(h, "handle"), _values(v, False)) for h, v in body["b"])
     page = None
     if "p" in body:
         p, s = body["p"]

@@ -731,9 +731,7 @@ _TEMPLATE_KEY = "/" + TEMPLATE_SUFFIX_PREFIX.lower()
 
 
 def _stamped(v: HandleValue, stamp: int) -> HandleValue:
-    if v.timestamp == stamp:  # parsed with the server's stamp already (the bulk paths): no copy
-        return v
-    return HandleValue(v.index, v.type, v.data, v.ttl_s, stamp, v.perms, v.refs)
+    return v.stamped(stamp)  # no copy when parsed with the server's stamp already (the REST bulk path)
 
 
 @lru_cache(maxsize=256)
