@@ -100,6 +100,33 @@ def test_checked_values_are_checked_once_and_only_sound_sets_are_marked() -> Non
     assert type(checked_decoded(decoded[:1])) is CheckedValues
 
 
+def test_only_the_checking_functions_build_checked_values() -> None:
+    """``CheckedValues`` tells the node to skip its checks, so nothing else in the package may build one: a
+    new call site would let unchecked values into a store."""
+    import ast
+    from pathlib import Path
+
+    import idresolve
+
+    allowed = {("core/values.py", name) for name in ("check_values", "checked_decoded", "values_from_json")}
+    root = Path(idresolve.__file__).parent
+    found = set()
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for func in ast.walk(tree):
+            if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(func):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name | ast.Attribute)
+                        and (getattr(node.func, "id", None) or getattr(node.func, "attr", None)) == "CheckedValues"):
+                    found.add((path.relative_to(root).as_posix(), func.name))
+        module_level = [n for n in tree.body if not isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)]
+        for stmt in module_level:
+            for node in ast.walk(stmt):
+                assert not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "CheckedValues"), path
+    assert found == allowed, f"CheckedValues built outside the checking functions: {sorted(found - allowed)}"
+
+
 def test_a_known_prefix_is_still_checked_when_it_is_bad() -> None:
     assert check_prefix("88.100") == "88.100" and check_prefix("88.100") == "88.100"
     for _ in range(2):  # a refused prefix is never remembered
