@@ -88,10 +88,13 @@ class LatencyModel:
 
     def sample_one_way_ms(self, a: Location, b: Location, rng: random.Random) -> float | None:
         """One message's delay from ``a`` to ``b``: ``None`` when it is lost (see the module docstring)."""
+        return self.sample_from_base_ms(self.base_one_way_ms(a, b), rng)
+
+    def sample_from_base_ms(self, base: float, rng: random.Random) -> float | None:
+        """``sample_one_way_ms`` for a pair whose base delay the caller already has (the same draws)."""
         s = self.spec
         if s.loss > 0.0 and rng.random() < s.loss:
             return None
-        base = self.base_one_way_ms(a, b)
         if s.jitter_ms <= 0.0:
             return base
         bound = JITTER_CLIP_SIGMAS * s.jitter_ms

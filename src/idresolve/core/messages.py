@@ -8,7 +8,8 @@ each surface turns that back into its own bytes. Opcodes and response codes are 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 
 from .codes import OpCode
 from .proofs import Credential
@@ -32,7 +33,7 @@ class Hop:
     cached: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Request:
     request_id: int
     opcode: int
@@ -47,13 +48,35 @@ class Request:
     hops: int = 0  # hops already taken (referral loop guard)
     version: int = 0  # registry sync: the record's version (ms since the epoch at its last change)
 
+    # Written out: every message of every node (and of the simulator, several per resolution) is one of
+    # these, and the generated frozen __init__ sets each of the twelve fields through object.__setattr__;
+    # the slot setters take half the time (2.6 against 1.3 us a message).
+    def __init__(self, request_id: int, opcode: int, handle: str = "", flags: int = 0,
+                 indexes: tuple[int, ...] = (), types: tuple[str, ...] = (), values: tuple[HandleValue, ...] = (),
+                 auth: tuple[str, Credential] | None = None,
+                 items: tuple[tuple[str, tuple[HandleValue, ...]], ...] = (), page: tuple[int, int] | None = None,
+                 hops: int = 0, version: int = 0) -> None:
+        s = _REQUEST_SLOTS
+        s[0](self, request_id)
+        s[1](self, opcode)
+        s[2](self, handle)
+        s[3](self, flags)
+        s[4](self, indexes)
+        s[5](self, types)
+        s[6](self, values)
+        s[7](self, auth)
+        s[8](self, items)
+        s[9](self, page)
+        s[10](self, hops)
+        s[11](self, version)
+
     @property
     def is_plain_resolution(self) -> bool:
         """An anonymous resolution with no filter and no flag: the request answer caches serve."""
         return self.opcode == OpCode.RESOLUTION and not (self.flags or self.auth or self.indexes or self.types)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Response:
     request_id: int
     opcode: int
@@ -67,6 +90,34 @@ class Response:
     handles: tuple[str, ...] = ()  # list handles / prefixes
     total: int | None = None
     truncated: bool = False
+
+    # Written out, as Request's.
+    def __init__(self, request_id: int, opcode: int, code: int, handle: str = "",
+                 values: tuple[HandleValue, ...] = (), message: str = "", node: str = "", trace: tuple[Hop, ...] = (),
+                 results: tuple[tuple[str, int, str], ...] = (), handles: tuple[str, ...] = (),
+                 total: int | None = None, truncated: bool = False) -> None:
+        s = _RESPONSE_SLOTS
+        s[0](self, request_id)
+        s[1](self, opcode)
+        s[2](self, code)
+        s[3](self, handle)
+        s[4](self, values)
+        s[5](self, message)
+        s[6](self, node)
+        s[7](self, trace)
+        s[8](self, results)
+        s[9](self, handles)
+        s[10](self, total)
+        s[11](self, truncated)
+
+
+def _slot_setters(cls: type) -> tuple[Callable[[object, object], None], ...]:
+    """The slot descriptors' setters of a slotted dataclass, in its fields' order (what its __init__ sets)."""
+    return tuple(cls.__dict__[f.name].__set__ for f in fields(cls))
+
+
+_REQUEST_SLOTS = _slot_setters(Request)
+_RESPONSE_SLOTS = _slot_setters(Response)
 
 
 Message = Request | Response

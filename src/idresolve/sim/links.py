@@ -31,6 +31,9 @@ class Links:
         self.side: dict[str, int] = {}  # partition: node -> side (absent: side 0)
         self._plain = True  # nothing degraded or partitioned: the hot path skips the look-ups
         self.lost = 0
+        # Base delays by node names: the model keys them by Location, whose generated hash takes every
+        # field each time, and every message of a simulation asks for one.
+        self._base_ms: dict[tuple[str, str], float] = {}
         self.transport_s = 0.0  # added to every message: what the hosts' own stacks take (service times)
         # The emulator's link delays fire on the event loop's millisecond timers, trimmed so that their mean is
         # what the model asked: each delay lands up to half a grid step early or late. 0: exact delays.
@@ -53,10 +56,14 @@ class Links:
     def set_scenario(self, scenario: str) -> None:
         self.model = LatencyModel.for_topology(self.topology, scenario)
         self.scenario = scenario
+        self._base_ms = {}
 
     def one_way(self, a: str, b: str) -> float | None:
-        where = self.where
-        ms = self.model.sample_one_way_ms(where[a], where[b], self.rng)
+        base = self._base_ms.get((a, b))
+        if base is None:
+            where = self.where
+            base = self._base_ms[(a, b)] = self.model.base_one_way_ms(where[a], where[b])
+        ms = self.model.sample_from_base_ms(base, self.rng)
         if ms is None:
             self.lost += 1
             return None
