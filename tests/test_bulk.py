@@ -15,7 +15,7 @@ from idresolve.cluster import seeding
 from idresolve.core.codes import ResponseCode
 from idresolve.core.errors import InvalidHandle, InvalidValue
 from idresolve.core.handles import check_prefix
-from idresolve.core.messages import Response
+from idresolve.core.messages import Request, Response
 from idresolve.core.templates import fields
 from idresolve.core.templates.fields import FieldType, make_checker
 from idresolve.core.values import (
@@ -45,6 +45,23 @@ def test_handle_value_keeps_dataclass_behaviour() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         v.index = 2  # type: ignore[misc]
     assert "index=1" in repr(v)
+
+
+@pytest.mark.parametrize("cls, required", [(Request, (7, 1)), (Response, (7, 1, 0))])
+def test_messages_written_out_init_sets_every_field(cls: type, required: tuple[int, ...]) -> None:
+    """Request and Response set their slots in a written-out __init__: a field added to the class must be
+    added there too, with the same name and default, or the message would lack it."""
+    import inspect
+
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    assert [p.name for p in params] == [f.name for f in dataclasses.fields(cls)]
+    for p, f in zip(params, dataclasses.fields(cls), strict=True):
+        assert p.default == (inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default), f.name
+    m = cls(*required)
+    assert all(hasattr(m, f.name) for f in dataclasses.fields(cls))
+    assert m == cls(*required) and dataclasses.replace(m, handle="88.1/x").handle == "88.1/x"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        m.handle = "x"
 
 
 @pytest.mark.parametrize("raw, expected", [
