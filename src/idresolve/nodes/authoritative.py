@@ -500,7 +500,7 @@ class AuthoritativeNode:
         out = []
         has_admin = False
         for v in values:  # one pass: bulk registration runs this for every value it stores
-            out.append(v if v.timestamp == stamp else _stamped(v, stamp))
+            out.append(v if v.timestamp == stamp else v.stamped(stamp))
             if v.type == HS_ADMIN:
                 has_admin = True
         if not has_admin:
@@ -647,7 +647,7 @@ class AuthoritativeNode:
                     new_idx = {v.index for v in values}
                     removed = [v for v in existing.values if v.index not in new_idx]
                     self._check_changes(caller, existing, values, removed, text)
-                    record = Record(existing.handle, tuple(_stamped(v, stamp) for v in values))
+                    record = Record(existing.handle, tuple(v.stamped(stamp) for v in values))
                 else:
                     record = self._prepare_new(h, values, caller, now, allowed)
                 self._check_templates(text, existing.values if existing is not None else (), record.values, now,
@@ -728,10 +728,6 @@ class AuthoritativeNode:
 #: What a folded template record key holds (``<prefix>/tpl-<name>``): such keys move the shared template
 #: generation (``_changed_many``).
 _TEMPLATE_KEY = "/" + TEMPLATE_SUFFIX_PREFIX.lower()
-
-
-def _stamped(v: HandleValue, stamp: int) -> HandleValue:
-    return v.stamped(stamp)  # no copy when parsed with the server's stamp already (the REST bulk path)
 
 
 @lru_cache(maxsize=256)
