@@ -30,7 +30,7 @@ WORKER: web.AppKey[dict[str, int]] = web.AppKey("worker", dict)
 
 JSON = "application/json"
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_HANDLES = "/api/handles/"
+HANDLES_PATH = "/api/handles/"
 
 
 def json_response(body: dict[str, Any], status: int = 200, *, pretty: bool = False) -> web.Response:
@@ -47,9 +47,9 @@ def error_body(exc: HandleError) -> dict[str, Any]:
     return body
 
 
-def handle_from_path(request: web.Request) -> str:
+def handle_from_path(request: web.BaseRequest) -> str:
     """The handle in ``/api/handles/<handle>``, percent-decoded strictly as UTF-8; never empty."""
-    raw = request.raw_path.split("?", 1)[0][len(_HANDLES):]
+    raw = request.raw_path.split("?", 1)[0][len(HANDLES_PATH):]
     try:
         text = unquote_to_bytes(raw).decode("utf-8") if "%" in raw else raw
     except UnicodeDecodeError:
@@ -91,7 +91,7 @@ EDGE: web.AppKey[EdgeHooks] = web.AppKey("edge", EdgeHooks)
 _BUSY = orjson.dumps({"responseCode": 3, "message": "Server too busy"})
 
 
-def _error_response(request: web.Request, exc: BaseException) -> web.Response:
+def _error_response(request: web.BaseRequest, exc: BaseException) -> web.Response:
     if isinstance(exc, AuthenticationFailed):
         return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="handle"'})
     if isinstance(exc, HandleError):
@@ -113,28 +113,38 @@ def _error_response(request: web.Request, exc: BaseException) -> web.Response:
     return json_response({"responseCode": 2, "message": "Internal server error"}, 500)
 
 
+#: an async request handler
+Respond = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+async def _mapped(request: web.BaseRequest, answer: Respond) -> web.StreamResponse:
+    try:
+        return await answer(request)
+    except Exception as exc:
+        return _error_response(request, exc)
+
+
+async def _admitted(request: web.BaseRequest, answer: Respond, hooks: EdgeHooks) -> web.StreamResponse:
+    """``answer(request)`` if the node's admission lets it in (else code 3, HTTP 503), errors mapped."""
+    adm = hooks.admission
+    if not adm.admit(request.remote if hooks.per_client else None, adm.inflight > 0):
+        return web.Response(body=_BUSY, status=503, content_type=JSON, headers={"Retry-After": "1"})
+    adm.inflight += 1
+    try:
+        return await _mapped(request, answer)
+    finally:
+        adm.inflight -= 1
+
+
 @web.middleware
 async def edge(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     hooks = request.app.get(EDGE)
-    adm = hooks.admission if hooks is not None else None
     t0 = time.perf_counter()
     resp: web.StreamResponse
-    if adm is not None and request.path.startswith("/api/"):  # health and metrics stay reachable
-        if not adm.admit(request.remote if hooks.per_client else None, adm.inflight > 0):
-            resp = web.Response(body=_BUSY, status=503, content_type=JSON, headers={"Retry-After": "1"})
-        else:
-            adm.inflight += 1
-            try:
-                resp = await handler(request)
-            except Exception as exc:
-                resp = _error_response(request, exc)
-            finally:
-                adm.inflight -= 1
+    if hooks is not None and hooks.admission is not None and request.path.startswith("/api/"):
+        resp = await _admitted(request, handler, hooks)  # health and metrics stay reachable
     else:
-        try:
-            resp = await handler(request)
-        except Exception as exc:
-            resp = _error_response(request, exc)
+        resp = await _mapped(request, handler)
     if hooks is not None and hooks.observe is not None:
         resource = request.match_info.route.resource
         key = (request.method, resource)
@@ -143,6 +153,46 @@ async def edge(request: web.Request, handler: Callable[[web.Request], Awaitable[
             op = hooks.ops[key] = f"{request.method} {resource.canonical if resource is not None else 'unknown'}"
         hooks.observe(op, resp.status, time.perf_counter() - t0)
     return resp
+
+
+@dataclass(frozen=True, slots=True)
+class FastPath:
+    """The commonest request of an app, answered before aiohttp's routing and middleware chain, with what
+    the edge middleware adds (admission, the error mapping, metrics under ``op``, the name the middleware
+    gives the route that would serve it). ``takes`` says whether a request is one (cheap checks of the
+    method, path and headers); ``answer`` answers it without ``request.app`` or ``request.match_info``,
+    which are not set this way. What ``takes`` refuses goes through the app as usual."""
+
+    op: str
+    takes: Callable[[web.BaseRequest], bool]
+    answer: Respond
+
+
+FAST: web.AppKey[FastPath] = web.AppKey("fast", FastPath)
+
+
+def with_fast_path(app: web.Application, routed: Respond) -> Respond:
+    """The request handler for aiohttp's server of ``app``: ``app[FAST]`` for what it takes, ``routed``
+    (the app's own handler: routing, middlewares) for the rest; ``routed`` itself when there is no fast
+    path. Call it once the app is frozen (its hooks are read now)."""
+    fast = app.get(FAST)
+    if fast is None:
+        return routed
+    hooks = app.get(EDGE)
+    admission = hooks is not None and hooks.admission is not None
+    observe = hooks.observe if hooks is not None else None
+    takes, answer, op = fast.takes, fast.answer, fast.op
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        if not takes(request):
+            return await routed(request)
+        t0 = time.perf_counter()
+        resp = await (_admitted(request, answer, hooks) if admission else _mapped(request, answer))  # type: ignore[arg-type]
+        if observe is not None:
+            observe(op, resp.status, time.perf_counter() - t0)
+        return resp
+
+    return handle
 
 
 def install_edge(app: web.Application, hooks: EdgeHooks | None,

@@ -21,7 +21,18 @@ from ..core.errors import PeerError
 from ..core.messages import FLAG_AUTHORITATIVE, FLAG_TRACE, Request
 from ..nodes.pipeline import RecursiveNode
 from ..nodes.recursive import Done, Failure
-from .edge import WORKER, EdgeHooks, answer_response, edge, handle_from_path, install_edge, json_response
+from .edge import (
+    FAST,
+    HANDLES_PATH,
+    WORKER,
+    EdgeHooks,
+    FastPath,
+    answer_response,
+    edge,
+    handle_from_path,
+    install_edge,
+    json_response,
+)
 
 #: Failures that mean an upstream node did not answer: the gateway timed out.
 GATEWAY_TIMEOUTS = frozenset({Failure.UPSTREAM_TIMEOUT, Failure.NO_UPSTREAM})
@@ -42,11 +53,26 @@ BODIES: web.AppKey[EncodedAnswers] = web.AppKey("recursive_bodies", EncodedAnswe
 
 
 async def resolve(request: web.Request) -> web.Response:
+    return await _resolve(request.app[RESOLVER], request.app[BODIES], request)
+
+
+def _fast_path(resolver: Resolver, bodies: EncodedAnswers) -> FastPath:
+    """Every resolution, answered without routing and the middleware chain (``http.edge.FastPath``)."""
+    def takes(request: web.BaseRequest) -> bool:
+        return (request.method == "GET" and request.raw_path.startswith(HANDLES_PATH)
+                and "Expect" not in request.headers)
+
+    async def answer(request: web.BaseRequest) -> web.Response:
+        return await _resolve(resolver, bodies, request)
+
+    return FastPath(f"GET {HANDLES_PATH}{{handle}}", takes, answer)
+
+
+async def _resolve(resolver: Resolver, bodies: EncodedAnswers, request: web.BaseRequest) -> web.Response:
     text = handle_from_path(request)
-    resolver = request.app[RESOLVER]
     raw_path = request.raw_path
     if "?" not in raw_path and (hit := resolver.lookup(text)) is not None:
-        return answer_response(request.app[BODIES], raw_path, text, hit)
+        return answer_response(bodies, raw_path, text, hit)
     query = request.query
     flags = (FLAG_AUTHORITATIVE if query.get("auth", "").lower() in ("true", "1", "yes") else 0) | (
         FLAG_TRACE if "trace" in query else 0)
@@ -89,6 +115,7 @@ def make_recursive_app(resolver: Resolver, *, hooks: EdgeHooks | None = None,
     app = web.Application(middlewares=[edge], client_max_size=256 * 1024)
     app[RESOLVER] = resolver
     app[BODIES] = EncodedAnswers()
+    app[FAST] = _fast_path(resolver, app[BODIES])
     install_edge(app, hooks, metrics)
     app.router.add_get("/api/handles/{handle:.*}", resolve)
     app.router.add_put("/api/handles/{handle:.*}", refuse_write)

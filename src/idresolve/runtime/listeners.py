@@ -28,6 +28,7 @@ from ..core.native.credential import PrivateKey
 from ..core.native.state import ListenerState
 from ..core.site import Interface, Server, SiteInfo
 from ..core.wire_connection import DatagramEndpoint
+from ..http.edge import with_fast_path
 from ..net.server import Limits, TcpServer, msgpack_connections, start_tcp, start_udp
 from ..net.services import Service
 from .config import parse_hostport
@@ -155,6 +156,9 @@ class Listeners:
             self.runner = web.AppRunner(app, access_log=access, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
                                         handle_signals=False, keepalive_timeout=self.http_idle_timeout_s)
             await self.runner.setup()
+            server = self.runner.server
+            if server is not None:  # the app's commonest request answered before routing (http.edge.FastPath)
+                server.request_handler = with_fast_path(app, server.request_handler)
             await web.TCPSite(self.runner, host, port, ssl_context=ssl_ctx, reuse_address=True, backlog=1024,
                               reuse_port=self.reuse_port or None).start()
             addr = self.runner.addresses[0]
