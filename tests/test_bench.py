@@ -103,7 +103,7 @@ def _check_rest(rest: dict[str, Any]) -> None:
 
 def test_bench_rest_short_run(tmp_path: Path) -> None:
     out = tmp_path / "rest.json"
-    res = bench("rest", "--duration", "1", "--repeats", "1", "--connections", "4", "--warmup", "0.2",
+    res = bench("rest", "--load", "python", "--duration", "1", "--repeats", "1", "--connections", "4", "--warmup", "0.2",
                 "--handles", "50", "--out", str(out))
     assert res.returncode == 0, res.stderr
     assert "ratio node/baseline (requests/s):" in res.stdout

@@ -22,6 +22,7 @@ class RestConfig:
     handles: int = 1_000  # identifiers registered, and cycled through by the load
     warmup_s: float = 1.0
     workers: int = 0  # the node's worker processes (idresolve node --workers); 0: the node's default
+    load: str = "auto"  # the load generator: "wrk" (bench.wrkload), "python" (bench.httpload), "auto": wrk if found
 
 
 @dataclass(frozen=True, slots=True)

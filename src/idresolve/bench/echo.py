@@ -50,10 +50,11 @@ class EchoProtocol(asyncio.Protocol):
             self.transport.write(b"".join(out))
 
 
-async def serve_echo(tail: bytes, host: str, port: int, stop: asyncio.Event) -> None:
+async def serve_echo(tail: bytes, host: str, port: int, stop: asyncio.Event, reuse_port: bool = False) -> None:
     loop = asyncio.get_running_loop()
     codec = Codec()
-    server = await loop.create_server(lambda: EchoProtocol(tail, codec), host, port, reuse_address=True, backlog=1024)
+    server = await loop.create_server(lambda: EchoProtocol(tail, codec), host, port, reuse_address=True, backlog=1024,
+                                      reuse_port=reuse_port or None)
     try:
         bound = server.sockets[0].getsockname()
         print(f"baseline msgpack-echo serving at tcp://{bound[0]}:{bound[1]}", flush=True)

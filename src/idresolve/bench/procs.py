@@ -221,8 +221,9 @@ def echo_process(answer_file: Path) -> ServerProcess:
     return ServerProcess("bare msgpack-echo baseline", argv)
 
 
-def baseline_process(body_file: Path) -> ServerProcess:
-    """The bare aiohttp server of ``baselines`` answering every GET with the bytes of ``body_file``."""
+def baseline_process(body_file: Path, processes: int = 1) -> ServerProcess:
+    """The bare aiohttp server of ``baselines`` answering every GET with the bytes of ``body_file``, as
+    ``processes`` processes sharing the port."""
     argv = [sys.executable, "-m", "idresolve.bench.baselines", "--body-file", str(body_file),
-            "--http", "127.0.0.1:0"]
+            "--http", "127.0.0.1:0", "--processes", str(processes)]
     return ServerProcess("bare aiohttp baseline", argv)

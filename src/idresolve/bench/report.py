@@ -146,12 +146,13 @@ def rest_text(res: Mapping[str, Any]) -> str:
         m = res[who]["median"]
         rows.append([res[who]["label"], fmt_rate(m["rate_per_s"]), fmt_us(m["p50_us"]), fmt_us(m["p90_us"]),
                      fmt_us(m["p99_us"]), fmt_us(m["max_us"]), f"{m['server_cpu_us_per_req']:.1f}",
-                     f"{m['client_cpu_us_per_req']:.1f}", str(m["shed_503"])])
-    head = (f"REST resolution, GET /api/handles/<handle>: closed loop, {cfg['connections']} keep-alive connections, "
+                     f"{m['client_cpu_us_per_req']:.1f}", str(m["errors"])])
+    head = (f"REST resolution, GET /api/handles/<handle>: closed loop from {res.get('load', 'the Python client')}, "
+            f"{cfg['connections']} keep-alive connections, "
             f"{cfg['duration_s']:g} s per run, median of {cfg['repeats']} runs each (node and baseline "
             f"alternating), answers of {res['body_bytes']} bytes")
     body = table(rows, ["server", "requests/s", "p50 us", "p90 us", "p99 us", "max us", "server CPU us/req",
-                        "client CPU us/req", "shed (503)"])
+                        "client CPU us/req", "not 2xx (503: shed)"])
     return "\n".join([head, body, f"ratio node/baseline (requests/s): {target_text(res['ratio'], res['target_ratio'])}",
                       f"per-run ratios: {', '.join(f'{r:.2f}' for r in res['pair_ratios'])}",
                       f"ratio by server CPU per request (baseline/node): {res['cpu_ratio']:.2f}x "

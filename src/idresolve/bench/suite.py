@@ -40,7 +40,7 @@ from ..nodes.auth import Identity
 from ..nodes.authoritative import MAX_BATCH, AuthoritativeNode
 from ..nodes.bootstrap import ADMIN_INDEX, admin_identity, prefix_record
 from ..store.sqlite import SqliteStore
-from . import httpload, report
+from . import httpload, report, wrkload
 from .baselines import raw_sqlite_insert, read_rows
 from .config import TARGET_IDS_PER_S, TARGET_REST_RATIO, TARGET_TEMPLATE_COST, BatchConfig, RestConfig
 from .hist import histogram, summary
@@ -53,6 +53,7 @@ from .workload import (
     core_values,
     handles,
     json_values,
+    resolve_paths,
     resolve_requests,
 )
 
@@ -154,13 +155,47 @@ def _medians(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return m
 
 
+def _wrk_for(load: str) -> str | None:
+    """The wrk executable ``load`` asks for (None: the Python client)."""
+    if load == "python":
+        return None
+    found = wrkload.find()
+    if found is None and load == "wrk":
+        raise BenchError("--load wrk: wrk is not installed (Debian: apt-get install wrk), or use --load python")
+    return found
+
+
+def _wrk_figures(wrk: str, server: ServerProcess, paths: list[str], connections: int,
+                 duration_s: float) -> dict[str, Any]:
+    """One wrk run against ``server``, in the figures' shape of a Python client's run."""
+    cpu0 = server.cpu_seconds()
+    try:
+        res = wrkload.run(wrk, HOST, server.port, paths, connections=connections, duration_s=duration_s)
+    except wrkload.WrkError as exc:
+        raise BenchError(str(exc)) from None
+    cpu1 = server.cpu_seconds()
+    if res.requests == 0:
+        raise BenchError(f"{server.name}: wrk got no successful answer ({res.errors} errors, "
+                         f"{res.socket_errors} socket errors)")
+    out: dict[str, Any] = {"requests": res.requests, "elapsed_s": round(res.elapsed_s, 4),
+                           "rate_per_s": round(res.rate_per_s, 1), "errors": res.errors + res.socket_errors,
+                           "shed_503": 0, "statuses_unexpected": {}, "cut_off": 0, **res.latency,
+                           "client_cpu_us_per_req": round(res.cpu_s / res.requests * 1e6, 1)}
+    if cpu0 is not None and cpu1 is not None:
+        out["server_cpu_us_per_req"] = round((cpu1 - cpu0) / res.requests * 1e6, 1)
+    return out
+
+
 def run_rest(cfg: RestConfig, progress: report.ProgressFn) -> dict[str, Any]:
     secret = secrets.token_urlsafe(24)
     names = handles(cfg.handles, "r")
+    wrk = _wrk_for(cfg.load)
+    paths = resolve_paths(names)
+    processes = cfg.workers or os.cpu_count() or 1  # the node's workers: the baseline runs as many
     runs: dict[str, list[dict[str, Any]]] = {"node": [], "baseline": []}
     with tempfile.TemporaryDirectory(prefix="idresolve-bench-") as tmp_text:
         tmp = Path(tmp_text)
-        progress("rest: starting node (sqlite store)")
+        progress(f"rest: starting node (sqlite store); load from {'wrk' if wrk else 'the Python client'}")
         with node_process(tmp / "node", PREFIX, secret, workers=cfg.workers) as node:
             progress(f"rest: node at {node.url}; registering {cfg.handles:,} identifiers")
             reg = httpload.run(_register(node.port, batch_requests(names, MAX_BATCH, HOST, node.port, secret)))
@@ -171,43 +206,54 @@ def run_rest(cfg: RestConfig, progress: report.ProgressFn) -> dict[str, Any]:
                 raise BenchError(f"resolving {names[0]} answered {status}: {body[:300]!r}")
             body_file = tmp / "answer.json"
             body_file.write_bytes(body)
-            progress(f"rest: answers are {len(body)} bytes; starting the bare aiohttp baseline")
-            with baseline_process(body_file) as base:
+            progress(f"rest: answers are {len(body)} bytes; starting the bare aiohttp baseline "
+                     f"({processes} process{'es' if processes > 1 else ''})")
+            with baseline_process(body_file, processes) as base:
                 targets = {"node": (node, resolve_requests(names, HOST, node.port)),
                            "baseline": (base, resolve_requests(names, HOST, base.port))}
                 b_status, b_body = httpload.run(_fetch(base.port, targets["baseline"][1][0]))
                 if b_status != 200 or b_body != body:
                     raise BenchError("the baseline does not answer with the node's bytes")
-                for who, (server, reqs) in targets.items():
+
+                def one(who: str, seconds: float) -> tuple[dict[str, Any], str]:
+                    server, reqs = targets[who]
+                    if wrk is not None:
+                        figures = _wrk_figures(wrk, server, paths, cfg.connections, seconds)
+                        _check_alive(server)
+                        return figures, f"{figures['errors']} errors" if figures["errors"] else ""
+                    res, cpu = _load(server, reqs, cfg.connections, seconds)
+                    _check_alive(server)
+                    if set(res.statuses) - {503} or res.cut_off:
+                        raise BenchError(f"{who}: unexpected answers {res.statuses}, {res.cut_off} unanswered")
+                    return _run_figures(res, cpu), ""
+
+                for who in targets:
                     progress(f"rest: warm-up {who} {cfg.warmup_s:g} s")
                     if cfg.warmup_s > 0:
-                        _load(server, reqs, cfg.connections, cfg.warmup_s)
+                        one(who, cfg.warmup_s)
                 for rep in range(cfg.repeats):
                     order = ("node", "baseline") if rep % 2 == 0 else ("baseline", "node")
                     for who in order:
-                        server, reqs = targets[who]
-                        res, cpu = _load(server, reqs, cfg.connections, cfg.duration_s)
-                        _check_alive(server)
-                        figures = _run_figures(res, cpu)
-                        if set(res.statuses) - {503} or res.cut_off:
-                            raise BenchError(f"{who} run {rep + 1}: unexpected answers {res.statuses}, "
-                                             f"{res.cut_off} unanswered")
+                        figures, extra = one(who, cfg.duration_s)
                         runs[who].append(figures)
-                        progress(f"rest: run {rep + 1}/{cfg.repeats} {who}: {res.rate_per_s:,.0f} req/s, "
+                        progress(f"rest: run {rep + 1}/{cfg.repeats} {who}: {figures['rate_per_s']:,.0f} req/s, "
                                  f"p50 {figures.get('p50_us')} us, p99 {figures.get('p99_us')} us, server CPU "
-                                 f"{figures.get('server_cpu_us_per_req', '?')} us/request")
+                                 f"{figures.get('server_cpu_us_per_req', '?')} us/request" + (f", {extra}" if extra else ""))
     node_m, base_m = _medians(runs["node"]), _medians(runs["baseline"])
+    load = "wrk, one thread" if wrk is not None else "the Python client (bench.httpload)"
     return {
-        "config": asdict(cfg), "body_bytes": len(body), "loop": httpload.loop_name(),
+        "config": asdict(cfg), "body_bytes": len(body), "loop": httpload.loop_name(), "load": load,
+        "baseline_processes": processes,
         "node": {"label": "node (sqlite store, answer cache)", "median": node_m, "runs": runs["node"]},
-        "baseline": {"label": "bare aiohttp, fixed body", "median": base_m, "runs": runs["baseline"]},
+        "baseline": {"label": f"bare aiohttp, fixed body, {processes} process{'es' if processes > 1 else ''}",
+                     "median": base_m, "runs": runs["baseline"]},
         "ratio": report.ratio(node_m["rate_per_s"], base_m["rate_per_s"]),
         "pair_ratios": [report.ratio(n["rate_per_s"], b["rate_per_s"])
                         for n, b in zip(runs["node"], runs["baseline"], strict=True)],
         "target_ratio": TARGET_REST_RATIO,
         "cpu_ratio": report.ratio(base_m["server_cpu_us_per_req"], node_m["server_cpu_us_per_req"]),
-        "note": "closed loop (each connection sends its next request when the answer arrives), so latencies "
-                "omit the queueing an open-loop schedule would see; " + report.SHARED_MACHINE_NOTE.format(
+        "note": f"closed loop ({load}: each connection sends its next request when the answer arrives), so "
+                "latencies omit the queueing an open-loop schedule would see; " + report.SHARED_MACHINE_NOTE.format(
                     cpus=os.cpu_count() or 0),
     }
 

@@ -105,6 +105,11 @@ def batch_requests(names: Sequence[str], batch_size: int, host: str, port: int, 
     return out
 
 
+def resolve_paths(names: Sequence[str]) -> list[str]:
+    """The request paths ``/api/handles/<handle>`` of ``names``, percent-encoded."""
+    return ["/api/handles/" + quote(h, safe="/:.") for h in names]
+
+
 def resolve_requests(names: Sequence[str], host: str, port: int) -> list[bytes]:
     """Anonymous ``GET /api/handles/<handle>`` requests, the resolution hot path."""
-    return [encode_request("GET", "/api/handles/" + quote(h, safe="/:."), host, port) for h in names]
+    return [encode_request("GET", path, host, port) for path in resolve_paths(names)]

@@ -172,7 +172,12 @@ def _rest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=_seconds(0, 60, allow_zero=True), default=d.warmup_s,
                    help=f"unmeasured seconds per server before the runs (default {d.warmup_s:g})")
     p.add_argument("--workers", type=_int_in(0, 64), default=d.workers,
-                   help="the node's worker processes (idresolve node --workers; default 0: one per core)")
+                   help="the node's worker processes (idresolve node --workers; default 0: one per core); the "
+                   "bare aiohttp baseline runs as many processes")
+    p.add_argument("--load", choices=("auto", "wrk", "python"), default=d.load,
+                   help="the load generator: wrk (C, one thread: Debian's package wrk), or the project's Python "
+                   "client, which spends a core's worth of CPU the servers need on a small machine (default "
+                   "auto: wrk when it is on PATH)")
 
 
 def _batch_args(p: argparse.ArgumentParser, *, prefix: str = "") -> None:
@@ -286,7 +291,7 @@ def _no_sub(p: argparse.ArgumentParser) -> int:
 
 def _rest_cfg(args: argparse.Namespace) -> RestConfig:
     return RestConfig(connections=args.connections, duration_s=args.duration, repeats=args.repeats,
-                      handles=args.handles, warmup_s=args.warmup, workers=args.workers)
+                      handles=args.handles, warmup_s=args.warmup, workers=args.workers, load=args.load)
 
 
 def _batch_cfg(args: argparse.Namespace) -> BatchConfig:
