@@ -188,12 +188,7 @@ def _serve_many(serve: Serve, data: bytes, host: str, port: int, addr: str, proc
         pids.append(pid)
     failed = False
     for _ in range(processes):
-        while True:
-            try:
-                _, status = os.wait()
-                break
-            except InterruptedError:  # a signal arrived while waiting (PEP 475 retries; kept for clarity)
-                continue
+        _, status = os.wait()  # a signal handled meanwhile does not interrupt it (PEP 475)
         if os.waitstatus_to_exitcode(status) != 0 and not stopping:
             failed = True
             stop_all()
