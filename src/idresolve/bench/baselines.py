@@ -172,6 +172,10 @@ def _serve_many(serve: Serve, data: bytes, host: str, port: int, addr: str, proc
 
     signal.signal(signal.SIGTERM, stop_all)
     signal.signal(signal.SIGINT, stop_all)
+    # A stop signal is held back while forking: one arriving then is handled once every copy is known (and
+    # a copy never runs the parent's handler, which would stop its siblings).
+    stops = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     for _ in range(processes):
         pid = os.fork()
         if pid == 0:  # a copy: its own event loop on the shared port
@@ -179,6 +183,7 @@ def _serve_many(serve: Serve, data: bytes, host: str, port: int, addr: str, proc
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
                 if held is not None:
                     held.close()
                 code = _serve_one(serve, data, host, port, addr, reuse_port=True)
@@ -186,6 +191,7 @@ def _serve_many(serve: Serve, data: bytes, host: str, port: int, addr: str, proc
                 sys.stdout.flush()
                 os._exit(code)
         pids.append(pid)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)  # a signal held back is delivered now, to every copy
     failed = False
     for _ in range(processes):
         _, status = os.wait()  # a signal handled meanwhile does not interrupt it (PEP 475)

@@ -215,7 +215,7 @@ def run_rest(cfg: RestConfig, progress: report.ProgressFn) -> dict[str, Any]:
                 if b_status != 200 or b_body != body:
                     raise BenchError("the baseline does not answer with the node's bytes")
 
-                def one(who: str, seconds: float) -> tuple[dict[str, Any], str]:
+                def one(who: str, seconds: float, what: str) -> tuple[dict[str, Any], str]:
                     server, reqs = targets[who]
                     if wrk is not None:
                         figures = _wrk_figures(wrk, server, paths, cfg.connections, seconds)
@@ -224,17 +224,17 @@ def run_rest(cfg: RestConfig, progress: report.ProgressFn) -> dict[str, Any]:
                     res, cpu = _load(server, reqs, cfg.connections, seconds)
                     _check_alive(server)
                     if set(res.statuses) - {503} or res.cut_off:
-                        raise BenchError(f"{who}: unexpected answers {res.statuses}, {res.cut_off} unanswered")
+                        raise BenchError(f"{who} {what}: unexpected answers {res.statuses}, {res.cut_off} unanswered")
                     return _run_figures(res, cpu), ""
 
                 for who in targets:
                     progress(f"rest: warm-up {who} {cfg.warmup_s:g} s")
                     if cfg.warmup_s > 0:
-                        one(who, cfg.warmup_s)
+                        one(who, cfg.warmup_s, "warm-up")
                 for rep in range(cfg.repeats):
                     order = ("node", "baseline") if rep % 2 == 0 else ("baseline", "node")
                     for who in order:
-                        figures, extra = one(who, cfg.duration_s)
+                        figures, extra = one(who, cfg.duration_s, f"run {rep + 1}")
                         runs[who].append(figures)
                         progress(f"rest: run {rep + 1}/{cfg.repeats} {who}: {figures['rate_per_s']:,.0f} req/s, "
                                  f"p50 {figures.get('p50_us')} us, p99 {figures.get('p99_us')} us, server CPU "
