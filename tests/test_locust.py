@@ -290,4 +290,7 @@ def test_binary_users_against_a_cluster(cluster: Cluster, tmp_path: Path) -> Non
     assert batches > 0 and creates > 0, rows
     created = batches * batch + creates
     stored = _records(cluster) - records
-    assert created <= stored <= created + USERS * batch, (created, stored, rows)
+    # Writes the nodes committed and Locust did not count: as for resolutions (``_check``), the one each user
+    # is in when the run ends, and on a loaded machine a few more (81 = 4 batches and a create beyond the
+    # count, with 2 registrars, seen once in a full-suite run): twice the users' worth of batches.
+    assert created <= stored <= created + 2 * USERS * batch, (created, stored, rows)

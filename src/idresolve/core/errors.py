@@ -103,6 +103,11 @@ class ServerBusy(HandleError):
     code = ResponseCode.SERVER_TOO_BUSY
 
 
+class StoreClosed(ServerBusy):
+    """The store was closed: the node is stopping. A request that still reaches it is refused as busy
+    (code 3, HTTP 503), as the listeners refuse requests once they stop, so the client tries again elsewhere."""
+
+
 class TooManyHops(HandleError):
     code = ResponseCode.RECURSION_COUNT_TOO_HIGH
 

@@ -72,11 +72,14 @@ def _discard(result: Awaitable[Response]) -> None:
 class OpenConnections:
     """The connections of one listener (bounded by ``Limits.max_connections``)."""
 
-    __slots__ = ("count", "open")
+    __slots__ = ("closing", "count", "open")
 
     def __init__(self) -> None:
         self.count = 0
         self.open: set[StreamProtocol] = set()
+        # Set when the listener closes: a connection the loop accepted just before, whose protocol is made
+        # only after (asyncio makes it in a task of its own), is closed at once instead of being served.
+        self.closing = False
 
 
 class StreamProtocol(asyncio.Protocol):
@@ -109,7 +112,7 @@ class StreamProtocol(asyncio.Protocol):
         self.peer = peer[0] if isinstance(peer, tuple) else None
         self.conns.count += 1
         self.conns.open.add(self)
-        if self.conns.count > self.limits.max_connections:
+        if self.conns.closing or self.conns.count > self.limits.max_connections:
             transport.close()
             return
         self._arm_idle()
@@ -353,6 +356,7 @@ class TcpServer:
         """Stop accepting, stop reading, let requests in flight finish (up to ``timeout_s``), flush answers
         and close every connection."""
         self.server.close()
+        self.conns.closing = True
         for proto in list(self.conns.open):
             if proto.transport is not None and not proto._closed:
                 proto.transport.pause_reading()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from ..core.admin import AdminPerm, AdminRef
-from ..core.errors import AuthenticationFailed, InvalidValue
+from ..core.errors import AuthenticationFailed, InvalidValue, StoreCorrupt
 from ..core.handles import fold
 from ..core.native.challenge import check_pubkey_response, check_secret_response
 from ..core.native.keys import decode_public_key
@@ -84,8 +84,10 @@ def _key_values(store: Store, identity: Identity, vtype: str) -> list[HandleValu
     protocol allows) every one."""
     try:
         record = store.get(fold(identity.handle))
-    except Exception:  # a corrupt identity record must not open the door nor crash the node
+    except StoreCorrupt:  # a corrupt identity record must not open the door nor crash the node
         record = None
+    # Any other store error (a closed store: the node is stopping) is not a wrong secret: it goes to the
+    # caller's error mapping (code 3 for a closed store), never "authentication failed".
     if record is None:
         return []
     if identity.index == 0:

@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ..core.errors import DecodeError, StoreCorrupt
+from ..core.errors import DecodeError, StoreClosed, StoreCorrupt
 from ..core.records import Record
 
 _SCHEMA = """
@@ -63,6 +63,19 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True  # another user's process of that number: alive
     return True
+
+
+class _ClosedDb:
+    """Stands in for the connection once the store is closed: any use is ``StoreClosed`` (code 3), not
+    sqlite3's ``ProgrammingError``, so a request that reaches a stopping node is refused as busy."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __getattr__(self, name: str) -> object:
+        raise StoreClosed(f"the store {self.path.name} is closed: the node is stopping")
 
 
 class SqliteStore:
@@ -232,5 +245,6 @@ class SqliteStore:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             self._db.close()
+            self._db = _ClosedDb(self.path)  # type: ignore[assignment]
             _OPEN_HERE.discard(self._marker.name)
             self._marker.unlink(missing_ok=True)
