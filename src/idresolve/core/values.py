@@ -99,8 +99,11 @@ class HandleValue:
 
     # -- compact form for storage and the wire (msgpack-able lists) ---------------------------------
     def to_list(self) -> list[Any]:
+        # Every value of every answer and batch encoded comes here; most have no references, and the
+        # comprehension over none is a call of its own.
+        refs = self.refs
         return [self.index, self.type, self.data, self.ttl_s, self.timestamp, self.perms,
-                [list(r) for r in self.refs]]
+                [list(r) for r in refs] if refs else []]
 
     @classmethod
     def from_list(cls, raw: Sequence[Any], remember: bool = True) -> HandleValue:

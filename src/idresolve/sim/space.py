@@ -11,7 +11,7 @@ registration gives (the prefix admin), and the fields of the metadata template o
 (``config/templates``) with the 1001 reference naming it. The template fields come from a pool of
 ``variants`` records generated per prefix with ``core.templates.generate_values`` (identifier ``k`` takes
 variant ``k mod variants``), so sizes and shapes are those of real records while a lookup costs a few
-microseconds, not the generator's 170.
+microseconds, not the generator's 40 or more (docs/benchmarks/scale-bulk.md).
 
 Popularity ranks are not identifiers: ``handle_of_rank`` scrambles rank ``r`` with an affine bijection
 modulo the size of the space, so the most popular identifiers are spread over every prefix in proportion

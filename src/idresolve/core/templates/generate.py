@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from urllib.parse import quote
@@ -118,7 +118,147 @@ def field_value(f: Field, handle: str, rng: random.Random) -> str:
     for text in _candidates(f, handle, rng):
         if f.check(text.encode("utf-8")) is None:
             return text
-    raise InvalidValue(f"cannot generate a value for field {f.name} ({f.index}): give it examples that fit")
+    raise _cannot(f)
+
+
+def _cannot(f: Field) -> InvalidValue:
+    return InvalidValue(f"cannot generate a value for field {f.name} ({f.index}): give it examples that fit")
+
+
+# -- plans: the same draws, worked out once per field ------------------------------------------------------
+#
+# ``field_value`` reads the field's rules on every draw (a chain of type tests, the range as Decimals, a
+# regular expression substitution for every example redrawn): seeding ten million records does that 150
+# million times. A plan does the reading once per template: each field becomes a function from the random
+# stream and the identifier to the value's bytes, drawing exactly what ``field_value`` draws, in the same
+# order, so a record is the same whichever builds it (tests/test_templates_generate.py holds them equal).
+
+Draw = Callable[[random.Random, str], bytes]
+_DATE_TEXT = tuple((_DAY0 + timedelta(days=d)).isoformat() for d in range(_DAYS))
+_PLANS: dict[int, tuple[Template, tuple[tuple[int, str, bool, Draw], ...]]] = {}
+_MAX_PLANS = 256
+
+
+def _cents(n: int) -> str:
+    """``format(Decimal(n) * Decimal("0.01"), "f")`` in integers."""
+    m = -n if n < 0 else n
+    return f"{'-' if n < 0 else ''}{m // 100}.{m % 100:02d}"
+
+
+def _runs(text: str) -> tuple[tuple[str, str, int], ...]:
+    """``text`` as (literal before, digits kept, digits redrawn) per run of four or more digits, and the
+    literal after the last run (kept "", redrawn 0): what ``_redrawn`` keeps and redraws."""
+    out, pos = [], 0
+    for m in _DIGIT_RUN.finditer(text):
+        digits = m.group()
+        keep = len(digits) // 2
+        out.append((text[pos:m.start()], digits[:keep], len(digits) - keep))
+        pos = m.end()
+    out.append((text[pos:], "", 0))
+    return tuple(out)
+
+
+def _redraw_runs(runs: tuple[tuple[str, str, int], ...], rng: random.Random) -> str:
+    """``_redrawn`` of the text ``runs`` came from: one ``randrange`` per run, left to right."""
+    parts = []
+    for literal, kept, width in runs:
+        parts.append(literal)
+        if width:
+            parts.append(kept + str(rng.randrange(10**width)).zfill(width))
+    return "".join(parts)
+
+
+def _text_plan(f: Field) -> Draw:
+    """``_text_candidates`` then the check, as one function: the candidates drawn lazily, in that order."""
+    check, name, limit = f.check, f.name, f.max_length or TEMPLATE_FIELD_MAX_CHARS
+    reference, url = f.type is FieldType.REFERENCE, f.type is FieldType.URL
+    redraws = reference or f.pattern is not None
+    # Per example: the text as written, and the parts that vary (a reference: the suffix only).
+    examples = []
+    for example in f.examples:
+        head, _, rest = example.partition("/")
+        examples.append((example, f"{head}/" if reference else "", _runs(rest if reference else example)))
+    choices = tuple(examples)
+    upper = name.upper()
+
+    def draw(rng: random.Random, handle: str) -> bytes:
+        if choices:
+            example, head, runs = rng.choice(choices)
+            if redraws:
+                for _ in range(_REDRAWS):
+                    data = (head + _redraw_runs(runs, rng)).encode("utf-8")
+                    if check(data) is None:
+                        return data
+            data = example.encode("utf-8")
+            if check(data) is None:
+                return data
+        prefix, _, suffix = handle.partition("/")
+        if url:
+            generic = f"https://example.com/{quote(prefix)}/{quote(suffix, safe='')}/{name}"
+        elif reference:
+            generic = f"{prefix}/{upper}{rng.randrange(10**8):08d}"
+        else:
+            generic = f"{name}-{rng.randrange(10**6):06d}"
+        data = generic[:limit].encode("utf-8")
+        if check(data) is None:
+            return data
+        raise _cannot(f)
+
+    return draw
+
+
+def _field_plan(f: Field) -> Draw:
+    check = f.check
+    t = f.type
+
+    def checked(data: bytes) -> bytes:
+        if check(data) is None:
+            return data
+        raise _cannot(f)
+
+    if t is FieldType.ENUMERATION or t is FieldType.BOOLEAN:
+        texts = [v.value for v in f.values] if t is FieldType.ENUMERATION else ["true", "false"]
+        options = tuple((text.encode("utf-8"), check(text.encode("utf-8")) is None) for text in texts)
+
+        def one_of(rng: random.Random, handle: str) -> bytes:
+            data, fits = rng.choice(options)
+            if fits:
+                return data
+            raise _cannot(f)
+        return one_of
+    if t is FieldType.INTEGER:
+        low, high = _span(f, 10_000)
+        first, last = int(low.to_integral_value(ROUND_CEILING)), int(high.to_integral_value(ROUND_FLOOR))
+        return lambda rng, handle: checked(str(rng.randint(first, last)).encode())
+    if t is FieldType.DECIMAL:
+        low, high = _span(f, 1_000)
+        first = int((low / _CENT).to_integral_value(ROUND_CEILING))
+        last = int((high / _CENT).to_integral_value(ROUND_FLOOR))
+        if first > last:  # the range is narrower than a hundredth: no draw
+            narrow = format(low, "f").encode()
+            return lambda rng, handle: checked(narrow)
+        return lambda rng, handle: checked(_cents(rng.randint(first, last)).encode())
+    if t is FieldType.DATE:
+        return lambda rng, handle: checked(_DATE_TEXT[rng.randrange(_DAYS)].encode())
+    if t is FieldType.DATETIME:
+        def moment(rng: random.Random, handle: str) -> bytes:
+            day = _DATE_TEXT[rng.randrange(_DAYS)]
+            s = rng.randrange(86_400)
+            return checked(f"{day}T{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}+08:00".encode())
+        return moment
+    return _text_plan(f)
+
+
+def _plan(template: Template) -> tuple[tuple[int, str, bool, Draw], ...]:
+    """Each field of ``template`` as (index, name, required, draw), built once per template object."""
+    entry = _PLANS.get(id(template))
+    if entry is not None and entry[0] is template:
+        return entry[1]
+    plan = tuple((f.index, f.name, f.required, _field_plan(f)) for f in template.fields)
+    if len(_PLANS) >= _MAX_PLANS:
+        _PLANS.clear()
+    _PLANS[id(template)] = (template, plan)  # the template is kept, so its id is not reused while planned
+    return plan
 
 
 def generate_values(template: Template, handle: str, *, seed: int | str = 0, ref: TemplateRef | None = None,
@@ -126,8 +266,9 @@ def generate_values(template: Template, handle: str, *, seed: int | str = 0, ref
     """The template field values (and the 1001 reference, when given) for identifier ``handle``."""
     rng = random.Random(f"{seed}|{fold(handle)}|{template.name}|{template.version}")
     out = [] if ref is None else [ref.to_value(ttl_s=ttl_s)]
-    for f in template.fields:
-        if not f.required and rng.random() >= optional_share:
+    draw_share = rng.random
+    for index, name, required, draw in _plan(template):
+        if not required and draw_share() >= optional_share:
             continue
-        out.append(HandleValue(f.index, f.name, field_value(f, handle, rng).encode("utf-8"), ttl_s))
+        out.append(HandleValue(index, name, draw(rng, handle), ttl_s))
     return tuple(out)
