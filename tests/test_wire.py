@@ -107,6 +107,22 @@ def test_every_field_round_trips_at_once() -> None:
     assert decode_message(codec.encode(Response(1, 1, 1))).total is None
 
 
+def test_a_batch_is_decoded_with_the_servers_stamp_and_nothing_else_is() -> None:
+    """A server decodes a batch's values with its own timestamp (it stamps what it stores, so the node need
+    not copy them); values elsewhere keep the timestamps sent (a registry sync carries the record's own)."""
+    plain = HandleValue(7, "URL", b"https://e.example", 60, 5, 0b1110)
+    with_refs = HandleValue(8, "EMAIL", b"a@e.example", 60, 6, 0b1110, (("88.1/ref", 3),))
+    req = Request(3, OpCode.BATCH_CREATE, "", 0, values=(plain,), items=(("88.1/A", (plain, with_refs)),))
+    payload = Codec().encode(req)
+    stamped = decode_message(payload, stamp=1_700_000_000)
+    assert isinstance(stamped, Request)
+    assert [v.timestamp for v in stamped.items[0][1]] == [1_700_000_000, 1_700_000_000]
+    assert stamped.values[0].timestamp == 5  # not a batch item: as sent
+    assert [(v.index, v.data, v.refs) for v in stamped.items[0][1]] == [(7, plain.data, ()), (8, with_refs.data,
+                                                                                           with_refs.refs)]
+    assert decode_message(payload) == req  # without a stamp: as sent
+
+
 def test_str_secret_is_accepted_as_bytes() -> None:
     payload = msgpack.packb([0, 1, 1, 0, "88.1/x", {"a": ["300:0.NA/88.1", "pw"]}], use_bin_type=True)
     msg = decode_message(payload)

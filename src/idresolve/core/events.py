@@ -58,8 +58,9 @@ class StreamConnection(Protocol):
     def receive_data(self, data: bytes) -> bool:
         """Take bytes from the peer; True when at least one whole request arrived."""
 
-    def next_event(self) -> Event | None:
-        """The next event, or None when more bytes are needed."""
+    def next_event(self, stamp: int | None = None) -> Event | None:
+        """The next event, or None when more bytes are needed. ``stamp``: the server's timestamp now, for a
+        wire format that can decode a write's values with it (msgpack batches); others ignore it."""
 
     def busy_answer_for_next(self) -> bytes | None:
         """Load shedding: take the next waiting request and return a cheap SERVER_TOO_BUSY answer to it,

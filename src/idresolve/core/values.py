@@ -106,9 +106,11 @@ class HandleValue:
                 [list(r) for r in refs] if refs else []]
 
     @classmethod
-    def from_list(cls, raw: Sequence[Any], remember: bool = True) -> HandleValue:
+    def from_list(cls, raw: Sequence[Any], remember: bool = True, stamp: int | None = None) -> HandleValue:
         """Decode the compact form; raises ``InvalidValue`` on anything malformed. ``remember=False``
-        leaves the memo of decoded values alone (a batch of new identifiers, whose values never repeat)."""
+        leaves the memo of decoded values alone (a batch of new identifiers, whose values never repeat).
+        ``stamp`` (with ``remember=False``): the timestamp to give the value instead of the one sent (a
+        server stamps what it stores, so it decodes a write with its stamp, saving a copy of every value)."""
         if type(raw) is list and len(raw) == 7:
             # The usual shape, checked with exact types (a bool or an int subclass takes the general path):
             # every answer a recursive node decodes is values like these, so they skip the general checks.
@@ -116,7 +118,7 @@ class HandleValue:
             if (type(index) is int and type(vtype) is str and type(data) is bytes and type(ttl) is int
                     and type(ts) is int and type(perms) is int and type(refs) is list and not refs):
                 if not remember:
-                    value = _make(cls, index, vtype, data, ttl, ts, perms & 0xF, ())
+                    value = _make(cls, index, vtype, data, ttl, ts if stamp is None else stamp, perms & 0xF, ())
                     check_value(value)
                     return value
                 key = (index, vtype, data, ttl, ts, perms)
@@ -145,7 +147,7 @@ class HandleValue:
                 refs_t = tuple((h, i) for h, i in refs)
         except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidValue("malformed value") from exc
-        value = cls(index, vtype, data, ttl, ts, perms & 0xF, refs_t)
+        value = cls(index, vtype, data, ttl, ts if stamp is None or remember else stamp, perms & 0xF, refs_t)
         check_value(value)
         return value
 

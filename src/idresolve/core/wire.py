@@ -127,12 +127,15 @@ class Codec:
         return b"\x96\x01" + self._packer.pack(request_id) + tail
 
 
-def _values(raw: Any, remember: bool = True) -> tuple[HandleValue, ...]:
-    """``remember``: keep decoded values in the shared memo (answers repeat values; a batch does not)."""
+def _values(raw: Any, remember: bool = True, stamp: int | None = None) -> tuple[HandleValue, ...]:
+    """``remember``: keep decoded values in the shared memo (answers repeat values; a batch does not).
+    ``stamp`` (not remembered values only): their timestamp instead of the one sent."""
     if not isinstance(raw, list) or len(raw) > MAX_ITEMS:
         raise DecodeError("values must be a list")
     from_list = HandleValue.from_list
     # each checked as decoded: the node needn't again
+    if stamp is not None and not remember:
+        return checked_decoded([from_list(v, False, stamp) for v in raw])
     return checked_decoded([from_list(v, remember) for v in raw])
 
 
@@ -255,8 +258,13 @@ class ResponseMemo:
         entries[key] = fields
 
 
-def decode_message(payload: bytes, memo: ResponseMemo | None = None) -> Message:
-    """Decode one msgpack payload into a Request or Response. Raises ``DecodeError`` only."""
+def decode_message(payload: bytes, memo: ResponseMemo | None = None, stamp: int | None = None) -> Message:
+    """Decode one msgpack payload into a Request or Response. Raises ``DecodeError`` only.
+
+    ``stamp``: the server's timestamp for the values of a batch's items (a batch creates records, and the
+    server stamps every value it stores: with its stamp at hand the node keeps the decoded values as they
+    are instead of copying each one). Other values keep the timestamps sent (a registry sync carries the
+    record's own)."""
     if len(payload) > MAX_FRAME_BYTES:
         raise FrameTooLarge(f"message of {len(payload)} bytes exceeds {MAX_FRAME_BYTES}")
     key = None
@@ -267,14 +275,14 @@ def decode_message(payload: bytes, memo: ResponseMemo | None = None) -> Message:
             hit = memo.get(key)
             if hit is not None:
                 return Response(head[0], *hit)
-    msg = _decode_message(payload)
+    msg = _decode_message(payload, stamp)
     if memo is not None and key is not None and isinstance(msg, Response):
         memo.put(key, (msg.opcode, msg.code, msg.handle, msg.values, msg.message, msg.node, msg.trace, msg.results,
                        msg.handles, msg.total, msg.truncated))
     return msg
 
 
-def _decode_message(payload: bytes) -> Message:
+def _decode_message(payload: bytes, stamp: int | None = None) -> Message:
     try:
         raw = msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=True,
                               max_array_len=MAX_ITEMS * 2, max_map_len=64, max_str_len=MAX_FRAME_BYTES,
@@ -292,7 +300,7 @@ def _decode_message(payload: bytes) -> Message:
         if kind == KIND_REQUEST:
             if not body:  # the common resolution request: every field takes its default
                 return Request(request_id, opcode, handle, fourth)
-            return _decode_request(request_id, opcode, fourth, handle, body)
+            return _decode_request(request_id, opcode, fourth, handle, body, stamp)
         if kind == KIND_RESPONSE:
             return _decode_response(request_id, opcode, fourth, handle, body)
     except InvalidValue as exc:
@@ -302,7 +310,8 @@ def _decode_message(payload: bytes) -> Message:
     raise DecodeError(f"unknown message kind {kind!r}")
 
 
-def _decode_request(request_id: int, opcode: int, flags: int, handle: str, body: dict[str, Any]) -> Request:
+def _decode_request(request_id: int, opcode: int, flags: int, handle: str, body: dict[str, Any],
+                    stamp: int | None = None) -> Request:
     auth = None
     if "a" in body:
         ident, secret = body["a"]
@@ -313,7 +322,7 @@ def _decode_request(request_id: int, opcode: int, flags: int, handle: str, body:
     if "b" in body:
         if not isinstance(body["b"], list) or len(body["b"]) > MAX_ITEMS:
             raise DecodeError("batch items must be a list")
-        items = tuple((_str(h, "handle"), _values(v, False)) for h, v in body["b"])
+        items = tuple((_str(h, "handle"), _values(v, False, stamp)) for h, v in body["b"])
     page = None
     if "p" in body:
         p, s = body["p"]

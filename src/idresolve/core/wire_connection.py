@@ -65,11 +65,11 @@ class _Encoder:
         return self.codec.payload_with_tail(request_id, tail)
 
     @staticmethod
-    def decode(payload: bytes) -> Request | Response | DecodeError:
+    def decode(payload: bytes, stamp: int | None = None) -> Request | Response | DecodeError:
         """What a payload that is not a plain resolution is: a request, an answer (servers are not sent
-        answers), or the ``DecodeError`` of garbage."""
+        answers), or the ``DecodeError`` of garbage. ``stamp``: see ``wire.decode_message``."""
         try:
-            return decode_message(payload)
+            return decode_message(payload, None, stamp)
         except DecodeError as exc:
             return exc
 
@@ -114,13 +114,15 @@ class ServerConnection:
         self._waiting.extend(payloads)
         return bool(payloads)
 
-    def next_event(self) -> Event | None:
+    def next_event(self, stamp: int | None = None) -> Event | None:
+        """The next request (or what to send instead of one). ``stamp``: the server's timestamp now, which
+        a batch's values are decoded with (``wire.decode_message``); the node stamps them all the same."""
         if self._waiting:
             payload = self._waiting.popleft()
             plain = plain_resolution(payload)  # the hot request: not decoded
             if plain is not None:
                 return plain
-            event = self._enc.decode(payload)
+            event = self._enc.decode(payload, stamp)
             if isinstance(event, DecodeError):
                 return Reply(self.send(error_response(0, 0, ResponseCode.PROTOCOL_ERROR, event.message)))
             if isinstance(event, Response):

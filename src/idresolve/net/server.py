@@ -170,6 +170,7 @@ class StreamProtocol(asyncio.Protocol):
         adm = self.admission
         budget_s = adm.lag_threshold_s if adm is not None and backlog else None
         t0 = time.perf_counter()
+        stamp = int(time.time())  # a batch's values are decoded with it (the node stamps them the same)
         self._in_read = True
         try:
             while not self._paused and not self._closed:
@@ -180,7 +181,7 @@ class StreamProtocol(asyncio.Protocol):
                         if adm is not None:
                             adm.stats.shed_overload += 1
                         continue
-                event = conn.next_event()
+                event = conn.next_event(stamp)
                 if event is None:
                     break
                 self._dispatch(event, backlog)

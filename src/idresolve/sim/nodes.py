@@ -152,7 +152,8 @@ class SimAuthoritative:
         op = CACHED
         service = self.service
         self.last_items = 0
-        while (event := conn.next_event()) is not None:
+        stamp = int(service.clock())  # what the node stamps a batch's values with (virtual time)
+        while (event := conn.next_event(stamp)) is not None:
             if type(event) is tuple:  # a PlainResolution: the fast path first
                 rid, handle = event
                 hit = service.cached(handle)

@@ -77,7 +77,8 @@ class ServerConnection:
         self._waiting.extend(frames)
         return bool(frames)
 
-    def next_event(self) -> Event | None:
+    def next_event(self, stamp: int | None = None) -> Event | None:
+        """``stamp`` is not used: the Handle protocol has no batch of new records to decode stamped."""
         while self._waiting:
             got = self._r.event(self._waiting.popleft(), stream=True)
             if type(got) is tuple:
