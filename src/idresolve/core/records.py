@@ -15,6 +15,10 @@ from .handles import fold
 from .values import HandleValue
 
 MAX_RECORD_BYTES = 1 << 20
+# One packer for every record encoded: ``msgpack.packb`` makes a Packer per call (1.20 against 0.74 us for a
+# two-value record). Shared by threads safely: its ``pack`` runs in C holding the GIL from start to end (no
+# ``default`` hook calls back into Python) and resets its buffer after each object, raised or not.
+_pack = msgpack.Packer(use_bin_type=True).pack
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +41,8 @@ class Record:
 
     def encode(self) -> bytes:
         # HandleValue.to_list inlined: this runs once per value of every record a bulk load stores
-        return msgpack.packb([self.handle, [[v.index, v.type, v.data, v.ttl_s, v.timestamp, v.perms,
-                                             [list(r) for r in v.refs] if v.refs else []] for v in self.values]],
-                             use_bin_type=True)
+        return _pack([self.handle, [[v.index, v.type, v.data, v.ttl_s, v.timestamp, v.perms,
+                                     [list(r) for r in v.refs] if v.refs else []] for v in self.values]])
 
     @classmethod
     def decode(cls, blob: bytes) -> Record:
