@@ -1,8 +1,9 @@
-"""Seeding's generator: the planned draws (``generate._plan``) give exactly what ``field_value`` gives.
+"""Seeding's generator: the planned draws (``generate._plan``) give exactly what the generator as first written
+gives.
 
-``field_value`` reads a field's rules on every draw and is the generator as written down; the plans work the
-rules out once per template and must draw the same numbers in the same order, so a record is the same
-whichever builds it (and the same as the records earlier versions seeded). Checked here on every shipped
+``field_value`` below is that generator, kept here as the oracle: it reads a field's rules on every draw. The
+plans work the rules out once per template and must draw the same numbers in the same order, so a record is
+the same whichever builds it (and the same as the records earlier versions seeded). Checked here on every shipped
 template and on made-up fields that take every branch: each type, ranges open on either side or narrower
 than a hundredth, redrawn examples that fail their pattern (the example as written), references without examples,
 URLs cut to the field's length, and fields that cannot be generated.
@@ -11,9 +12,13 @@ URLs cut to the field's length, and fields that cannot be generated.
 from __future__ import annotations
 
 import random
-from decimal import Decimal
+import re
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -26,12 +31,90 @@ from idresolve.core.templates import (
     parse_definition,
     parse_definition_text,
 )
-from idresolve.core.templates.generate import _cents, field_value
-from idresolve.core.values import DEFAULT_TTL_S, HandleValue
+from idresolve.core.templates.fields import Field, FieldType
+from idresolve.core.templates.generate import _CENT, _DAY0, _DAYS, _DIGIT_RUN, _REDRAWS, _cents, _span
+from idresolve.core.values import DEFAULT_TTL_S, TEMPLATE_FIELD_MAX_CHARS, HandleValue
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "config" / "templates").glob("*.json"))
 LABEL = {"zh": "字段", "en": "x"}
+
+
+# -- the oracle: the generator as first written ---------------------------------------------------------
+
+def _integer(f: Field, rng: random.Random) -> str:
+    low, high = _span(f, 10_000)
+    return str(rng.randint(int(low.to_integral_value(ROUND_CEILING)), int(high.to_integral_value(ROUND_FLOOR))))
+
+
+def _decimal(f: Field, rng: random.Random) -> str:
+    low, high = _span(f, 1_000)
+    first = int((low / _CENT).to_integral_value(ROUND_CEILING))
+    last = int((high / _CENT).to_integral_value(ROUND_FLOOR))
+    if first > last:  # the range is narrower than a hundredth
+        return format(low, "f")
+    return format(Decimal(rng.randint(first, last)) * _CENT, "f")
+
+
+def _redrawn(example: str, rng: random.Random) -> str:
+    """Redraw the second half of every run of four or more digits: serial and batch numbers vary,
+    while short numbers (a tyre size 205/55R16, a model XQG100) and leading dates (2021...) stay."""
+    def redraw(run: re.Match[str]) -> str:
+        digits = run.group()
+        keep = len(digits) // 2
+        width = len(digits) - keep
+        return digits[:keep] + str(rng.randrange(10**width)).zfill(width)  # each digit uniform, one draw
+
+    return _DIGIT_RUN.sub(redraw, example)
+
+
+def _text_candidates(f: Field, handle: str, rng: random.Random) -> Iterator[str]:
+    """Candidates in order of preference, drawn only when the one before fails the checker (the first
+    usually passes: seeding a templated record draws one candidate per field, not six)."""
+    if f.examples:
+        example = rng.choice(f.examples)
+        if f.type is FieldType.REFERENCE:  # another identifier: keep its prefix, vary its suffix
+            head, _, tail = example.partition("/")
+            for _ in range(_REDRAWS):
+                yield f"{head}/{_redrawn(tail, rng)}"
+        elif f.pattern is not None:  # a code or a number: vary it
+            for _ in range(_REDRAWS):
+                yield _redrawn(example, rng)
+        yield example  # free text (a name, a standard) is kept as the author wrote it
+    prefix, _, suffix = handle.partition("/")
+    if f.type is FieldType.URL:
+        generic = f"https://example.com/{quote(prefix)}/{quote(suffix, safe='')}/{f.name}"
+    elif f.type is FieldType.REFERENCE:
+        generic = f"{prefix}/{f.name.upper()}{rng.randrange(10**8):08d}"
+    else:
+        generic = f"{f.name}-{rng.randrange(10**6):06d}"
+    yield generic[: f.max_length or TEMPLATE_FIELD_MAX_CHARS]  # a long identifier's URL, cut to fit
+
+
+def _candidates(f: Field, handle: str, rng: random.Random) -> Iterable[str]:
+    if f.type is FieldType.ENUMERATION:
+        return [rng.choice(f.values).value]
+    if f.type is FieldType.BOOLEAN:
+        return [rng.choice(("true", "false"))]
+    if f.type is FieldType.INTEGER:
+        return [_integer(f, rng)]
+    if f.type is FieldType.DECIMAL:
+        return [_decimal(f, rng)]
+    if f.type is FieldType.DATE:
+        return [(_DAY0 + timedelta(days=rng.randrange(_DAYS))).isoformat()]
+    if f.type is FieldType.DATETIME:
+        day = _DAY0 + timedelta(days=rng.randrange(_DAYS))
+        seconds = rng.randrange(86_400)
+        return [f"{day.isoformat()}T{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}+08:00"]
+    return _text_candidates(f, handle, rng)
+
+
+def field_value(f: Field, handle: str, rng: random.Random) -> str:
+    """One value for ``f`` that passes its checker, drawn from ``rng``."""
+    for text in _candidates(f, handle, rng):
+        if f.check(text.encode("utf-8")) is None:
+            return text
+    raise InvalidValue(f"cannot generate a value for field {f.name} ({f.index}): give it examples that fit")
 
 
 def reference_values(template: Template, handle: str, *, seed: int | str = 0, ref: TemplateRef | None = None,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from datetime import date, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from urllib.parse import quote
@@ -46,92 +46,18 @@ def _span(f: Field, default_width: int) -> tuple[Decimal, Decimal]:
     return low, (low + default_width if high is None else high)
 
 
-def _integer(f: Field, rng: random.Random) -> str:
-    low, high = _span(f, 10_000)
-    return str(rng.randint(int(low.to_integral_value(ROUND_CEILING)), int(high.to_integral_value(ROUND_FLOOR))))
-
-
-def _decimal(f: Field, rng: random.Random) -> str:
-    low, high = _span(f, 1_000)
-    first = int((low / _CENT).to_integral_value(ROUND_CEILING))
-    last = int((high / _CENT).to_integral_value(ROUND_FLOOR))
-    if first > last:  # the range is narrower than a hundredth
-        return format(low, "f")
-    return format(Decimal(rng.randint(first, last)) * _CENT, "f")
-
-
-def _redrawn(example: str, rng: random.Random) -> str:
-    """Redraw the second half of every run of four or more digits: serial and batch numbers vary,
-    while short numbers (a tyre size 205/55R16, a model XQG100) and leading dates (2021...) stay."""
-    def redraw(run: re.Match[str]) -> str:
-        digits = run.group()
-        keep = len(digits) // 2
-        width = len(digits) - keep
-        return digits[:keep] + str(rng.randrange(10**width)).zfill(width)  # each digit uniform, one draw
-
-    return _DIGIT_RUN.sub(redraw, example)
-
-
-def _text_candidates(f: Field, handle: str, rng: random.Random) -> Iterator[str]:
-    """Candidates in order of preference, drawn only when the one before fails the checker (the first
-    usually passes: seeding a templated record draws one candidate per field, not six)."""
-    if f.examples:
-        example = rng.choice(f.examples)
-        if f.type is FieldType.REFERENCE:  # another identifier: keep its prefix, vary its suffix
-            head, _, tail = example.partition("/")
-            for _ in range(_REDRAWS):
-                yield f"{head}/{_redrawn(tail, rng)}"
-        elif f.pattern is not None:  # a code or a number: vary it
-            for _ in range(_REDRAWS):
-                yield _redrawn(example, rng)
-        yield example  # free text (a name, a standard) is kept as the author wrote it
-    prefix, _, suffix = handle.partition("/")
-    if f.type is FieldType.URL:
-        generic = f"https://example.com/{quote(prefix)}/{quote(suffix, safe='')}/{f.name}"
-    elif f.type is FieldType.REFERENCE:
-        generic = f"{prefix}/{f.name.upper()}{rng.randrange(10**8):08d}"
-    else:
-        generic = f"{f.name}-{rng.randrange(10**6):06d}"
-    yield generic[: f.max_length or TEMPLATE_FIELD_MAX_CHARS]  # a long identifier's URL, cut to fit
-
-
-def _candidates(f: Field, handle: str, rng: random.Random) -> Iterable[str]:
-    if f.type is FieldType.ENUMERATION:
-        return [rng.choice(f.values).value]
-    if f.type is FieldType.BOOLEAN:
-        return [rng.choice(("true", "false"))]
-    if f.type is FieldType.INTEGER:
-        return [_integer(f, rng)]
-    if f.type is FieldType.DECIMAL:
-        return [_decimal(f, rng)]
-    if f.type is FieldType.DATE:
-        return [(_DAY0 + timedelta(days=rng.randrange(_DAYS))).isoformat()]
-    if f.type is FieldType.DATETIME:
-        day = _DAY0 + timedelta(days=rng.randrange(_DAYS))
-        seconds = rng.randrange(86_400)
-        return [f"{day.isoformat()}T{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}+08:00"]
-    return _text_candidates(f, handle, rng)
-
-
-def field_value(f: Field, handle: str, rng: random.Random) -> str:
-    """One value for ``f`` that passes its checker, drawn from ``rng``."""
-    for text in _candidates(f, handle, rng):
-        if f.check(text.encode("utf-8")) is None:
-            return text
-    raise _cannot(f)
-
-
 def _cannot(f: Field) -> InvalidValue:
     return InvalidValue(f"cannot generate a value for field {f.name} ({f.index}): give it examples that fit")
 
 
-# -- plans: the same draws, worked out once per field ------------------------------------------------------
+# -- plans: each field's draws, worked out once per template ------------------------------------------------
 #
-# ``field_value`` reads the field's rules on every draw (a chain of type tests, the range as Decimals, a
-# regular expression substitution for every example redrawn): seeding ten million records does that 150
-# million times. A plan does the reading once per template: each field becomes a function from the random
-# stream and the identifier to the value's bytes, drawing exactly what ``field_value`` draws, in the same
-# order, so a record is the same whichever builds it (tests/test_templates_generate.py holds them equal).
+# Reading a field's rules on every draw (a chain of type tests, the range as Decimals, a regular expression
+# substitution for every example redrawn) cost seeding ten million records 150 million readings. A plan
+# reads them once per template: each field becomes a function from the random stream and the identifier
+# to the value's bytes. The draws are those of the generator as first written, in the same order, so
+# records stay what earlier versions seeded (tests/test_templates_generate.py keeps that version as its
+# oracle and holds the two equal).
 
 Draw = Callable[[random.Random, str], bytes]
 _DATE_TEXT = tuple((_DAY0 + timedelta(days=d)).isoformat() for d in range(_DAYS))
@@ -147,7 +73,9 @@ def _cents(n: int) -> str:
 
 def _runs(text: str) -> tuple[tuple[str, str, int], ...]:
     """``text`` as (literal before, digits kept, digits redrawn) per run of four or more digits, and the
-    literal after the last run (kept "", redrawn 0): what ``_redrawn`` keeps and redraws."""
+    literal after the last run (kept "", redrawn 0). The second half of every such run is redrawn: serial
+    and batch numbers vary, while short numbers (a tyre size 205/55R16, a model XQG100) and the leading
+    half of a long one (a date 2021...) stay."""
     out, pos = [], 0
     for m in _DIGIT_RUN.finditer(text):
         digits = m.group()
@@ -159,7 +87,8 @@ def _runs(text: str) -> tuple[tuple[str, str, int], ...]:
 
 
 def _redraw_runs(runs: tuple[tuple[str, str, int], ...], rng: random.Random) -> str:
-    """``_redrawn`` of the text ``runs`` came from: one ``randrange`` per run, left to right."""
+    """The text ``runs`` came from, each run's second half redrawn: one ``randrange`` per run, left to right,
+    each digit uniform."""
     parts = []
     for literal, kept, width in runs:
         parts.append(literal)
@@ -169,7 +98,11 @@ def _redraw_runs(runs: tuple[tuple[str, str, int], ...], rng: random.Random) -> 
 
 
 def _text_plan(f: Field) -> Draw:
-    """``_text_candidates`` then the check, as one function: the candidates drawn lazily, in that order."""
+    """A text field's candidates in order of preference, each checked, each drawn only when the one before
+    failed (the first usually passes: one candidate per field, not six): the example redrawn up to four
+    times (a code with a pattern; a reference keeps its prefix and varies its suffix), the example as
+    written (free text such as a name or a standard), then a generic value (a long identifier's URL cut
+    to fit)."""
     check, name, limit = f.check, f.name, f.max_length or TEMPLATE_FIELD_MAX_CHARS
     reference, url = f.type is FieldType.REFERENCE, f.type is FieldType.URL
     redraws = reference or f.pattern is not None
