@@ -45,6 +45,7 @@ from ..nodes.bootstrap import ensure_prefix_record
 from ..nodes.pipeline import RecursiveNode
 from ..nodes.recursive import RecursiveResolver, Upstream
 from ..nodes.replication import MirrorNode, SyncState, make_mirror_handler, make_sync_handler
+from ..runtime.balance import ConnectionBalancer
 from ..runtime.config import is_loopback
 from ..runtime.hosted import (
     HostedAuthoritative,
@@ -211,6 +212,8 @@ class Worker:
         sockets.mkdir(mode=0o700, exist_ok=True)
         peers = PeerMetrics(sockets, index, count, hosted.metrics.render_own)
         hosted.metrics.peers = peers.merged
+        hosted.listeners.balancer = balancer = ConnectionBalancer(sockets, index, count)
+        hosted.metrics.sample(balancer.metrics)
         self.peers[hosted.node.name] = peers
 
     async def start(self) -> list[dict[str, object]]:
@@ -298,6 +301,8 @@ class Worker:
 async def _halt(hosted: Hosted) -> None:
     """Stop a node as a crash would: no draining of requests in flight, connections closed now."""
     ls = hosted.listeners
+    if ls.balancer is not None:  # handoffs queued for it die with it
+        await ls.balancer.stop()
     for udp in (ls.udp, ls.native_udp):
         if udp is not None:
             udp.close()

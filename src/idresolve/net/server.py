@@ -380,15 +380,24 @@ def msgpack_connections(encoded: EncodedAnswers) -> ConnectionFactory:
     return lambda limits: MsgpackConnection(encoded, max_frame=limits.max_frame, max_inflight=limits.max_inflight)
 
 
+ProtocolFactory = Callable[[], asyncio.BaseProtocol]
+# Wraps a listener's protocol factory, given a count of its open connections (runtime.balance: workers).
+Gate = Callable[[ProtocolFactory, Callable[[], int]], ProtocolFactory]
+
+
 async def start_tcp(service: Service, host: str, port: int, connection: ConnectionFactory | None = None, *,
-                    limits: Limits | None = None, reuse_port: bool = False) -> TcpServer:
+                    limits: Limits | None = None, reuse_port: bool = False, gate: Gate | None = None) -> TcpServer:
     """Listen on ``host:port``; each connection speaks the wire format of ``connection(limits)`` (msgpack
-    by default). ``reuse_port``: share the port with other processes (SO_REUSEPORT, worker processes)."""
+    by default). ``reuse_port``: share the port with other processes (SO_REUSEPORT, worker processes).
+    ``gate``: new connections pass it first (the worker processes' balancer)."""
     limits = limits or Limits()
     connection = connection or msgpack_connections(EncodedAnswers())
     conns = OpenConnections()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: StreamProtocol(service, connection(limits), limits, conns),
+
+    def factory() -> asyncio.BaseProtocol:
+        return StreamProtocol(service, connection(limits), limits, conns)
+    server = await loop.create_server(factory if gate is None else gate(factory, lambda: conns.count),
                                       host, port, reuse_address=True, backlog=1024,
                                       reuse_port=reuse_port or None)
     return TcpServer(server, conns)

@@ -29,8 +29,9 @@ from ..core.native.state import ListenerState
 from ..core.site import Interface, Server, SiteInfo
 from ..core.wire_connection import DatagramEndpoint
 from ..http.edge import with_fast_path
-from ..net.server import Limits, TcpServer, msgpack_connections, start_tcp, start_udp
+from ..net.server import Gate, Limits, TcpServer, msgpack_connections, start_tcp, start_udp
 from ..net.services import Service
+from .balance import ConnectionBalancer
 from .config import parse_hostport
 
 log = logging.getLogger("idresolve.runtime")
@@ -93,6 +94,28 @@ class Addresses:
         return f"{'https' if tls else 'http'}://{host}:{self.http[1]}"
 
 
+class GatedSite(web.BaseSite):
+    """aiohttp's plain TCP site, with every new connection passing ``gate`` (the workers' balancer) before
+    aiohttp's protocol is made for it."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, gate: Gate, *, backlog: int,
+                 reuse_port: bool) -> None:
+        super().__init__(runner, backlog=backlog)
+        self.host, self.port, self.gate, self.reuse_port = host, port, gate, reuse_port
+
+    @property
+    def name(self) -> str:
+        return f"http://{f'[{self.host}]' if ':' in self.host else self.host}:{self.port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            self.gate(server, lambda: len(server.connections)), self.host, self.port, backlog=self._backlog,
+            reuse_address=True, reuse_port=self.reuse_port or None)
+
+
 @dataclass
 class Listeners:
     """HTTP, binary TCP and UDP listeners of one node; any may be off (address None)."""
@@ -101,6 +124,7 @@ class Listeners:
     http_idle_timeout_s: float = 30.0  # HTTP connections that stay idle or never complete a request close
     access_log: bool = False
     reuse_port: bool = False  # SO_REUSEPORT on every socket: worker processes share the ports (runtime/workers)
+    balancer: ConnectionBalancer | None = None  # workers: new connections go to the least loaded (runtime/balance)
     runner: web.AppRunner | None = None
     tcp: TcpServer | None = None
     udp: asyncio.DatagramTransport | None = None
@@ -113,6 +137,8 @@ class Listeners:
                     udp: str | None, ssl_ctx: ssl.SSLContext | None = None, handle: str | None = None,
                     native_options: NativeOptions | None = None) -> Addresses:
         try:
+            if self.balancer is not None:
+                await self.balancer.start()
             bound = await self._start(app, service, http=http, tcp=tcp, udp=udp, ssl_ctx=ssl_ctx)
             if handle is not None:
                 if native_options is None:
@@ -136,7 +162,7 @@ class Listeners:
         self.native_state = state
         self.native_tcp = await start_tcp(service, host, port,
                                           lambda limits: native.ServerConnection(r, max_inflight=limits.max_inflight),
-                                          limits=self.limits, reuse_port=self.reuse_port)
+                                          limits=self.limits, reuse_port=self.reuse_port, gate=self._gate("native"))
         port = self.native_tcp.address[1]
         self.native_udp = await start_udp(service, host, port, native.DatagramEndpoint(r), limits=self.limits,
                                           reuse_port=self.reuse_port)
@@ -159,15 +185,19 @@ class Listeners:
             server = self.runner.server
             if server is not None:  # the app's commonest request answered before routing (http.edge.FastPath)
                 server.request_handler = with_fast_path(app, server.request_handler)
-            await web.TCPSite(self.runner, host, port, ssl_context=ssl_ctx, reuse_address=True, backlog=1024,
-                              reuse_port=self.reuse_port or None).start()
+            if self.balancer is not None and ssl_ctx is None:  # TLS connections stay where their handshake was
+                await GatedSite(self.runner, host, port, self.balancer.gate("http"), backlog=1024,
+                                reuse_port=self.reuse_port).start()
+            else:
+                await web.TCPSite(self.runner, host, port, ssl_context=ssl_ctx, reuse_address=True, backlog=1024,
+                                  reuse_port=self.reuse_port or None).start()
             addr = self.runner.addresses[0]
             http_addr = (addr[0], addr[1])
         encoded = EncodedAnswers()  # TCP and UDP answers share their encodings
         if tcp is not None:
             host, port = parse_hostport(tcp, 2641)
             self.tcp = await start_tcp(service, host, port, msgpack_connections(encoded), limits=self.limits,
-                                       reuse_port=self.reuse_port)
+                                       reuse_port=self.reuse_port, gate=self._gate("tcp"))
             tcp_addr = self.tcp.address
         if udp is not None:
             host, port = parse_hostport(udp, 2641)
@@ -180,7 +210,12 @@ class Listeners:
         self.bound = Addresses(http_addr, tcp_addr, udp_addr)
         return self.bound
 
+    def _gate(self, tag: str) -> Gate | None:
+        return self.balancer.gate(tag) if self.balancer is not None else None
+
     async def stop(self) -> None:
+        if self.balancer is not None:  # no more handoffs either way: this worker is stopping
+            await self.balancer.stop()
         for transport in (self.udp, self.native_udp):
             if transport is not None:
                 transport.close()

@@ -16,6 +16,10 @@ Names:
   (gauge): how late their timers fired on average, against the intended instant (``net/delays.py``).
 - ``idresolve_replication_pushed_total``: registry records pushed to peers (top-level nodes).
 - ``idresolve_link_requests_total{peer}``: requests this node sent to each node of the cluster.
+- ``idresolve_connections_handed_total``, ``idresolve_connections_adopted_total``,
+  ``idresolve_connections_handoff_failed_total``: a node with several workers, connections passed to a less
+  loaded worker, taken from another, and not passed because the other could not take them
+  (``runtime/balance.py``).
 - ``idresolve_replication_lag_seconds{peer}``, ``idresolve_replication_pending{peer}``: per replica (top-level
   peers, mirrors), the age of the oldest change it has not applied yet (0 when caught up) and how many
   records wait for it (``net/replicator.py``).

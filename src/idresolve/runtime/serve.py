@@ -24,6 +24,7 @@ from ..nodes.authoritative import AuthoritativeNode
 from ..nodes.bootstrap import admin_identity
 from ..nodes.recursive import Upstream
 from ..store import open_store
+from .balance import ConnectionBalancer
 from .config import ConfigError, NodeConfig, is_loopback, parse_hostport
 from .hosted import HostedAuthoritative, HostSettings, TemplateSources, authoritative_host
 from .listeners import Addresses, NativeOptions
@@ -93,6 +94,8 @@ async def _serve(cfg: NodeConfig, shutdown_trigger: Awaitable[object],
         node = hosted.node
         if worker is not None:
             hosted.listeners.reuse_port = True
+            hosted.listeners.balancer = balancer = ConnectionBalancer(worker.sockets, worker.index, worker.count)
+            hosted.metrics.sample(balancer.metrics)
             hosted.app[WORKER] = {"index": worker.index, "pid": os.getpid(), "workers": worker.count}
             node.share_writes(worker.generations)
             for prefix in cfg.prefixes:  # a (re)started worker may have rewritten its prefix records: all resync

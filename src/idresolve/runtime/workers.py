@@ -5,7 +5,8 @@ TCP socket with SO_REUSEPORT that never listens and so never takes a connection)
 supervises them. Each worker opens the same store (SQLite in WAL mode: readers in every worker; writers
 take SQLite's write lock with ``BEGIN IMMEDIATE`` and a busy timeout, so writes are serialized by SQLite)
 and listens on the same HTTP, binary TCP and UDP ports with SO_REUSEPORT; the kernel spreads connections
-(and datagrams) across the workers.
+(and datagrams) across the workers, and a worker that holds more connections than another hands it the
+new ones it accepts (``runtime/balance.py``).
 
 Answer caches are per process. The rule that makes them safe: **no worker serves a record older than a
 write the client has seen acknowledged from this node.** ``SharedGenerations`` is a 24-byte file mapped
