@@ -9,7 +9,7 @@ import time
 from dataclasses import replace
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import dsa, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from idresolve.core.errors import DecodeError, InvalidValue
 from idresolve.core.native import (
@@ -36,6 +36,7 @@ from idresolve.core.native import (
     sign_for_session,
     signed_bytes,
 )
+from idresolve.core.native import dsa_keys as dsa
 from idresolve.core.native import session as dh
 from idresolve.core.native.challenge import MAX_PBKDF2_ITERATIONS
 from idresolve.core.native.primitives import put_octets, put_u32

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import dsa
 
 from idresolve.core.admin import ALL_PERMS, AdminRef
 from idresolve.core.codes import OpCode, ResponseCode
@@ -38,6 +37,7 @@ from idresolve.core.native import (
     encode_public_key,
     request_digest,
 )
+from idresolve.core.native import dsa_keys as dsa
 from idresolve.core.native.session import OAKLEY_GROUP2_G, OAKLEY_GROUP2_P, check_group, parse_answer_data
 from idresolve.core.native.udp import MAX_DATAGRAM, MAX_PAYLOAD
 from idresolve.core.site import SiteInfo

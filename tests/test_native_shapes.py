@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import dsa
 
 from idresolve.core.codes import OpCode, ResponseCode
 from idresolve.core.messages import FLAG_AUTHORITATIVE, Request, Response
@@ -41,6 +40,7 @@ from idresolve.core.native import (
     to_native_response,
     to_request,
 )
+from idresolve.core.native import dsa_keys as dsa
 from idresolve.core.native.valuecodec import stamp_absolute
 from idresolve.core.values import HandleValue
 from nativeutil import captured, exchanges

@@ -15,8 +15,9 @@ import os
 from urllib.parse import quote
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from ..core.native import dsa_keys as dsa
 from .rest import ClientError, RestClient
 
 PrivateKey = rsa.RSAPrivateKey | dsa.DSAPrivateKey

@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ..core.native import dsa_keys as dsa
 from ..core.native.credential import PrivateKey
 from ..core.native.keys import encode_public_key
 

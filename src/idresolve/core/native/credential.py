@@ -24,9 +24,10 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ..errors import DecodeError
+from . import dsa_keys as dsa
 from .header import Envelope, version_at_least
 from .keys import PublicKey
 from .primitives import Reader, put_i32, put_octets, put_text, put_u8, put_u16

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.asymmetric import dsa, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..errors import DecodeError, InvalidValue
+from . import dsa_keys as dsa
 from .primitives import Reader, java_bigint, put_octets, put_text, put_u16, put_u32
 
 DSA_PUB_KEY, RSA_PUB_KEY, DH_PUB_KEY = "DSA_PUB_KEY", "RSA_PUB_KEY", "DH_PUB_KEY"
