@@ -600,6 +600,13 @@ def test_record_round_trip(handle: str, values: tuple[HandleValue, ...]) -> None
     assert decoded.key == fold(handle)
 
 
+@given(st.text(max_size=40), unique_values())
+@FAST
+def test_record_encoding_is_the_documented_lists(handle: str, values: tuple[HandleValue, ...]) -> None:
+    # encode packs references as the tuples they are: the same bytes as the list form every store holds
+    assert Record(handle, values).encode() == msgpack.packb([handle, [v.to_list() for v in values]], use_bin_type=True)
+
+
 def test_record_helpers() -> None:
     r = Record("88.100/ABC", (HandleValue(1, "URL", b"a"), HandleValue(2, "EMAIL", b"b"), HandleValue(3, "URL", b"c")))
     assert r.key == "88.100/abc"

@@ -15,6 +15,7 @@ from idresolve.core.errors import DecodeError, FrameTooLarge, PeerError
 from idresolve.core.messages import Hop, Request, Response
 from idresolve.core.values import HandleValue
 from idresolve.core.wire import MAX_FRAME_BYTES, Codec, FrameDecoder, decode_message, plain_resolution
+from idresolve.nodes.authoritative import ItemResult
 
 # --------------------------------------------------------------------------------------------------
 # Strategies: every field of Request and Response, within the limits the decoder enforces.
@@ -121,6 +122,18 @@ def test_a_batch_is_decoded_with_the_servers_stamp_and_nothing_else_is() -> None
     assert [(v.index, v.data, v.refs) for v in stamped.items[0][1]] == [(7, plain.data, ()), (8, with_refs.data,
                                                                                            with_refs.refs)]
     assert decode_message(payload) == req  # without a stamp: as sent
+
+
+def test_batch_results_as_item_results_encode_as_plain_tuples() -> None:
+    # the node answers a batch with its ItemResults (named tuples, IntEnum codes) as they are
+    named = tuple(ItemResult(f"88.100/x{i}", ResponseCode.SUCCESS) for i in range(3))
+    plain = tuple((f"88.100/x{i}", 1, "") for i in range(3))
+    codec = Codec()
+    payloads = [codec.encode(Response(7, OpCode.BATCH_CREATE, ResponseCode.SUCCESS, "", results=r, total=3))
+                for r in (named, plain)]
+    assert payloads[0] == payloads[1]
+    decoded = decode_message(payloads[0])
+    assert isinstance(decoded, Response) and decoded.results == plain
 
 
 def test_str_secret_is_accepted_as_bytes() -> None:

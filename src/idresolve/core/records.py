@@ -21,10 +21,16 @@ MAX_RECORD_BYTES = 1 << 20
 _pack = msgpack.Packer(use_bin_type=True).pack
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Record:
     handle: str  # spelled as it was created
     values: tuple[HandleValue, ...]
+
+    # Written out, as for Handle and HandleValue: a batch builds a record per identifier, and the generated
+    # frozen __init__ sets each field through object.__setattr__.
+    def __init__(self, handle: str, values: tuple[HandleValue, ...]) -> None:
+        _set_handle(self, handle)
+        _set_values(self, values)
 
     @property
     def key(self) -> str:
@@ -40,9 +46,10 @@ class Record:
         return [v for v in self.values if v.type == vtype]
 
     def encode(self) -> bytes:
-        # HandleValue.to_list inlined: this runs once per value of every record a bulk load stores
-        return _pack([self.handle, [[v.index, v.type, v.data, v.ttl_s, v.timestamp, v.perms,
-                                     [list(r) for r in v.refs] if v.refs else []] for v in self.values]])
+        # HandleValue.to_list inlined: this runs once per value of every record a bulk load stores (the
+        # references, a tuple of pairs, pack as the same arrays of arrays as lists would)
+        return _pack([self.handle, [[v.index, v.type, v.data, v.ttl_s, v.timestamp, v.perms, v.refs]
+                                    for v in self.values]])
 
     @classmethod
     def decode(cls, blob: bytes) -> Record:
@@ -56,3 +63,6 @@ class Record:
         except (ValueError, TypeError, InvalidValue, msgpack.UnpackException) as exc:
             raise DecodeError(f"record is malformed: {exc}") from exc
         return cls(handle, values)
+
+
+_set_handle, _set_values = (Record.__dict__[f].__set__ for f in ("handle", "values"))

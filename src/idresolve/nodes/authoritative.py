@@ -483,10 +483,12 @@ class AuthoritativeNode:
         self._changed(record.key)
 
     def _prepare_new(self, h: Handle, values: Sequence[HandleValue], caller: Identity | None,
-                     now: float, allowed: set[str] | None = None) -> Record:
+                     now: float, allowed: set[str] | None = None,
+                     admins: dict[int, HandleValue] | None = None) -> Record:
         """Check authority to create ``h`` and build its record (stamped, with a default HS_ADMIN).
 
-        ``allowed`` (batches) remembers the prefixes whose authority was already granted to ``caller``."""
+        Batches pass ``allowed``, the prefixes whose authority was already granted to ``caller``, and
+        ``admins``, the default HS_ADMIN values made so far by index (one caller, one stamp)."""
         if caller is None:
             raise AuthenticationNeeded("Authentication needed", handle=h.text)
         cache_key = h.folded_prefix
@@ -498,17 +500,25 @@ class AuthoritativeNode:
         values = check_values(values)
         stamp = int(now)
         out = []
-        has_admin = False
+        has_admin = high = False
         for v in values:  # one pass: bulk registration runs this for every value it stores
             out.append(v if v.timestamp == stamp else v.stamped(stamp))
             if v.type == HS_ADMIN:
                 has_admin = True
+            if v.index >= DEFAULT_ADMIN_INDEX:
+                high = True
         if not has_admin:
             index = DEFAULT_ADMIN_INDEX
-            taken = {v.index for v in values}
-            while index in taken:
-                index += 1
-            out.append(_default_admin(caller, index, stamp))
+            if high:  # the default administrator takes the first free index from 100
+                taken = {v.index for v in values}
+                while index in taken:
+                    index += 1
+            admin = admins.get(index) if admins is not None else None
+            if admin is None:
+                admin = _default_admin(caller, index, stamp)
+                if admins is not None:
+                    admins[index] = admin
+            out.append(admin)
         return Record(h.text, tuple(out))
 
     def put_record(self, text: str, values: Sequence[HandleValue], *, caller: Identity | None, now: float,
@@ -614,6 +624,7 @@ class AuthoritativeNode:
         if caller is None:
             raise AuthenticationNeeded("Authentication needed")
         allowed: set[str] = set()
+        admins: dict[int, HandleValue] = {}
         records: list[Record] = []
         results: list[ItemResult] = []
         seen: set[str] = set()
@@ -649,7 +660,7 @@ class AuthoritativeNode:
                     self._check_changes(caller, existing, values, removed, text)
                     record = Record(existing.handle, tuple(v.stamped(stamp) for v in values))
                 else:
-                    record = self._prepare_new(h, values, caller, now, allowed)
+                    record = self._prepare_new(h, values, caller, now, allowed, admins)
                 self._check_templates(text, existing.values if existing is not None else (), record.values, now,
                                       needed)
                 records.append(record)

@@ -96,8 +96,9 @@ def _batch(node: AuthoritativeNode, req: Request, caller: Identity | None, now: 
     except BatchRefused as exc:
         return Response(req.request_id, req.opcode, exc.code, req.handle, message=exc.message,
                         results=tuple((r.handle, int(r.code), r.message) for r in exc.results))
+    # an ItemResult is a (handle, code, message) tuple already, and its IntEnum code packs as the int
     return Response(req.request_id, req.opcode, ResponseCode.SUCCESS, req.handle, total=len(result.results),
-                    results=tuple((r.handle, int(r.code), r.message) for r in result.results))
+                    results=result.results)
 
 
 HANDLERS: dict[int, Handler] = {

@@ -196,7 +196,12 @@ def template_use(values: Sequence[HandleValue]) -> TemplateUse:
             ref = TemplateRef.from_value(v)
         elif v.type == TEMPLATE_DEFINITION_TYPE:
             defines = True
+    if ref is None and not defines:
+        return _NO_TEMPLATES  # most records: one shared answer (a batch asks for every record)
     return TemplateUse(ref, defines)
+
+
+_NO_TEMPLATES = TemplateUse(None, False)
 
 
 def check_template_write(old: Sequence[HandleValue], new: Sequence[HandleValue]) -> None:
