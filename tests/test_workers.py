@@ -9,6 +9,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from base64 import b64encode
@@ -19,7 +21,7 @@ import pytest
 
 from idresolve.runtime.config import ConfigError, load_node_config
 from idresolve.runtime.workers import SharedGenerations, Supervisor
-from procs import NodeProcess
+from procs import NodeProcess, clean_env
 
 WORKERS = re.compile(r"^  workers: (\d+) \(pids ([\d, ]+)\)$")
 
@@ -138,6 +140,44 @@ def test_two_workers_share_ports_and_see_each_others_writes(tmp_path: Path) -> N
                 os.kill(pid, 0)
     finally:
         node.close()
+
+
+def test_worker_sockets_of_a_supervisor_killed_are_removed_by_the_next(tmp_path: Path) -> None:
+    # the workers' Unix sockets live in <tmp>/idresolve-workers-<supervisor pid>-*: a supervisor killed
+    # with SIGKILL leaves its directory, and the next one to start removes it (not a live process's)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = tmp / f"idresolve-workers-{gone.pid}-x1"
+    stale.mkdir()
+    (stale / "connections").write_bytes(b"\0" * 16)
+    live = tmp / f"idresolve-workers-{os.getpid()}-x2"
+    live.mkdir()
+    env = clean_env(TMPDIR=str(tmp))
+    args = ("--prefix", "88.100", "--http", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"), "--workers", "2")
+    first = NodeProcess(*args, log=tmp_path / "first.log", env=env)
+    try:
+        first.wait_ready()
+        first.wait_for(WORKERS)
+        assert not stale.exists() and live.exists()
+        (own,) = (p for p in tmp.glob("idresolve-workers-*") if p != live)
+        assert own.name.startswith(f"idresolve-workers-{first.proc.pid}-")
+        first.proc.kill()  # SIGKILL: the directory stays; the workers notice their parent is gone and stop
+        first.proc.wait(timeout=10)
+        assert own.exists()
+    finally:
+        first.close()
+    second = NodeProcess(*args, log=tmp_path / "second.log", env=env)
+    try:
+        second.wait_ready()
+        second.wait_for(WORKERS)
+        assert not own.exists() and live.exists()
+        (mine,) = (p for p in tmp.glob("idresolve-workers-*") if p != live)
+        assert second.stop() == 0
+        assert not mine.exists()  # a supervisor that stops removes its own
+    finally:
+        second.close()
 
 
 BINARY = re.compile(r"^  binary protocol: tcp ([\d.]+):(\d+)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -108,7 +109,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_workers(cfg: NodeConfig, count: int, banner: Callable[[RunningNode], None]) -> int:
     import shutil
-    import tempfile
 
     from ..runtime.serve import run_until_signal, serve_node
     from ..runtime.workers import SharedGenerations, Supervisor, WorkerRole, fix_ports
@@ -121,7 +121,7 @@ def _run_workers(cfg: NodeConfig, count: int, banner: Callable[[RunningNode], No
     cfg = replace(cfg, workers=count)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     generations = cfg.data_dir / f"{cfg.name}.generations"
-    sockets = Path(tempfile.mkdtemp(prefix="idresolve-workers-"))  # short: a Unix socket path has a bound
+    sockets = _worker_sockets_dir()
 
     def serve(wcfg: NodeConfig, index: int, listening: Callable[[], None]) -> int:
         role = WorkerRole(index, count, SharedGenerations(generations), sockets)
@@ -153,6 +153,29 @@ def _run_workers(cfg: NodeConfig, count: int, banner: Callable[[RunningNode], No
         shutil.rmtree(sockets, ignore_errors=True)
     print("stopped", flush=True)
     return status
+
+
+#: ``<tmp>/idresolve-workers-<supervisor pid>-<random>``: in the temporary directory because a Unix socket
+#: path has a bound (about 108 bytes) that a data directory's path may pass.
+WORKER_SOCKETS_PREFIX = "idresolve-workers-"
+
+
+def _worker_sockets_dir() -> Path:
+    """A new directory for the workers' Unix sockets and connection counts, named for this process.
+
+    The supervisor removes its directory when it stops; one killed with SIGKILL cannot, so the
+    directories of supervisors that are gone are removed here first (one whose process is alive, or is
+    another user's, is kept)."""
+    import shutil
+    import tempfile
+
+    from ..store.sqlite import process_alive
+
+    for old in Path(tempfile.gettempdir()).glob(WORKER_SOCKETS_PREFIX + "*-*"):
+        pid = old.name[len(WORKER_SOCKETS_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{WORKER_SOCKETS_PREFIX}{os.getpid()}-"))
 
 
 def _secret_once(r: RunningNode) -> str:

@@ -55,7 +55,8 @@ def _prefix_of(key: str) -> str:
     return key.split("/", 1)[0]
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True while a process of that number exists (the open-markers here, and the node's worker sockets)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -113,7 +114,7 @@ class SqliteStore:
             elif int(pid) == os.getpid():
                 if m.name not in _OPEN_HERE:
                     out.append(m)
-            elif not _alive(int(pid)):
+            elif not process_alive(int(pid)):
                 out.append(m)
         return out
 
