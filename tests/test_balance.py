@@ -70,6 +70,7 @@ def _holders(pids: list[int], port: int) -> dict[int, list[int]]:
 def test_connections_split_evenly_over_two_workers(tmp_path: Path) -> None:
     node = NodeProcess("--prefix", "88.100", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--handle",
                        "127.0.0.1:0", "--data-dir", str(tmp_path / "data"), "--workers", "2", log=tmp_path / "node.log")
+    conns: list[http.client.HTTPConnection] = []
     try:
         url = node.wait_ready()
         http_port = int(url.rsplit(":", 1)[1])
@@ -79,7 +80,7 @@ def test_connections_split_evenly_over_two_workers(tmp_path: Path) -> None:
 
         # HTTP: eight keep-alive connections opened at once; each worker serves four of them, and every
         # connection stays with the worker that first answered it
-        conns = [http.client.HTTPConnection("127.0.0.1", http_port, timeout=10) for _ in range(8)]
+        conns += [http.client.HTTPConnection("127.0.0.1", http_port, timeout=10) for _ in range(8)]
         for c in conns:
             c.connect()
         first, again = [], []
@@ -125,6 +126,8 @@ def test_connections_split_evenly_over_two_workers(tmp_path: Path) -> None:
         adopted = _metric(metrics, "idresolve_connections_adopted_total")
         assert handed == adopted > 0  # summed over both workers
     finally:
+        for c in conns:  # closing twice is harmless; a failed assertion must not leave them to the collector
+            c.close()
         node.close()
 
 

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from base64 import b64encode
@@ -145,8 +146,14 @@ def test_two_workers_share_ports_and_see_each_others_writes(tmp_path: Path) -> N
 def test_worker_sockets_of_a_supervisor_killed_are_removed_by_the_next(tmp_path: Path) -> None:
     # the workers' Unix sockets live in <tmp>/idresolve-workers-<supervisor pid>-*: a supervisor killed
     # with SIGKILL leaves its directory, and the next one to start removes it (not a live process's)
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix="idr-"))  # short: the sockets' paths must stay under ~108 bytes
+    try:
+        _sockets_swept(tmp, tmp_path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _sockets_swept(tmp: Path, tmp_path: Path) -> None:
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     stale = tmp / f"idresolve-workers-{gone.pid}-x1"

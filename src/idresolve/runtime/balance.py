@@ -8,8 +8,9 @@ rate. So each worker passes what it accepts through a ``ConnectionBalancer`` fir
 - ``SharedCounts``: one 8-byte slot per worker in a small file mapped by all of them (in the workers'
   socket directory), each the number of connections that worker holds. A worker writes its own slot when
   it takes a connection and every ``REFRESH_S`` (so closed connections leave it); a worker handing one to
-  another adds it to the other's slot at once, so a burst of connections is not all sent the same way.
-  The slots are hints: a lost update is overwritten by the owner's next refresh.
+  another adds it to the other's slot at once, so a burst of connections is not all sent the same way,
+  and a worker counts what it holds, what it is adopting and what its slot says it was handed. The slots
+  are hints: a lost update is overwritten by the owner's next refresh.
 - A new connection, before any byte of it is read, is kept when this worker holds no more than the
   least-loaded other (``hand_to``). Otherwise its descriptor goes to that worker over a Unix datagram
   socket (``SCM_RIGHTS``, ``<index>.handoff`` in the socket directory) with the name of the listener
@@ -152,7 +153,8 @@ class ConnectionBalancer:
         return wrap
 
     def held(self) -> int:
-        return sum(live() for _, live in self.listeners.values())
+        """The connections this worker holds: those its listeners serve and those it is adopting."""
+        return sum(live() for _, live in self.listeners.values()) + len(self._adopting)
 
     def _refresh(self) -> None:
         if not self._open or self.counts is None:
@@ -167,7 +169,11 @@ class ConnectionBalancer:
         if not self._open or counts is None or self.count < 2:
             return True
         slots = counts.slots
-        mine = self.held()
+        # Own slot as well: another worker adds a connection it hands here at once, before this one has
+        # received it; counting only what is held here would undercount a burst and keep too many.
+        mine, noted = self.held(), slots[self.index]
+        if mine < noted < UNAVAILABLE:
+            mine = noted
         loads = [slots[j] if j != self.index else mine for j in range(self.count)]
         target = hand_to(self.index, loads)
         if target is None:
@@ -225,6 +231,7 @@ class ConnectionBalancer:
                 raise
             return
         self.adopted += 1
+        self._adopting.discard(asyncio.current_task())  # served now: counted by its listener, not twice
         if self.counts is not None and self._open:
             self.counts.slots[self.index] = self.held()
 
