@@ -317,3 +317,24 @@ async def test_a_node_beyond_loopback_refuses_native_writes_and_credentials_with
         assert resolved.header.code == ResponseCode.SUCCESS
     finally:
         await hosted.stop()
+
+
+def _server_key_pem(directory: str) -> bytes:
+    from pathlib import Path
+
+    from idresolve.runtime.serverkey import key_pem, load_or_create_server_key
+
+    return key_pem(load_or_create_server_key(Path(directory)))
+
+
+def test_workers_starting_at_once_share_one_whole_server_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # a node's worker processes all load or create its server key as they start: none may read the file
+    # half written, and all must end with the same key (seen once: "MalformedFraming" in a starting worker)
+    import multiprocessing
+
+    dirs = [str(tmp_path / f"node{i}") for i in range(6)]
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pems = pool.map(_server_key_pem, [d for d in dirs for _ in range(4)], chunksize=1)
+    for i, d in enumerate(dirs):
+        assert len(set(pems[4 * i:4 * i + 4])) == 1, d
+        assert [p.name for p in (tmp_path / f"node{i}").iterdir()] == ["server-key.pem"]  # no temporary left

@@ -8,9 +8,11 @@ rate. So each worker passes what it accepts through a ``ConnectionBalancer`` fir
 - ``SharedCounts``: one 8-byte slot per worker in a small file mapped by all of them (in the workers'
   socket directory), each the number of connections that worker holds. A worker writes its own slot when
   it takes a connection and every ``REFRESH_S`` (so closed connections leave it); a worker handing one to
-  another adds it to the other's slot at once, so a burst of connections is not all sent the same way,
-  and a worker counts what it holds, what it is adopting and what its slot says it was handed. The slots
-  are hints: a lost update is overwritten by the owner's next refresh.
+  another adds it to the other's slot at once, so a burst of connections is not all sent the same way.
+  A worker counts what its listeners serve and what it is adopting, having first taken in what waits on
+  its handoff socket. Decisions and writes are made under an ``flock`` of the counts file, so two workers
+  deciding at once see each other's newest connection. A slot stays a hint where no lock can help (a
+  connection that closed since its worker last wrote), and the owner's next refresh sets it right.
 - A new connection, before any byte of it is read, is kept when this worker holds no more than the
   least-loaded other (``hand_to``). Otherwise its descriptor goes to that worker over a Unix datagram
   socket (``SCM_RIGHTS``, ``<index>.handoff`` in the socket directory) with the name of the listener
@@ -30,11 +32,12 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import fcntl
 import logging
 import mmap
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..net.server import Gate, ProtocolFactory
@@ -66,13 +69,26 @@ class SharedCounts:
             if os.fstat(fd).st_size < size:
                 os.ftruncate(fd, size)
             self._map = mmap.mmap(fd, size)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        self._fd = fd  # kept open for the lock
         self.slots = memoryview(self._map).cast("Q")  # aligned 8-byte loads and stores: never torn
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the node's lock on the counts (``flock``, a few microseconds at a time): a decision and
+        the write it makes are then seen whole by the other workers' decisions."""
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         self.slots.release()
         self._map.close()
+        os.close(self._fd)
 
 
 class ConnectionBalancer:
@@ -159,7 +175,9 @@ class ConnectionBalancer:
     def _refresh(self) -> None:
         if not self._open or self.counts is None:
             return
-        self.counts.slots[self.index] = self.held()
+        with self.counts.locked():
+            self._receive()
+            self.counts.slots[self.index] = self.held()
         self._timer = asyncio.get_running_loop().call_later(REFRESH_S, self._refresh)
 
     def place(self, key: bytes, transport: asyncio.BaseTransport) -> bool:
@@ -168,12 +186,14 @@ class ConnectionBalancer:
         counts = self.counts
         if not self._open or counts is None or self.count < 2:
             return True
-        slots = counts.slots
-        # Own slot as well: another worker adds a connection it hands here at once, before this one has
-        # received it; counting only what is held here would undercount a burst and keep too many.
-        mine, noted = self.held(), slots[self.index]
-        if mine < noted < UNAVAILABLE:
-            mine = noted
+        with counts.locked():  # two workers deciding at once would each count the other without its newest
+            return self._place(key, transport, counts.slots)
+
+    def _place(self, key: bytes, transport: asyncio.BaseTransport, slots: memoryview) -> bool:
+        # Take in the connections other workers have handed here and not yet been read: in a burst they
+        # wait on the handoff socket, and a count without them would keep too many here.
+        self._receive()
+        mine = self.held()
         loads = [slots[j] if j != self.index else mine for j in range(self.count)]
         target = hand_to(self.index, loads)
         if target is None:
@@ -233,7 +253,8 @@ class ConnectionBalancer:
         self.adopted += 1
         self._adopting.discard(asyncio.current_task())  # served now: counted by its listener, not twice
         if self.counts is not None and self._open:
-            self.counts.slots[self.index] = self.held()
+            with self.counts.locked():
+                self.counts.slots[self.index] = self.held()
 
     def _drop_queued(self) -> None:
         """Close the descriptors still queued on this worker's handoff socket."""

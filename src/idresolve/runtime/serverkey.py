@@ -36,12 +36,20 @@ def key_pem(key: PrivateKey) -> bytes:
 
 
 def write_key(path: Path, key: PrivateKey) -> None:
-    """Write ``key`` to a new file ``path`` (mode 0600); refuses to replace an existing one."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key_pem(key))
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Write ``key`` to a new file ``path`` (mode 0600); refuses to replace an existing one
+    (``FileExistsError``). The file appears whole or not at all: the key is written to a file of its own
+    beside it and linked to ``path``, so a process reading ``path`` (another worker of the same node,
+    starting at the same moment) never finds it half written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key_pem(key))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, path)  # atomic, and fails when path exists
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_key(path: Path) -> PrivateKey:
