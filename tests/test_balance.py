@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import fcntl
 import functools
 import http.client
 import json
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from idresolve.runtime.balance import UNAVAILABLE, ConnectionBalancer, hand_to
+from idresolve.runtime.balance import UNAVAILABLE, ConnectionBalancer, SharedCounts, hand_to
 from procs import NodeProcess
 
 WORKERS = re.compile(r"^  workers: (\d+) \(pids ([\d, ]+)\)$")
@@ -219,3 +220,23 @@ async def test_a_handed_connection_is_adopted_by_the_other_worker(tmp_path: Path
         await b0.stop()
         await b1.stop()
 
+
+
+def test_the_counts_lock_excludes_and_never_waits(tmp_path: Path) -> None:
+    # two workers map the same counts file: one's lock keeps the other out, and a worker stopped while it
+    # holds the lock leaves the other deciding on the counts as hints instead of stalling its event loop
+    a, b = SharedCounts(tmp_path / "connections", 2), SharedCounts(tmp_path / "connections", 2)
+    try:
+        with a.locked():
+            with pytest.raises(BlockingIOError):  # held: another worker's attempt is refused
+                fcntl.flock(b._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            ran = False
+            with b.locked():  # refused every time, so it goes without
+                ran = True
+                b.slots[1] = 3
+            assert ran and a.slots[1] == 3
+        with b.locked(), pytest.raises(BlockingIOError):  # released: taken at once, and now b holds it
+            fcntl.flock(a._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        a.close()
+        b.close()

@@ -45,6 +45,7 @@ from ..net.server import Gate, ProtocolFactory
 log = logging.getLogger("idresolve.balance")
 REFRESH_S = 0.1
 UNAVAILABLE = 1 << 62  # a slot whose worker did not take a handoff: tried again once it writes its slot
+LOCK_TRIES = 100  # non-blocking attempts at the counts' lock (each a system call) before going without it
 MAX_QUEUED = 256  # handoffs a worker keeps while its adoptions are in progress; more are served where they land
 
 
@@ -78,12 +79,20 @@ class SharedCounts:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the node's lock on the counts (``flock``, a few microseconds at a time): a decision and
-        the write it makes are then seen whole by the other workers' decisions."""
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        the write it makes are then seen whole by the other workers' decisions. Never waits: a worker
+        stopped while holding it (a debugger, SIGSTOP) must not stall the others' event loops, so after
+        ``LOCK_TRIES`` refusals the body runs unlocked, on the counts as hints."""
+        for _ in range(LOCK_TRIES):
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            return
+        yield
 
     def close(self) -> None:
         self.slots.release()
