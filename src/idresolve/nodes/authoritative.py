@@ -13,6 +13,7 @@ one with HS_SITE marks a *delegated* prefix (its identifiers live at the site it
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -136,7 +137,8 @@ class AuthoritativeNode:
         self.name = name
         self.configured: set[str] = {fold(check_prefix(p)) for p in prefixes}
         self.hosted: set[str] = set()
-        self.answers: dict[str, Answer] = {}  # folded handle -> Answer, at most answer_entries (oldest go)
+        # folded handle -> Answer, at most answer_entries, the oldest going first (in O(1): see wire.ResponseMemo)
+        self.answers: OrderedDict[str, Answer] = OrderedDict()
         self.answer_entries = answer_entries
         self._change_listeners: list[Callable[[str], None]] = []
         self.templates = TemplateCache()
@@ -330,7 +332,7 @@ class AuthoritativeNode:
         if hit is None:
             hit = self._answer(text, (), (), None, refer)
             if len(answers) >= self.answer_entries:
-                del answers[next(iter(answers))]
+                answers.popitem(last=False)
             answers[key] = hit
         elif hit.code == ResponseCode.PREFIX_REFERRAL and not refer:
             raise NotResponsible("That prefix doesn't live here", handle=text)
