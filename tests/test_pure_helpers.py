@@ -15,6 +15,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from idresolve.bench import hist, report, workload
 from idresolve.cluster import seeding
@@ -52,6 +54,24 @@ def test_the_percentile_distribution_halves_the_distance_to_100() -> None:
     assert [p for p, _ in dist] == [0.0, 50.0, 75.0, 87.5, 93.75, 96.875, 98.4375, 100.0]  # 1/(1-p) <= 100
     assert [us for _, us in dist] == [1, 50, 75, 88, 94, 97, 98, 100]
     assert dist == sorted(dist)
+
+
+_LATENCIES = st.dictionaries(
+    st.one_of(st.integers(-5, 5000), st.integers(0, 2 * hist.HIGHEST_US),
+              st.sampled_from([0, 1, 2047, 2048, 2049, 4095, 4096, 8191, 8192, hist.HIGHEST_US])),
+    st.integers(0, 10**6), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_LATENCIES, st.lists(st.floats(0.0, 100.0), max_size=8))
+def test_buckets_give_every_figure_the_hdr_histogram_gives(latency: dict[int, int], extra: list[float]) -> None:
+    h, b = hist.histogram(latency), hist.Buckets(latency)
+    assert b.get_total_count() == h.get_total_count()
+    assert b.get_mean_value() == h.get_mean_value()
+    assert b.get_max_value() == h.get_max_value()
+    for p in (0.0, 50.0, 90.0, 99.0, 99.9, 100.0, *extra):
+        assert b.get_value_at_percentile(p) == h.get_value_at_percentile(p), p
+    assert hist.distribution(b) == hist.distribution(h)
 
 
 # -- bench.workload and bench.report -----------------------------------------------------------------------

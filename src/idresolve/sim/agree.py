@@ -208,10 +208,10 @@ def _topology_path(w: Any) -> Path:
 # -- comparing --------------------------------------------------------------------------------------
 
 def _pcts(buckets: dict[int, int]) -> dict[str, float | None]:
-    from ..bench.hist import histogram
+    from ..bench.hist import Buckets
     from .stats import percentiles_ms
 
-    return percentiles_ms(histogram(buckets))
+    return percentiles_ms(Buckets(buckets))
 
 
 def modelled_ms(path: str, topology: Any, rec_name: str, scenario: str | None) -> float | None:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from ..bench.hist import distribution, histogram
+from ..bench.hist import Buckets, distribution
 from ..core.topology import config_hash
 from .run import RunResult
 from .stats import HOUR_S, code_name, percentiles_ms
@@ -55,8 +55,8 @@ def node_table(res: RunResult) -> dict[str, Any]:
 def build_report(res: RunResult, label: str = "") -> dict[str, Any]:
     st, spec, w = res.stats, res.spec, res.spec.workload
     totals = st.totals()
-    lat = histogram(st.total_latency())
-    writes = histogram(st.write_lat)
+    lat = Buckets(st.total_latency())
+    writes = Buckets(st.write_lat)
     start = datetime.fromtimestamp(res.t_start, tz=UTC).astimezone(CHINA)
     per_hour = [h.to_dict(i, i * HOUR_S, min(HOUR_S, res.duration_s - i * HOUR_S)) for i, h in enumerate(st.hours)]
     for row in per_hour:

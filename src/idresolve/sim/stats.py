@@ -3,8 +3,8 @@
 Latencies are kept in whole microseconds, bucketed like an HDR histogram with three significant figures
 (``bucket``: below 2,048 us exactly, above that with 11 significant bits, the bucket's midpoint), in
 dicts of bucket -> count: one per hour, one per hop role, one for writes. Memory depends on the range of
-latencies (a few thousand buckets at most), not on how long the day is. The report turns them into
-``hdrh`` histograms for percentiles (``sim.report``).
+latencies (a few thousand buckets at most), not on how long the day is. The report reads percentiles off
+them with ``bench.hist.Buckets`` (the figures of an ``hdrh`` histogram of the same counts; ``sim.report``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..bench.hist import distribution, histogram
+from ..bench.hist import Buckets, distribution
 from ..core.codes import ResponseCode
 
 HOUR_S = 3600.0
@@ -49,7 +49,7 @@ class Hour:
         self.lat: dict[int, int] = {}
 
     def to_dict(self, index: int, start_s: float, length_s: float = HOUR_S) -> dict[str, Any]:
-        h = histogram(self.lat)
+        h = Buckets(self.lat)
         out: dict[str, Any] = {"hour": index, "start_s": start_s, "length_s": length_s, "offered": self.offered,
                                "offered_per_s": round(self.offered / length_s, 3), "answered": self.answered,
                                "answered_per_s": round(self.answered / length_s, 3), "ok": self.ok,
@@ -109,7 +109,7 @@ class Stats:
     def per_hop(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for role in sorted(set(self.hops) | set(self.hop_timeouts)):
-            h = histogram(self.hops.get(role, {}))
+            h = Buckets(self.hops.get(role, {}))
             out[role] = {"answered": h.get_total_count(), "timeouts": self.hop_timeouts.get(role, 0),
                          "latency_ms": percentiles_ms(h), "distribution": distribution(h)}
         return out
