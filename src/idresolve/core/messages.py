@@ -22,7 +22,7 @@ FLAG_TRACE = 4  # answers name the node; the recursive node returns each hop
 FLAG_NO_REFERRAL_CACHE = 8
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Hop:
     """One step of a recursive resolution, for ``--trace``."""
 
@@ -31,6 +31,15 @@ class Hop:
     code: int
     elapsed_us: int
     cached: bool = False
+
+    # Written out, as Request's: every walk of a recursive node makes one or two.
+    def __init__(self, node: str, address: str, code: int, elapsed_us: int, cached: bool = False) -> None:
+        s = _HOP_SLOTS
+        s[0](self, node)
+        s[1](self, address)
+        s[2](self, code)
+        s[3](self, elapsed_us)
+        s[4](self, cached)
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -111,13 +120,14 @@ class Response:
         s[11](self, truncated)
 
 
-def _slot_setters(cls: type) -> tuple[Callable[[object, object], None], ...]:
+def slot_setters(cls: type) -> tuple[Callable[[object, object], None], ...]:
     """The slot descriptors' setters of a slotted dataclass, in its fields' order (what its __init__ sets)."""
     return tuple(cls.__dict__[f.name].__set__ for f in fields(cls))
 
 
-_REQUEST_SLOTS = _slot_setters(Request)
-_RESPONSE_SLOTS = _slot_setters(Response)
+_HOP_SLOTS = slot_setters(Hop)
+_REQUEST_SLOTS = slot_setters(Request)
+_RESPONSE_SLOTS = slot_setters(Response)
 
 
 Message = Request | Response

@@ -339,6 +339,8 @@ def _decode_request(request_id: int, opcode: int, flags: int, handle: str, body:
 
 
 def _decode_response(request_id: int, opcode: int, code: int, handle: str, body: dict[str, Any]) -> Response:
+    if len(body) == 1 and "v" in body:  # the usual answer, values and nothing else: no empty fields to read
+        return Response(request_id, opcode, code, handle, _values(body["v"]))
     total = body.get("c")
     return Response(
         request_id, opcode, code, handle,

@@ -27,7 +27,7 @@ from ..core.cache import TtlCache
 from ..core.codes import ResponseCode
 from ..core.errors import HandleError
 from ..core.handles import derived_prefixes, fold, parse_handle
-from ..core.messages import Hop, Response
+from ..core.messages import Hop, Response, slot_setters
 from ..core.site import SiteInfo
 from ..core.values import HS_SITE, HandleValue
 
@@ -90,14 +90,21 @@ class Failure(Enum):
     UPSTREAM_REFUSED = "upstream-refused"  # an upstream node answered with an error code
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Ask:
     target: Upstream
     handle: str
     hops: int
 
+    # Written out (as ``core.messages.Request``'s): one per hop of every walk.
+    def __init__(self, target: Upstream, handle: str, hops: int) -> None:
+        s = _ASK_SLOTS
+        s[0](self, target)
+        s[1](self, handle)
+        s[2](self, hops)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class Done:
     code: int
     handle: str
@@ -107,6 +114,24 @@ class Done:
     cached: bool = False  # answered from the cache, without asking anyone
     failure: Failure | None = None
     answer: Answer | None = None  # the Answer this is, as the resolver holds it in its cache (else None)
+
+    # Written out: one ends every walk.
+    def __init__(self, code: int, handle: str, values: tuple[HandleValue, ...] = (), message: str = "",
+                 trace: tuple[Hop, ...] = (), cached: bool = False, failure: Failure | None = None,
+                 answer: Answer | None = None) -> None:
+        s = _DONE_SLOTS
+        s[0](self, code)
+        s[1](self, handle)
+        s[2](self, values)
+        s[3](self, message)
+        s[4](self, trace)
+        s[5](self, cached)
+        s[6](self, failure)
+        s[7](self, answer)
+
+
+_ASK_SLOTS = slot_setters(Ask)
+_DONE_SLOTS = slot_setters(Done)
 
 
 class RecursiveResolver:
@@ -135,7 +160,7 @@ class RecursiveResolver:
     def ttl_of(self, values: tuple[HandleValue, ...]) -> float:
         if not values:
             return 0.0
-        return float(min(min(v.ttl_s for v in values), self.ttl_cap_s))
+        return float(min(min([v.ttl_s for v in values]), self.ttl_cap_s))
 
     def begin(self, handle: str, now: float, *, bypass_cache: bool = False) -> Resolution:
         return Resolution(self, handle, now, bypass_cache)
