@@ -57,13 +57,19 @@ class Zipf:
         return math.exp(_h1(t) * x)
 
     def draw(self) -> int:
-        rnd, hn, span, n, s = self.rng.random, self._hn, self._hx1 - self._hn, self.n, self.s
+        # ``_hii`` and ``_h1`` written out (the same operations in the same order, so the same ranks): one
+        # draw per arrival, and the two calls were a third of it.
+        rnd, hn, span, n, s, c = self.rng.random, self._hn, self._hx1 - self._hn, self.n, self.s, self._c
+        one_s, log1p, exp = 1.0 - s, math.log1p, math.exp
         while True:
             u = hn + rnd() * span
-            x = self._hii(u)
+            t = u * one_s
+            if t < -1.0:
+                t = -1.0
+            x = exp((log1p(t) / t if abs(t) > 1e-8 else 1.0 - t * (0.5 - t * (1.0 / 3.0 - 0.25 * t))) * u)
             k = int(x + 0.5)
             k = 1 if k < 1 else n if k > n else k
-            if k - x <= self._c or u >= self._hi(k + 0.5) - math.exp(-s * math.log(k)):
+            if k - x <= c or u >= self._hi(k + 0.5) - exp(-s * math.log(k)):
                 return k - 1
 
 
