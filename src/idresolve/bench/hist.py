@@ -2,8 +2,10 @@
 
 ``Buckets`` gives the same figures as ``histogram(...)`` from the sorted samples alone. The HdrHistogram
 of ``hdrh`` walks its whole array of counts (tens of thousands) for every percentile asked; a report
-that asks for a few dozen percentiles of a few hundred distinct latencies pays for that walk each time
-(about a second of every simulation report)."""
+that asks for a few dozen percentiles of a few hundred distinct latencies paid for that walk each time
+(a 10-minute simulation's report took 0.28 s so, 0.02 s with ``Buckets``). ``Buckets`` borrows ``hdrh``'s bucket maths, two of
+them private methods; ``tests/test_pure_helpers.py`` holds the two to the same figures, so a release of
+``hdrh`` that changed them would fail there first."""
 
 from __future__ import annotations
 
