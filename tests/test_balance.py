@@ -240,3 +240,29 @@ def test_the_counts_lock_excludes_and_never_waits(tmp_path: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+async def test_a_worker_opens_its_handoff_socket_only_once_every_listener_is_registered(tmp_path: Path) -> None:
+    """Another worker may hand this one a connection as soon as its handoff socket exists; one for a listener
+    not registered yet would be closed unanswered (a client saw a reset in CI). So the listeners start
+    first, and until the balancer opens, a worker keeps what it accepts."""
+    from idresolve.nodes.authoritative import AuthoritativeNode
+    from idresolve.runtime.hosted import HostedAuthoritative
+    from idresolve.store.memory import MemoryStore
+
+    seen: list[set[bytes]] = []
+
+    class Recording(ConnectionBalancer):
+        async def start(self) -> None:
+            seen.append(set(self.listeners))
+            await super().start()
+
+    hosted = HostedAuthoritative(AuthoritativeNode(MemoryStore(), ["88.100"], name="n"))
+    hosted.listeners.reuse_port = True
+    hosted.listeners.balancer = Recording(tmp_path, 0, 2)
+    try:
+        await hosted.start(http="127.0.0.1:0", tcp="127.0.0.1:0")
+        assert seen == [{b"http", b"tcp"}]
+        assert hosted.listeners.balancer.path(0).exists()
+    finally:
+        await hosted.stop()

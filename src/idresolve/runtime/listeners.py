@@ -137,13 +137,16 @@ class Listeners:
                     udp: str | None, ssl_ctx: ssl.SSLContext | None = None, handle: str | None = None,
                     native_options: NativeOptions | None = None) -> Addresses:
         try:
-            if self.balancer is not None:
-                await self.balancer.start()
             bound = await self._start(app, service, http=http, tcp=tcp, udp=udp, ssl_ctx=ssl_ctx)
             if handle is not None:
                 if native_options is None:
                     raise ValueError("a native listener needs the node's key (NativeOptions)")
                 bound = await self._start_native(service, handle, native_options, bound)
+            # The balancer opens its handoff socket only now: another worker may hand this one a connection
+            # as soon as it is open, and one for a listener not yet registered would be closed unanswered
+            # (a reset, seen in CI). Until then this worker keeps what it accepts.
+            if self.balancer is not None:
+                await self.balancer.start()
             self.bound = bound
             return bound
         except BaseException:
