@@ -202,6 +202,41 @@ def test_frames_survive_any_chunking(case: tuple[list[bytes], bytes, list[int]])
     assert FrameDecoder().feed(stream) == payloads
 
 
+class _GatherEarly(FrameDecoder):
+    """Gathers every frame over 8 bytes in pieces: the long-frame path, on frames a test can draw."""
+
+    __slots__ = ()
+    GATHER_BYTES = 8
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(frames_and_chunkings())
+def test_long_frames_gathered_in_pieces_survive_any_chunking(case: tuple[list[bytes], bytes, list[int]]) -> None:
+    payloads, stream, cuts = case
+    bounds = [0, *cuts, len(stream)]
+    dec, got = _GatherEarly(), []
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        got.extend(dec.feed(stream[a:b]))
+        assert dec.buffered == b - sum(len(p) + 4 for p in got)  # every byte not yet given out is counted
+    assert got == payloads and dec.buffered == 0
+    one = _GatherEarly()
+    assert [f for i in range(len(stream)) for f in one.feed(stream[i : i + 1])] == payloads
+    assert all(type(f) is bytes for f in got)
+
+
+def test_a_long_frame_is_joined_once_and_what_follows_it_is_still_framed() -> None:
+    big = b"\x91" + b"x" * (FrameDecoder.GATHER_BYTES * 3)  # any bytes: framing does not read them
+    small = b"\x90"
+    stream = struct.pack(">I", len(big)) + big + struct.pack(">I", len(small)) + small + struct.pack(">I", 9)
+    dec = FrameDecoder()
+    got = []
+    for i in range(0, len(stream), 65536):
+        got.extend(dec.feed(memoryview(stream)[i : i + 65536]))  # a memoryview read gives bytes frames
+    assert got == [big, small] and dec.buffered == 4  # the last header waits for its body
+    with pytest.raises(FrameTooLarge):  # a long frame is bounded like any other, before its body comes
+        FrameDecoder(max_frame=FrameDecoder.GATHER_BYTES * 2).feed(stream[:4])
+
+
 def test_byte_at_a_time_yields_each_frame_exactly_when_complete() -> None:
     codec = Codec()
     msgs = [Request(1, OpCode.RESOLUTION, "88.118.8/JXDY2106023"), Response(1, 1, 1, "88.118.8/JXDY2106023")]
