@@ -153,14 +153,21 @@ def test_worker_sockets_of_a_supervisor_killed_are_removed_by_the_next(tmp_path:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _sockets_swept(tmp: Path, tmp_path: Path) -> None:
+def _owned_dirs(tmp: Path, prefix: str) -> tuple[Path, Path]:
+    """Two sockets directories in ``tmp``: one of a process that is gone (to be removed) and one of this
+    process, which is alive (to be kept)."""
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    stale = tmp / f"idresolve-workers-{gone.pid}-x1"
+    stale = tmp / f"{prefix}{gone.pid}-x1"
     stale.mkdir()
     (stale / "connections").write_bytes(b"\0" * 16)
-    live = tmp / f"idresolve-workers-{os.getpid()}-x2"
+    live = tmp / f"{prefix}{os.getpid()}-x2"
     live.mkdir()
+    return stale, live
+
+
+def _sockets_swept(tmp: Path, tmp_path: Path) -> None:
+    stale, live = _owned_dirs(tmp, "idresolve-workers-")
     env = clean_env(TMPDIR=str(tmp))
     args = ("--prefix", "88.100", "--http", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"), "--workers", "2")
     first = NodeProcess(*args, log=tmp_path / "first.log", env=env)
@@ -216,8 +223,20 @@ def test_binary_reads_in_every_worker_see_a_write_acknowledged_by_another(tmp_pa
 
 def test_cluster_node_with_two_workers(tmp_path: Path) -> None:
     """``workers = 2`` on an enterprise node of the minimal topology: two processes answer at its ports, the
-    hierarchy resolves through it, and a rewrite acknowledged there is what every later read sees."""
+    hierarchy resolves through it, and a rewrite acknowledged there is what every later read sees. Their
+    Unix sockets live in ``up``'s own directory, which it removes when it stops (and the next ``up``
+    removes one that a supervisor killed with SIGKILL left)."""
+    tmp = Path(tempfile.mkdtemp(prefix="idr-"))  # short: the sockets' paths must stay under ~108 bytes
+    try:
+        _cluster_node_with_two_workers(tmp_path, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cluster_node_with_two_workers(tmp_path: Path, tmp: Path) -> None:
     from clusterutil import IDRESOLVE, MINIMAL, cli_env, free_base_port, run_cli, spawn, stop_proc
+
+    stale, live = _owned_dirs(tmp, "idresolve-cluster-")
 
     config = tmp_path / "config"
     shutil.copytree(MINIMAL.parent / "templates", config / "templates")
@@ -227,7 +246,7 @@ def test_cluster_node_with_two_workers(tmp_path: Path) -> None:
     data = tmp_path / "cluster"
     for _ in range(4):  # another process may take a port first
         proc = spawn([IDRESOLVE, "up", "--config", str(config / "minimal.toml"), "--data-dir", str(data),
-                      "--base-port", str(free_base_port(12)), "--latency", "off"], env=cli_env())
+                      "--base-port", str(free_base_port(12)), "--latency", "off"], env={**cli_env(), "TMPDIR": str(tmp)})
         try:
             proc.wait_for_line("ready in", timeout_s=60)
             break
@@ -236,6 +255,10 @@ def test_cluster_node_with_two_workers(tmp_path: Path) -> None:
             if "in use" not in proc.stderr:
                 raise
     try:
+        assert not stale.exists() and live.exists()
+        (own,) = (p for p in tmp.glob("idresolve-*") if p != live)
+        assert own.name.startswith(f"idresolve-cluster-{proc.popen.pid}-")
+        assert sorted(p.name for p in own.glob("*/*.sock")) == ["0.sock", "1.sock"]  # the node's two processes
         cluster = json.loads((data / "cluster.json").read_text())
         url = next(n["http"] for n in cluster["nodes"] if n["name"] == "ent-tyre-qingdao-8")
         pids = set()
@@ -262,3 +285,4 @@ def test_cluster_node_with_two_workers(tmp_path: Path) -> None:
     finally:
         stop_proc(proc)
     assert proc.popen.returncode == 0, proc.stderr
+    assert [p.name for p in tmp.glob("idresolve-*")] == [live.name]  # its own directory went with it

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -111,7 +110,7 @@ def _run_workers(cfg: NodeConfig, count: int, banner: Callable[[RunningNode], No
     import shutil
 
     from ..runtime.serve import run_until_signal, serve_node
-    from ..runtime.workers import SharedGenerations, Supervisor, WorkerRole, fix_ports
+    from ..runtime.workers import SharedGenerations, Supervisor, WorkerRole, fix_ports, private_sockets_dir
 
     try:
         cfg, held = fix_ports(cfg)
@@ -121,7 +120,7 @@ def _run_workers(cfg: NodeConfig, count: int, banner: Callable[[RunningNode], No
     cfg = replace(cfg, workers=count)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     generations = cfg.data_dir / f"{cfg.name}.generations"
-    sockets = _worker_sockets_dir()
+    sockets = private_sockets_dir(WORKER_SOCKETS_PREFIX)
 
     def serve(wcfg: NodeConfig, index: int, listening: Callable[[], None]) -> int:
         role = WorkerRole(index, count, SharedGenerations(generations), sockets)
@@ -155,27 +154,8 @@ def _run_workers(cfg: NodeConfig, count: int, banner: Callable[[RunningNode], No
     return status
 
 
-#: ``<tmp>/idresolve-workers-<supervisor pid>-<random>``: in the temporary directory because a Unix socket
-#: path has a bound (about 108 bytes) that a data directory's path may pass.
+#: ``<tmp>/idresolve-workers-<supervisor pid>-<random>`` (``runtime.workers.private_sockets_dir``).
 WORKER_SOCKETS_PREFIX = "idresolve-workers-"
-
-
-def _worker_sockets_dir() -> Path:
-    """A new directory for the workers' Unix sockets and connection counts, named for this process.
-
-    The supervisor removes its directory when it stops; one killed with SIGKILL cannot, so the
-    directories of supervisors that are gone are removed here first (one whose process is alive, or is
-    another user's, is kept)."""
-    import shutil
-    import tempfile
-
-    from ..store.sqlite import process_alive
-
-    for old in Path(tempfile.gettempdir()).glob(WORKER_SOCKETS_PREFIX + "*-*"):
-        pid = old.name[len(WORKER_SOCKETS_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not process_alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{WORKER_SOCKETS_PREFIX}{os.getpid()}-"))
 
 
 def _secret_once(r: RunningNode) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.topology import Topology
+from ..runtime.workers import private_sockets_dir
 from .bootstrap import BootstrapReport, bootstrap
 from .credentials import cluster_secret, write_credentials
 from .faults import write_control_file
@@ -101,6 +103,10 @@ def check_ports_free(plan: ClusterPlan) -> None:
                                        f"running? Stop it, or choose another --base-port{hint}") from None
 
 
+#: ``<tmp>/idresolve-cluster-<supervisor pid>-<random>``: the sockets of the cluster's shared nodes.
+CLUSTER_SOCKETS_PREFIX = "idresolve-cluster-"
+
+
 class Supervisor:
     def __init__(self, plan: ClusterPlan, opts: UpOptions) -> None:
         self.plan, self.opts = plan, opts
@@ -108,6 +114,9 @@ class Supervisor:
         self.ready_nodes: list[dict[str, object]] = []
         self.controls: list[dict[str, object]] = []  # per worker: its control channel and its nodes
         self.dashboard: subprocess.Popen[str] | None = None
+        # The Unix sockets of the nodes served by several processes (``workers`` in the topology), one
+        # directory for all of them, made at start and removed at stop (``runtime.workers.private_sockets_dir``).
+        self.sockets: Path | None = None
 
     def _groups(self) -> list[tuple[list[str], tuple[int, int] | None]]:
         """The processes to start: the nodes each hosts, and for a node of several processes (``workers``
@@ -137,10 +146,14 @@ class Supervisor:
             argv += ["--node", name]
         if share is not None:
             argv += ["--share", f"{share[0]}/{share[1]}"]
+            if self.sockets is not None:
+                argv += ["--sockets-dir", str(self.sockets)]
         return argv
 
     def start(self, progress: Callable[[str], None]) -> None:
         groups = self._groups()
+        if any(share is not None for _, share in groups) and self.sockets is None:
+            self.sockets = private_sockets_dir(CLUSTER_SOCKETS_PREFIX)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         for names, share in groups:
             # stdin is a pipe nobody writes: when this process dies, however, it closes and the workers stop.
@@ -196,6 +209,9 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        if self.sockets is not None:  # every process that used it has exited
+            shutil.rmtree(self.sockets, ignore_errors=True)
+            self.sockets = None
 
     def dead_workers(self) -> list[int]:
         return [i for i, p in enumerate(self.procs) if p.poll() is not None]

@@ -83,9 +83,13 @@ class Worker:
     def __init__(self, plan: ClusterPlan, names: list[str], data_dir: Path, master: str, *,
                  latency: LatencyModel, bind_host: str | None = None, settings: HostSettings | None = None,
                  recursive: RecursiveOptions | None = None, topology: Topology | None = None,
-                 scenario: str | None = None, share: tuple[int, int] | None = None) -> None:
+                 scenario: str | None = None, share: tuple[int, int] | None = None,
+                 sockets_dir: Path | None = None) -> None:
         self.plan, self.data_dir, self.master, self.latency = plan, data_dir, master, latency
         self.share = share
+        # where a shared node's processes keep their Unix sockets: the supervisor's directory, which it
+        # removes when it stops; without one, <tmp>/idresolve-<digest of the node's data directory>
+        self.sockets_dir = sockets_dir
         self.peers: dict[str, PeerMetrics] = {}  # node -> its worker processes' metrics (a shared node)
         self.names = names
         self.bind_host = bind_host
@@ -207,8 +211,11 @@ class Worker:
         hosted.listeners.reuse_port = True
         hosted.app[WORKER] = {"index": index, "pid": os.getpid(), "workers": count}
         node_dir = self.data_dir / "nodes" / hosted.node.name
-        digest = hashlib.sha256(str(node_dir.resolve()).encode()).hexdigest()[:16]
-        sockets = Path(tempfile.gettempdir()) / f"idresolve-{digest}"  # short: Unix socket paths are bounded
+        digest = hashlib.sha256(str(node_dir.resolve()).encode()).hexdigest()[:16]  # short: socket paths are bounded
+        if self.sockets_dir is not None:
+            sockets = self.sockets_dir / digest
+        else:
+            sockets = Path(tempfile.gettempdir()) / f"idresolve-{digest}"
         sockets.mkdir(mode=0o700, exist_ok=True)
         peers = PeerMetrics(sockets, index, count, hosted.metrics.render_own)
         hosted.metrics.peers = peers.merged
@@ -357,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--node", action="append", help="host exactly these nodes (repeat)")
     p.add_argument("--share", type=_share, metavar="I/N",
                    help="be share I of the N processes of the one --node (workers = N in the topology)")
+    p.add_argument("--sockets-dir", type=Path, metavar="DIR",
+                   help="with --share: the directory (kept short) for the node's processes' Unix sockets; "
+                   "`idresolve up` gives its own and removes it when it stops (default: "
+                   "<tmp>/idresolve-<digest of the node's data directory>, left in place)")
     p.add_argument("--host", default="127.0.0.1", help="address nodes listen on and dial each other at")
     p.add_argument("--bind", help="address to listen on, when it differs from --host (containers: 0.0.0.0)")
     p.add_argument("--dial-hosts", choices=["same", "names"], default="same",
@@ -394,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
                             hop_timeout_s=args.hop_timeout)
     worker = Worker(plan, names, args.data_dir, master, latency=latency, bind_host=args.bind, settings=settings,
                     recursive=RecursiveOptions(args.cache_entries, args.negative_ttl), topology=topology,
-                    scenario=args.scenario, share=args.share)
+                    scenario=args.scenario, share=args.share, sockets_dir=args.sockets_dir)
     if args.share is not None and (len(names) != 1 or plan.node(names[0]).role == "top"):
         p.error("--share needs exactly one --node, a secondary, enterprise or recursive node")
 

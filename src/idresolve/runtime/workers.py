@@ -62,6 +62,26 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def private_sockets_dir(prefix: str) -> Path:
+    """A new directory ``<tmp>/<prefix><this pid>-<random>`` (mode 0700) for worker processes' Unix sockets
+    and connection counts. In the temporary directory because a Unix socket path has a bound (about 108
+    bytes) that a data directory's path may pass.
+
+    Its owner removes it when it stops; one killed with SIGKILL cannot, so the directories of this prefix
+    whose owner process is gone are removed here first (one whose process is alive, or is another user's,
+    is kept)."""
+    import shutil
+    import tempfile
+
+    from ..store.sqlite import process_alive
+
+    for old in Path(tempfile.gettempdir()).glob(prefix + "*-*"):
+        pid = old.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+
+
 class SharedGenerations:
     """Three write counters in a small file mapped into every worker of one node (see the module doc)."""
 
