@@ -12,6 +12,7 @@ import re
 import socket
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,39 @@ def subcommands() -> list[str]:
         if isinstance(action, argparse._SubParsersAction):
             return sorted(action.choices)
     raise AssertionError("idresolve has no subcommands")
+
+
+def test_the_command_table_names_every_command_of_every_module_in_the_order_of_help() -> None:
+    from idresolve.cli.main import COMMAND_MODULES, add_commands
+
+    listed = []
+    for module, names in COMMAND_MODULES.items():
+        sub = argparse.ArgumentParser().add_subparsers()
+        add_commands(sub, module)
+        assert tuple(sub.choices) == names, module
+        listed += names
+    assert sorted(listed) == subcommands() and len(set(listed)) == len(listed)
+    for names in COMMAND_MODULES.values():  # a command's parser holds its module's commands only
+        for name in names:
+            sub = next(a for a in build_parser(name)._actions if isinstance(a, argparse._SubParsersAction))
+            assert tuple(sub.choices) == names
+
+
+def test_a_client_command_imports_only_its_own_module() -> None:
+    """``idresolve resolve`` does not pay for aiohttp (the dashboard's), the simulator or the benchmarks;
+    ``idresolve --help`` builds every command's parser."""
+    code = ("import sys, contextlib, io\n"
+            "from idresolve.cli.main import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            "    try: main([*sys.argv[1:], '--help'])\n"
+            "    except SystemExit: pass\n"
+            "print(sorted(m for m in ('aiohttp', 'idresolve.sim.engine', 'idresolve.bench.runner', "
+            "'idresolve.cli.dashboard_cmd') if m in sys.modules), 'COMMAND' in out.getvalue())")
+    for argv, loaded in ((["resolve"], "[] False"), (["register"], "[] False"),
+                         ([], "['aiohttp', 'idresolve.cli.dashboard_cmd'] True")):
+        res = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=clean_env(),
+                             timeout=60)
+        assert res.returncode == 0 and res.stdout.strip() == loaded, (argv, res.stdout, res.stderr)
 
 
 def run_parallel(*argvs: list[str], timeout: float = 30.0) -> list[subprocess.CompletedProcess[str]]:

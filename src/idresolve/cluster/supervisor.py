@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.topology import Topology
-from ..runtime.workers import private_sockets_dir
 from .bootstrap import BootstrapReport, bootstrap
 from .credentials import cluster_secret, write_credentials
 from .faults import write_control_file
@@ -153,6 +152,9 @@ class Supervisor:
     def start(self, progress: Callable[[str], None]) -> None:
         groups = self._groups()
         if any(share is not None for _, share in groups) and self.sockets is None:
+            # imported here: the commands that only read cluster.json (resolve, register) skip it
+            from ..runtime.workers import private_sockets_dir
+
             self.sockets = private_sockets_dir(CLUSTER_SOCKETS_PREFIX)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         for names, share in groups:
