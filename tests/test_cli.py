@@ -66,7 +66,7 @@ def test_a_client_command_imports_only_its_own_module() -> None:
 
 
 def run_parallel(*argvs: list[str], timeout: float = 30.0) -> list[subprocess.CompletedProcess[str]]:
-    """Run independent CLI invocations at once (each interpreter start costs ~0.4 s)."""
+    """Run independent CLI invocations at once (each start of the interpreter and its imports costs 0.2-0.5 s)."""
     procs = [subprocess.Popen([*IDRESOLVE, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=clean_env()) for argv in argvs]
     results = []

@@ -214,6 +214,7 @@ class Worker:
         digest = hashlib.sha256(str(node_dir.resolve()).encode()).hexdigest()[:16]  # short: socket paths are bounded
         if self.sockets_dir is not None:
             sockets = self.sockets_dir / digest
+            self.sockets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # one given by hand may not exist yet
         else:
             sockets = Path(tempfile.gettempdir()) / f"idresolve-{digest}"
         sockets.mkdir(mode=0o700, exist_ok=True)
