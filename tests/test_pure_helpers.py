@@ -213,6 +213,7 @@ class FakeClient:
 
     batches: list[tuple[str, int, list[str]]] = []
     exists: set[str] = set()
+    types: list[list[str]] = []  # the value types of every identifier sent, in order
 
     def __init__(self, host: str, port: int, *, timeout_s: float, auth: tuple[str, bytes]) -> None:
         self.port, self.auth = port, auth
@@ -237,6 +238,7 @@ class FakeClient:
                 FakeClient.exists.update(names)
             raise ProtocolClientError("127.0.0.1:2641 closed the connection")
         FakeClient.batches.append((self.auth[0], self.port, names))
+        FakeClient.types += [[v.type for v in values] for _, values in items]
         if any(h in FakeClient.exists for h in names):
             results = tuple((h, int(ResponseCode.HANDLE_ALREADY_EXISTS if h in FakeClient.exists else 1), "")
                             for h in names)
@@ -252,7 +254,7 @@ def _cluster() -> dict[str, Any]:
 
 @pytest.fixture
 def fake_client(monkeypatch: pytest.MonkeyPatch) -> type[FakeClient]:
-    FakeClient.batches, FakeClient.exists, FakeClient.drops = [], set(), []
+    FakeClient.batches, FakeClient.exists, FakeClient.drops, FakeClient.types = [], set(), [], []
     monkeypatch.setattr(seeding, "BlockingClient", FakeClient)
     monkeypatch.setattr(seeding, "read_credentials", lambda _d: {f"300:0.NA/88.1.{i}": f"s{i}" for i in (1, 2, 3)})
     return FakeClient
@@ -268,6 +270,21 @@ def test_seeding_spreads_evenly_over_the_enterprises_in_batches(fake_client: typ
         ("300:0.NA/88.1.1", 2641, 2), ("300:0.NA/88.1.2", 2643, 2), ("300:0.NA/88.1.3", 2641, 2),
         ("300:0.NA/88.1.1", 2641, 1)]
     assert fake_client.batches[3][2] == ["88.1.1/T000000002"]
+
+
+def test_seeding_fills_the_template_of_a_secondary_that_publishes_one_unless_plain(
+        fake_client: type[FakeClient], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = {"config": str(Path(__file__).parents[1] / "config" / "shandong.toml"),
+               "nodes": [{"name": "sec-tyre-qingdao", "tcp": "127.0.0.1:2641"}],
+               "enterprises": [{"prefix": "88.118.8", "holder": "sec-tyre-qingdao"}]}
+    monkeypatch.setattr(seeding, "read_credentials", lambda _d: {"300:0.NA/88.118.8": "s"})
+    out = seeding.seed_cluster(cluster, tmp_path, 3, tag="T", show_progress=False)
+    assert (out["registered"], out["templated"]) == (3, 1)
+    assert all(len(t) > 10 and t[:2] == ["URL", "TEMPLATE"] for t in fake_client.types)
+    fake_client.types.clear()
+    out = seeding.seed_cluster(cluster, tmp_path, 3, tag="P", show_progress=False, plain=True)
+    assert (out["registered"], out["templated"]) == (3, 0)
+    assert fake_client.types == [["URL", "productName"]] * 3
 
 
 @pytest.mark.parametrize("when", ["before", "after"])

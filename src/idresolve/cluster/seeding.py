@@ -13,7 +13,8 @@ An enterprise whose secondary publishes a metadata template (``templates = [...]
 identifiers that fill it (``core.templates.generate_values``: every required field and most optional
 ones, the same values for the same identifier in every run), so their records have the size of real
 ones (about 15 template values, most answers over the 512 bytes of a UDP answer); the others get a URL
-and a product name.
+and a product name. ``plain`` gives every identifier only those two values (``idresolve seed --plain``):
+filling a large cluster for resolution load is then about four times as fast, on less than half the disk.
 """
 
 from __future__ import annotations
@@ -79,20 +80,24 @@ def _endpoint(nodes: dict[str, dict[str, Any]], name: str) -> tuple[str, int]:
 
 
 def seed_cluster(cluster: dict[str, Any], data_dir: Path, count: int, *, batch_size: int = 1000, tag: str = "SEED",
-                 show_progress: bool = True, in_flight: int = 1) -> dict[str, Any]:
-    """Seed the cluster ``cluster.json`` describes, with the secrets of ``data_dir/credentials.json``."""
+                 show_progress: bool = True, in_flight: int = 1, plain: bool = False) -> dict[str, Any]:
+    """Seed the cluster ``cluster.json`` describes, with the secrets of ``data_dir/credentials.json``;
+    ``plain``: a URL and a product name for every identifier, templates or not."""
     creds = read_credentials(data_dir)
     nodes = {n["name"]: n for n in cluster["nodes"]}
+    templates: dict[str, tuple[TemplateRef, Template]] = {}
     try:
-        templates = _templates_by_prefix(load_topology(cluster["config"]))
+        if not plain:
+            templates = _templates_by_prefix(load_topology(cluster["config"]))
     except (TopologyError, BootstrapError, KeyError) as exc:  # the topology file moved since `up`: no templates
         print(f"warning: seeding without metadata templates: {exc}", file=sys.stderr)
-        templates = {}
     targets = [SeedTarget(e["prefix"], *_endpoint(nodes, e["holder"]), creds[identity_of(e["prefix"])],
                           templates.get(e["prefix"]))
                for e in cluster["enterprises"] if e.get("prefix")]
-    return seed_targets(targets, count, batch_size=batch_size, tag=tag, show_progress=show_progress,
-                        in_flight=in_flight)
+    out = seed_targets(targets, count, batch_size=batch_size, tag=tag, show_progress=show_progress,
+                       in_flight=in_flight)
+    out["templated"] = sum(1 for t in targets if t.template is not None)  # enterprises whose identifiers fill one
+    return out
 
 
 def seed_plan(plan: ClusterPlan, master: str, count: int, *, batch_size: int = 1000, tag: str = "SEED",
