@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import replace
 
 import pytest
@@ -10,7 +11,7 @@ from clusterutil import MINIMAL
 from idresolve.core.codes import ResponseCode
 from idresolve.core.handles import fold
 from idresolve.sim.build import NodeSettings
-from idresolve.sim.engine import Engine
+from idresolve.sim.engine import RUN_GC_YOUNG, Engine
 from idresolve.sim.events import parse_event
 from idresolve.sim.nodes import Server
 from idresolve.sim.report import build_report, dumps
@@ -84,6 +85,22 @@ def test_the_same_seed_gives_the_same_run_and_another_run_number_another() -> No
     c = simulate(RunSpec(w, seed=3, run=1))
     assert c.engine.fingerprint != a.engine.fingerprint
     assert simulate(RunSpec(w, seed=4)).engine.fingerprint != a.engine.fingerprint
+
+
+def test_young_collections_run_less_often_during_a_run_and_as_before_after_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+    next_hour = Engine._next_hour
+
+    def spy(self: Engine, t: float) -> None:  # called inside the run, at every virtual hour and at its start
+        seen.append(gc.get_threshold()[0])
+        next_hour(self, t)
+
+    monkeypatch.setattr(Engine, "_next_hour", spy)
+    before = gc.get_threshold()
+    simulate(RunSpec(workload(duration_s=2.0), seed=1))
+    assert seen and min(seen) >= RUN_GC_YOUNG > before[0]
+    assert gc.get_threshold() == before
 
 
 # -- the node code in virtual time ------------------------------------------------------------------------
