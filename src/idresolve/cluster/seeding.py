@@ -86,11 +86,11 @@ def seed_cluster(cluster: dict[str, Any], data_dir: Path, count: int, *, batch_s
     creds = read_credentials(data_dir)
     nodes = {n["name"]: n for n in cluster["nodes"]}
     templates: dict[str, tuple[TemplateRef, Template]] = {}
-    try:
-        if not plain:
+    if not plain:
+        try:
             templates = _templates_by_prefix(load_topology(cluster["config"]))
-    except (TopologyError, BootstrapError, KeyError) as exc:  # the topology file moved since `up`: no templates
-        print(f"warning: seeding without metadata templates: {exc}", file=sys.stderr)
+        except (TopologyError, BootstrapError, KeyError) as exc:  # the topology file moved since `up`
+            print(f"warning: seeding without metadata templates: {exc}", file=sys.stderr)
     targets = [SeedTarget(e["prefix"], *_endpoint(nodes, e["holder"]), creds[identity_of(e["prefix"])],
                           templates.get(e["prefix"]))
                for e in cluster["enterprises"] if e.get("prefix")]
