@@ -36,11 +36,12 @@ from .stats import HOUR_S, Stats, add
 
 MASK = (1 << 61) - 1
 #: Allocations between two young collections of the cyclic garbage collector while a run goes (CPython's
-#: default: 700). A run keeps millions of objects alive in its caches, and every full collection walks
-#: all of them: 10 in an hour of ``shandong-day`` from 10:00, 1 at 50,000. The hour goes 1.20x as fast
+#: default: 700). A run's caches keep objects alive that the collector tracks (1.1 million after an hour
+#: of ``shandong-day`` from 10:00), and every full collection walks all of them: 10 in that hour, 1 at
+#: 50,000. The hour goes 1.20x as fast
 #: (medians of 3 alternating runs, 41.1k against 49.2k resolutions/s) and the whole day 1.29x; 20,000 and
 #: 100,000 gave the same within the noise, 200,000 less (``docs/benchmarks/simulation.md``). What a run
-#: makes in cycles, a few hundred objects an hour, is still collected.
+#: makes in cycles (585 objects in that hour) is still collected.
 RUN_GC_YOUNG = 50_000
 TIMEOUT_FAILURES = frozenset({Failure.UPSTREAM_TIMEOUT, Failure.NO_UPSTREAM})
 Handler = Callable[[float, Any], None]
