@@ -137,3 +137,34 @@ def test_zipf_draws_follow_the_law_and_the_streams_are_independent() -> None:
     assert streams(7, 0)["keys"].random() == streams(7, 0)["keys"].random()
     assert streams(7, 0)["keys"].random() != streams(7, 1)["keys"].random()
     assert streams(7, 0)["keys"].random() != streams(7, 0)["links"].random()
+
+
+def test_identifiers_of_low_demand_prefixes_are_kept_in_proportion_and_drawn_as_named(shandong_space) -> None:  # type: ignore[no-untyped-def]
+    from idresolve.sim.run import MEMO_RANKS, _key_source
+    from idresolve.sim.workload import Workload
+
+    w = Workload("t", topology=CONFIG / "shandong.toml", resolutions=1.0, profile=(1.0,), keys="zipf",
+                 zipf_exponent=1.0)
+    prefixes = [p.prefix for p in shandong_space.prefixes]
+    low = {p: 0.1 for p in prefixes[::3]}  # a third of the prefixes, kept one time in ten
+    key = _key_source(w, shandong_space, streams(5, 0)["keys"], [], low)
+    # The same stream by the definition: draw a rank, name it, keep it with its prefix's demand, else again.
+    rng = streams(5, 0)["keys"]
+    z = Zipf(shandong_space.total, 1.0, rng)
+
+    def by_definition() -> str:
+        while True:
+            h = shandong_space.handle_of_rank(z.draw())
+            d = low.get(h.split("/")[0])
+            if d is None or rng.random() < d:
+                return h
+
+    drawn = [key() for _ in range(20_000)]
+    assert drawn == [by_definition() for _ in range(20_000)]
+    memoized = {shandong_space.handle_of_rank(r) for r in range(MEMO_RANKS)}
+    assert 1000 < len(set(drawn) - memoized) < len(set(drawn))  # named both ways: memoized and on demand
+    share_low = sum(1 for h in drawn if h.split("/")[0] in low) / len(drawn)
+    size = {p.prefix: p.size for p in shandong_space.prefixes}
+    weight_low = sum(size[p] for p in low) / shandong_space.total
+    expected = 0.1 * weight_low / (0.1 * weight_low + (1 - weight_low))
+    assert 0.6 * expected < share_low < 1.5 * expected, (share_low, expected)

@@ -114,23 +114,29 @@ class Engine:
         wall0 = time.perf_counter()
         next_report = wall0 + 1.0
         resolve, write = self._resolve, self._write_arrival
-        recs, heap = self.recs, self.heap
+        recs, heap, clock = self.recs, self.heap, self.clock
         index = 0
+        fp = self.fingerprint  # kept here between the calls that read or fold into it (the heap's events)
+        hour_end = self.hour_end
         while (block := blocks.next_block()) is not None:
             times, which, kinds, handles = block
             for i in range(len(times)):
                 t = times[i]
                 if heap and heap[0][0] <= t:
+                    self.fingerprint = fp
                     self._events_until(t)
-                if t >= self.hour_end:
+                    fp = self.fingerprint
+                if t >= hour_end:
                     self._next_hour(t)
-                self.clock.now = t
-                self.fingerprint = (self.fingerprint * 1_000_003 ^ (index << 1 | 1)) & MASK
+                    hour_end = self.hour_end
+                clock.now = t
+                fp = (fp * 1_000_003 ^ (index << 1 | 1)) & MASK
                 index += 1
                 if kinds[i] == READ:
                     resolve(t, recs[which[i]], handles[i])
                 else:
                     write(t, kinds[i], handles[i])
+            self.fingerprint = fp
             self.arrivals_done = index
             if self.progress is not None and time.perf_counter() >= next_report:
                 next_report = time.perf_counter() + 1.0

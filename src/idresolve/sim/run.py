@@ -88,7 +88,7 @@ def _key_source(w: Workload, space: IdentifierSpace, rng: Any, keys: list[str],
     relative demand) is kept with that probability, else drawn again."""
     if w.keys == "cycle":
         return itertools.cycle(keys).__next__
-    total, of_rank = space.total, space.handle_of_rank
+    total, of_rank, place = space.total, space.handle_of_rank, space.place_of_rank
     draw = Zipf(total, w.zipf_exponent, rng).draw if w.keys == "zipf" else lambda: rng.randrange(total)
     memo: list[str | None] = [None] * min(MEMO_RANKS, total)
     limit, rnd, demand = len(memo), rng.random, low_demand.get
@@ -100,14 +100,17 @@ def _key_source(w: Workload, space: IdentifierSpace, rng: Any, keys: list[str],
                 h = memo[r]
                 if h is None:
                     h = memo[r] = of_rank(r)
+                if not low_demand:
+                    return h
+                d = demand(h[:h.index("/")])
             else:
-                h = of_rank(r)
-            if not low_demand:
-                return h
-            d = demand(h[:h.index("/")])
+                p, k = place(r)
+                if low_demand and (d := demand(p.prefix)) is not None and rnd() >= d:
+                    continue  # drawn again: its name is never written
+                return p.handle(k)
             if d is None or rnd() < d:
                 return h
-        return h
+        return of_rank(r)
 
     return key
 

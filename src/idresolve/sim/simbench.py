@@ -3,7 +3,8 @@ rate, measured in the same run on the same machine.
 
 Simulated: the workload (default ``shandong-day`` from 10:00, the peak, for ``--duration``) in one process,
 then ``--jobs`` independent replications at once (different run numbers, in processes of their own): the
-resolutions answered divided by the wall-clock time of the whole batch, process start-up included.
+resolutions answered divided by the wall-clock time of the whole batch, process start-up included (what the
+measurement before left in cycles is collected before its clock starts).
 Emulated: ``idresolve up`` on the workload's topology with the latency model on (``bench.cluster``),
 seeded, and the benchmark's load generator closed-loop at the first recursive node for ``--emulated-seconds``
 over the seeded identifiers (the first pass walks the hierarchy, later ones are cache hits), and the same
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import statistics
@@ -49,6 +51,7 @@ def simulated(w: Any, duration_s: float, jobs: int, repeats: int, say: Any) -> d
 
     single, parallel, hit = [], [], []
     for r in range(repeats):
+        gc.collect()  # what the last measurement's runs left is freed before this one's clock starts
         t0 = time.perf_counter()
         (_, rep, perf), = run_many([("single", RunSpec(w, seed=1, run=100 + r, duration_s=duration_s))], None,
                                   jobs=1, progress=False)
@@ -56,6 +59,7 @@ def simulated(w: Any, duration_s: float, jobs: int, repeats: int, say: Any) -> d
         hit.append(rep["cache_hit_ratio"])
         say(f"simulated, 1 process: {single[-1]:,.0f} resolutions/s (run {r + 1}/{repeats})")
         items = [(f"r{j}", RunSpec(w, seed=1, run=200 + r * jobs + j, duration_s=duration_s)) for j in range(jobs)]
+        gc.collect()
         t0 = time.perf_counter()
         results = run_many(items, None, jobs=jobs, progress=False)
         parallel.append(sum(rep["resolutions"] for _, rep, _ in results) / (time.perf_counter() - t0))

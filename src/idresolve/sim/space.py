@@ -184,6 +184,10 @@ class IdentifierSpace:
         p, k = self.locate((rank * self._mul + self._add) % self.total)
         return f"{p.prefix}/{p.tag}{k:0{DIGITS}d}"
 
+    def place_of_rank(self, rank: int) -> tuple[PrefixSpace, int]:
+        """The prefix and ``k`` of popularity rank ``rank``: ``handle_of_rank`` before its name is written."""
+        return self.locate((rank * self._mul + self._add) % self.total)
+
     def unknown_handle(self, x: int) -> str:
         """An identifier that does not exist, under a prefix drawn by size (``x`` uniform in the space)."""
         p, k = self.locate(x % self.total)

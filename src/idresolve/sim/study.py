@@ -1,13 +1,15 @@
 """Several runs side by side: study variants and replications, in parallel processes, and comparisons.
 
 Each run is independent (its own cluster, seed and run number), so ``jobs`` processes run them at once
-(fork: the parent has imported everything already). Every run writes its own directory
+(fork: the parent has imported everything already; it collects its garbage first, so that the children do
+not inherit what an earlier run left in cycles and each free its own copy of it). Every run writes its own directory
 (``OUT/<label>/report.json`` ...); the comparison page ``OUT/index.html`` and ``OUT/study.json`` hold all
 of them, the first being the baseline. ``compare_text`` prints what changed between reports.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing
 import sys
@@ -44,6 +46,9 @@ def run_many(items: Sequence[tuple[str, RunSpec]], out: Path | None, *, jobs: in
     work = [(label, spec, out, progress) for label, spec in items]
     if jobs <= 1 or len(work) == 1:
         return [_run_one(w) for w in work]
+    # An earlier run in this process (a bench's, a study's) left its cluster in cycles: freed here once, not
+    # copied into every child and freed there (0.83 s in each child after a 20-minute run).
+    gc.collect()
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(min(jobs, len(work))) as pool:
         return list(pool.imap(_run_one, work))
