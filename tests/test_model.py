@@ -236,10 +236,11 @@ def test_fold_property(text: str) -> None:
 
 
 @pytest.mark.parametrize(("prefix", "derived"), [
-    ("88", ["88"]), ("88.118", ["88", "88.118"]), ("88.118.8", ["88", "88.118", "88.118.8"]),
+    ("88", ("88",)), ("88.118", ("88", "88.118")), ("88.118.8", ("88", "88.118", "88.118.8")),
 ])
-def test_derived_prefixes(prefix: str, derived: list[str]) -> None:
+def test_derived_prefixes(prefix: str, derived: tuple[str, ...]) -> None:
     assert derived_prefixes(prefix) == derived
+    assert derived_prefixes(prefix) is derived_prefixes(prefix)  # made once
 
 
 @given(prefixes)

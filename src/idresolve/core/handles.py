@@ -136,10 +136,19 @@ def bare_prefix(text: str) -> str:
     return text[5:] if is_prefix_record(text) else text
 
 
-def derived_prefixes(prefix: str) -> list[str]:
-    """``88.118.8`` -> ``["88", "88.118", "88.118.8"]``: every ancestor, root first, itself last."""
-    parts = prefix.split(".")
-    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+#: Chains of derived prefixes already made: every walk of a recursive node asks for its handle's. Bounded.
+_DERIVED: dict[str, tuple[str, ...]] = {}
+
+
+def derived_prefixes(prefix: str) -> tuple[str, ...]:
+    """``88.118.8`` -> ``("88", "88.118", "88.118.8")``: every ancestor, root first, itself last."""
+    chain = _DERIVED.get(prefix)
+    if chain is None:
+        parts = prefix.split(".")
+        chain = tuple(".".join(parts[: i + 1]) for i in range(len(parts)))
+        if len(_DERIVED) < _MAX_GOOD_PREFIXES:
+            _DERIVED[prefix] = chain
+    return chain
 
 
 def parent_prefix(prefix: str) -> str | None:

@@ -46,10 +46,7 @@ class Record:
         return [v for v in self.values if v.type == vtype]
 
     def encode(self) -> bytes:
-        # HandleValue.to_list inlined: this runs once per value of every record a bulk load stores (the
-        # references, a tuple of pairs, pack as the same arrays of arrays as lists would)
-        return _pack([self.handle, [[v.index, v.type, v.data, v.ttl_s, v.timestamp, v.perms, v.refs]
-                                    for v in self.values]])
+        return _pack([self.handle, HandleValue.to_lists(self.values)])
 
     @classmethod
     def decode(cls, blob: bytes) -> Record:
@@ -59,7 +56,7 @@ class Record:
             handle, raw_values = msgpack.unpackb(blob, raw=False, use_list=True, strict_map_key=True)
             if not isinstance(handle, str) or not isinstance(raw_values, list):
                 raise TypeError("record must be [handle, values]")
-            values = tuple(HandleValue.from_list(v) for v in raw_values)
+            values = tuple(HandleValue.from_lists(raw_values))
         except (ValueError, TypeError, InvalidValue, msgpack.UnpackException) as exc:
             raise DecodeError(f"record is malformed: {exc}") from exc
         return cls(handle, values)

@@ -59,11 +59,11 @@ def request_body(req: Request) -> dict[str, Any]:
     if req.types:
         b["t"] = list(req.types)
     if req.values:
-        b["v"] = [v.to_list() for v in req.values]
+        b["v"] = HandleValue.to_lists(req.values)
     if req.auth is not None:
         b["a"] = [req.auth[0], req.auth[1]]
     if req.items:
-        b["b"] = [[h, [v.to_list() for v in vals]] for h, vals in req.items]
+        b["b"] = [[h, HandleValue.to_lists(vals)] for h, vals in req.items]
     if req.page is not None:
         b["p"] = list(req.page)
     if req.hops:
@@ -75,7 +75,7 @@ def response_body(resp: Response) -> dict[str, Any]:
     """The body map of an encoded response."""
     b: dict[str, Any] = {}
     if resp.values:
-        b["v"] = [v.to_list() for v in resp.values]
+        b["v"] = HandleValue.to_lists(resp.values)
     if resp.message:
         b["m"] = resp.message
     if resp.node:
@@ -133,11 +133,10 @@ def _values(raw: Any, remember: bool = True, stamp: int | None = None) -> tuple[
     ``stamp`` (not remembered values only): their timestamp instead of the one sent."""
     if not isinstance(raw, list) or len(raw) > MAX_ITEMS:
         raise DecodeError("values must be a list")
-    from_list = HandleValue.from_list
     # each checked as decoded: the node needn't again
     if stamp is not None and not remember:
-        return checked_decoded([from_list(v, False, stamp) for v in raw])
-    return checked_decoded([from_list(v, remember) for v in raw])
+        return checked_decoded(HandleValue.from_lists(raw, False, stamp))
+    return checked_decoded(HandleValue.from_lists(raw, remember))
 
 
 def _str(raw: Any, what: str, limit: int = MAX_HANDLE_BYTES) -> str:

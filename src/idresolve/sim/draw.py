@@ -38,7 +38,7 @@ def _h2(x: float) -> float:  # expm1(x) / x, smooth at 0
 class Zipf:
     """Zipf ranks (see the module docstring); ``draw()`` gives 0 for the most popular."""
 
-    __slots__ = ("n", "s", "rng", "_hx1", "_hn", "_c")
+    __slots__ = ("n", "s", "rng", "_hx1", "_hn", "_c", "draw")
 
     def __init__(self, n: int, s: float, rng: random.Random) -> None:
         if n < 1 or not s > 0:
@@ -47,6 +47,7 @@ class Zipf:
         self._hx1 = self._hi(1.5) - 1.0
         self._hn = self._hi(n + 0.5)
         self._c = 2.0 - self._hii(self._hi(2.5) - math.exp(-s * math.log(2.0)))
+        self.draw: Callable[[], int] = self._drawer()  # ``draw()``: a rank, 0 the most popular
 
     def _hi(self, x: float) -> float:
         lx = math.log(x)
@@ -56,21 +57,25 @@ class Zipf:
         t = max(-1.0, x * (1.0 - self.s))
         return math.exp(_h1(t) * x)
 
-    def draw(self) -> int:
-        # ``_hii`` and ``_h1`` written out (the same operations in the same order, so the same ranks): one
-        # draw per arrival, and the two calls were a third of it.
-        rnd, hn, span, n, s, c = self.rng.random, self._hn, self._hx1 - self._hn, self.n, self.s, self._c
-        one_s, log1p, exp = 1.0 - s, math.log1p, math.exp
-        while True:
-            u = hn + rnd() * span
-            t = u * one_s
-            if t < -1.0:
-                t = -1.0
-            x = exp((log1p(t) / t if abs(t) > 1e-8 else 1.0 - t * (0.5 - t * (1.0 / 3.0 - 0.25 * t))) * u)
-            k = int(x + 0.5)
-            k = 1 if k < 1 else n if k > n else k
-            if k - x <= c or u >= self._hi(k + 0.5) - exp(-s * math.log(k)):
-                return k - 1
+    def _drawer(self) -> Callable[[], int]:
+        # A closure over the constants (one draw per arrival, and reading them off the instance was a sixth of
+        # it); ``_hii`` and ``_h1`` written out, the same operations in the same order, so the same ranks.
+        rnd, hn, span, n, s, c, hi = self.rng.random, self._hn, self._hx1 - self._hn, self.n, self.s, self._c, self._hi
+        one_s, log1p, exp, log = 1.0 - s, math.log1p, math.exp, math.log
+
+        def draw() -> int:
+            while True:
+                u = hn + rnd() * span
+                t = u * one_s
+                if t < -1.0:
+                    t = -1.0
+                x = exp((log1p(t) / t if abs(t) > 1e-8 else 1.0 - t * (0.5 - t * (1.0 / 3.0 - 0.25 * t))) * u)
+                k = int(x + 0.5)
+                k = 1 if k < 1 else n if k > n else k
+                if k - x <= c or u >= hi(k + 0.5) - exp(-s * log(k)):
+                    return k - 1
+
+        return draw
 
 
 Block = tuple[list[float], list[int], list[int], list[str]]  # times, recursive index, kind, identifier

@@ -210,7 +210,7 @@ class Engine:
         request = Request(0, OpCode.RESOLUTION, handle, self.flags)
         walk = rec.node.begin(request, start)
         finish = srv.occupy(t, start, self._walk_s)
-        token = [walk, t, request, True]
+        token = [walk, t, request, True, hour]  # the walk, its arrival, request, alive, the hour counting it
         if walk.finished:
             self._done(rec, token, finish)
         else:
@@ -224,7 +224,7 @@ class Engine:
             self._done(rec, token, now)
             return
         upstream, request = hop
-        self.stats.hour(token[1]).upstream += 1
+        token[4].upstream += 1
         conn = rec.connection(upstream.address)
         rid, frame = conn.send(request, token)
         deadline = now + rec.hop_timeout_s
@@ -295,11 +295,10 @@ class Engine:
         self._hop(rec, token, finish)
 
     def _done(self, rec: SimRecursive, token: list[Any], now: float) -> None:
-        walk, t0, request = token[0], token[1], token[2]
+        walk, t0, request, hour = token[0], token[1], token[2], token[4]
         rec.active.pop(id(token), None)
         done = walk.done
         resp = rec.node.respond(request, done)
-        hour = self.stats.hour(t0)
         if done.cached:
             hour.hits += 1
         stats = self.stats
@@ -323,10 +322,13 @@ class Engine:
                     add(self.hop_nodes.setdefault(h.node, {}), h.elapsed_us)
         if done.failure is not None:
             stats.failures[done.failure.value] = stats.failures.get(done.failure.value, 0) + 1
-        self._answered(t0, now, resp.code, done.cached, done.failure in TIMEOUT_FAILURES)
+        self._answered(t0, now, resp.code, done.cached, done.failure in TIMEOUT_FAILURES, hour)
 
-    def _answered(self, t0: float, now: float, code: int, cached: bool, timed_out: bool = False) -> None:
-        hour = self.stats.hour(t0)
+    def _answered(self, t0: float, now: float, code: int, cached: bool, timed_out: bool = False,
+                  hour: Any = None) -> None:
+        """``hour``: the hour that counts an arrival at ``t0`` (the engine's ``hour`` then), if known."""
+        if hour is None:
+            hour = self.stats.hour(t0)
         latency = now - t0 + self._client_s
         if latency > self.client_timeout_s:  # the client gave up: it waited the timeout
             latency, timed_out = self.client_timeout_s, True
@@ -364,7 +366,7 @@ class Engine:
         if isinstance(node, SimRecursive):  # its walks in progress die with it: their clients see an error
             for token in node.active.values():
                 token[3] = False
-                self._answered(token[1], t, ResponseCode.ERROR, False)
+                self._answered(token[1], t, ResponseCode.ERROR, False, False, token[4])
             node.active.clear()
 
     def recover(self, name: str, t: float) -> None:

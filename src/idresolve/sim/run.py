@@ -90,26 +90,25 @@ def _key_source(w: Workload, space: IdentifierSpace, rng: Any, keys: list[str],
         return itertools.cycle(keys).__next__
     total, of_rank, place = space.total, space.handle_of_rank, space.place_of_rank
     draw = Zipf(total, w.zipf_exponent, rng).draw if w.keys == "zipf" else lambda: rng.randrange(total)
-    memo: list[str | None] = [None] * min(MEMO_RANKS, total)
+    # The most popular ranks' identifiers, each with its prefix's demand (None: always kept), made once.
+    memo: list[tuple[str, float | None] | None] = [None] * min(MEMO_RANKS, total)
     limit, rnd, demand = len(memo), rng.random, low_demand.get
 
     def key() -> str:
         for _ in range(1000):  # bounded: a demand of 0 everywhere cannot loop forever
             r = draw()
             if r < limit:
-                h = memo[r]
-                if h is None:
-                    h = memo[r] = of_rank(r)
-                if not low_demand:
+                known = memo[r]
+                if known is None:
+                    h = of_rank(r)
+                    known = memo[r] = (h, demand(h[:h.index("/")]) if low_demand else None)
+                h, d = known
+                if d is None or rnd() < d:
                     return h
-                d = demand(h[:h.index("/")])
             else:
                 p, k = place(r)
-                if low_demand and (d := demand(p.prefix)) is not None and rnd() >= d:
-                    continue  # drawn again: its name is never written
-                return p.handle(k)
-            if d is None or rnd() < d:
-                return h
+                if not low_demand or (d := demand(p.prefix)) is None or rnd() < d:
+                    return p.handle(k)  # else drawn again: its name is never written
         return of_rank(r)
 
     return key
