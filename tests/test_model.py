@@ -681,3 +681,23 @@ def test_decoded_values_are_shared_and_still_checked() -> None:
     for _ in range(2):
         with pytest.raises(InvalidValue):
             HandleValue.from_list([0, "URL", b"x", 86400, 0, 14, []])
+
+
+def test_values_decoded_and_encoded_a_list_at_a_time_are_those_of_one_at_a_time() -> None:
+    from idresolve.core.errors import InvalidValue
+    from idresolve.core.values import HandleValue
+
+    raws = [[1, "URL", b"https://example.cn/a", 86400, 1700000000, 14, []],  # the usual shape
+            [2, "VLIST", b"", 3600, 0, 14, [["88.118/x", 1]]],  # references: the general path
+            [3, "EMAIL", b"a@example.cn", 60, 5, 0x1F, []],  # permissions masked to four bits
+            [2001, "batchNumber", b"2106023", 86400, 1700000000, 14, []]]
+    many = HandleValue.from_lists([list(r) for r in raws])
+    assert many == [HandleValue.from_list(list(r)) for r in raws]
+    assert many[1].refs == (("88.118/x", 1),) and many[2].perms == 0xF
+    stamped = HandleValue.from_lists([list(r) for r in raws], False, 42)
+    assert [v.timestamp for v in stamped] == [42] * len(raws)
+    with pytest.raises(InvalidValue):  # one bad value refuses the list, wherever it is
+        HandleValue.from_lists([raws[0], [0, "URL", b"x", 86400, 0, 14, []]])
+    assert (msgpack.packb(HandleValue.to_lists(many), use_bin_type=True)
+            == msgpack.packb([v.to_list() for v in many], use_bin_type=True))
+    assert HandleValue.from_lists(msgpack.unpackb(msgpack.packb(HandleValue.to_lists(many), use_bin_type=True))) == many
