@@ -260,3 +260,21 @@ def test_progress_draws_on_its_stream_and_ends_the_line(tmp_path: Any) -> None:
     q.add(4)
     q.finish()
     assert quiet.getvalue() == ""
+
+
+def test_answer_written_out_init_sets_every_field() -> None:
+    """``Answer`` sets its slots in a written-out __init__ (one per walk, twice): every field, with the
+    class's defaults, frozen and compared by identity."""
+    import inspect
+
+    from idresolve.core.answers import Answer
+
+    params = list(inspect.signature(Answer.__init__).parameters.values())[1:]
+    assert [p.name for p in params] == [f.name for f in dataclasses.fields(Answer)]
+    for p, f in zip(params, dataclasses.fields(Answer), strict=True):
+        assert p.default == (inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default), f.name
+    a = Answer(1)
+    assert (a.code, a.values, a.referrer, a.expires_at) == (1, (), None, float("inf"))
+    assert Answer(303, (), "0.NA/88.1", 5.0).referrer == "0.NA/88.1" and a != Answer(1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.code = 2  # type: ignore[misc]

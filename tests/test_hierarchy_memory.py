@@ -918,3 +918,34 @@ def test_a_walk_whose_upstream_never_answers_fails_with_a_typed_reason(hier: Hie
     assert walk.next_hop(100.0) is not None
     walk.timed_out(102.0)  # the secondary does not answer
     assert walk.done.failure == Failure.UPSTREAM_TIMEOUT
+
+
+def test_a_node_covers_its_configured_prefixes_and_every_prefix_derived_from_them() -> None:
+    """``covers`` looks up a prefix's ancestors among the configured prefixes: the same answers as comparing
+    each configured prefix with ``is_under`` (case folded; ``88.10`` is not under ``88.1``)."""
+    from idresolve.core.handles import is_under
+
+    node = AuthoritativeNode(MemoryStore(), ["88", "86.100", "20.500.12"], name="t")
+    for p in ["88", "88.118", "88.118.8.12", "86", "86.100", "86.1000", "86.100.1", "20.500", "20.500.12",
+              "20.500.123", "20.500.12.x.y", "89", "8", "0.NA", "X", "88.", "88..1"]:
+        expected = any(is_under(p, c) for c in node.configured)
+        assert node.covers(p) is expected and node.covers(p.upper()) is expected, p
+
+
+def test_answers_are_cached_for_their_shortest_ttl_under_the_cap() -> None:
+    r = RecursiveResolver([Upstream("top", "127.0.0.1", 40001)], ttl_cap_s=600.0)
+    vals = (HandleValue(1, "URL", b"a", 900), HandleValue(2, "EMAIL", b"b", 300), HandleValue(3, "DESC", b"c", 86400))
+    assert r.ttl_of(vals) == 300.0 and r.ttl_of(vals[:1]) == 600.0 and r.ttl_of(vals[2:]) == 600.0
+    assert r.ttl_of(()) == 0.0 and r.ttl_of((HandleValue(1, "URL", b"a", 0),)) == 0.0
+    assert isinstance(r.ttl_of(vals), float)
+
+
+def test_a_cached_referral_s_trace_step_is_made_once_per_prefix_and_bounded() -> None:
+    r = RecursiveResolver([Upstream("top", "127.0.0.1", 40001)], cache_entries=10)
+    hop = r.cached_referral_hop("88.118")
+    assert (hop.node, hop.address, hop.code, hop.elapsed_us, hop.cached) == (
+        "cache", "referral for 88.118", ResponseCode.PREFIX_REFERRAL, 0, True)
+    assert r.cached_referral_hop("88.118") is hop
+    for i in range(5000):  # prefixes without end: the memo stays as small as the referral cache
+        r.cached_referral_hop(f"88.{i}")
+    assert len(r._referral_hops) <= r.referrals.max_entries

@@ -230,3 +230,15 @@ def test_latency_spec_defaults_and_int_coercion() -> None:
     spec = LatencySpec(inter_province_rtt_ms=39)
     assert spec.inter_province_rtt_ms == 39.0 and isinstance(spec.inter_province_rtt_ms, float)
     assert LatencySpec() == LatencySpec(30.0, 0.005, 1.5, 0.1, 0.02, 0.0)
+
+
+@pytest.mark.parametrize("jitter_ms, loss", [(0.0, 0.0), (2.0, 0.0), (0.0, 0.2), (3.0, 0.1)])
+def test_a_sampler_draws_what_sample_from_base_draws(jitter_ms: float, loss: float) -> None:
+    """The simulator samples every message through ``sampler``: the same delays and losses, from the
+    same random streams, as ``sample_from_base_ms``."""
+    model = LatencyModel(LatencySpec(jitter_ms=jitter_ms, loss=loss))
+    a, b = random.Random(5), random.Random(5)
+    sample = model.sampler(b)
+    bases = [0.5, 1.0, 7.5, 15.1] * 500
+    assert [model.sample_from_base_ms(x, a) for x in bases] == [sample(x) for x in bases]
+    assert a.random() == b.random()  # as many draws taken

@@ -701,3 +701,26 @@ def test_values_decoded_and_encoded_a_list_at_a_time_are_those_of_one_at_a_time(
     assert (msgpack.packb(HandleValue.to_lists(many), use_bin_type=True)
             == msgpack.packb([v.to_list() for v in many], use_bin_type=True))
     assert HandleValue.from_lists(msgpack.unpackb(msgpack.packb(HandleValue.to_lists(many), use_bin_type=True))) == many
+
+
+def test_values_found_in_the_decoded_memo_keep_exact_types() -> None:
+    """Decoders give arrays as tuples, and a value decoded before is found by its compact form: but 1.0 and
+    True equal 1, so a float or a bool where an int belongs is refused even when the value it equals is in
+    the memo; a list is decoded as the tuple it equals."""
+    from idresolve.core.errors import InvalidValue
+    from idresolve.core.values import HandleValue
+
+    good = (7, "URL", b"https://example.cn/memo", 86400, 1700000000, 14, ())
+    first = HandleValue.from_lists([good])[0]
+    assert HandleValue.from_lists([good])[0] is first  # the memo's
+    assert HandleValue.from_lists([list(good[:6]) + [[]]])[0] is first  # a list: the same value
+    for i, bad in ((3, 86400.0), (4, 1700000000.0), (5, 14.0), (0, 7.0)):
+        raw = good[:i] + (bad,) + good[i + 1:]
+        assert raw == good and hash(raw) == hash(good)
+        with pytest.raises(InvalidValue):
+            HandleValue.from_lists([raw])
+    for unhashable in ((7, "URL", b"x", 86400, 0, 14, {}), (7, "URL", b"x", {}, 0, 14, ())):
+        with pytest.raises(InvalidValue):  # malformed, not a TypeError from the memo
+            HandleValue.from_lists([unhashable])
+    refs = HandleValue.from_lists([(8, "VLIST", b"", 60, 0, 14, (("88.1/x", 1),))])[0]
+    assert refs.refs == (("88.1/x", 1),)  # references as tuples, as the wire decodes them

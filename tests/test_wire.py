@@ -443,3 +443,47 @@ def test_whatever_the_fast_path_accepts_decodes_to_the_same_request(data: st.Dat
     got = plain_resolution(bytes(payload))
     if got is not None:
         assert decode_message(bytes(payload)) == Request(got[0], OpCode.RESOLUTION, got[1])
+
+
+def test_the_response_memo_keeps_referrals_and_decodes_them_once() -> None:
+    """A client's memo keeps referrals, which come again and again; answers with values name their
+    identifier and are decoded each time, never kept. A memo hit is what decoding gives, with its own id."""
+    from idresolve.core.site import Interface, Server, SiteInfo
+    from idresolve.core.values import HS_SITE
+    from idresolve.core.wire import ResponseMemo
+
+    site = SiteInfo(servers=(Server(1, "127.0.0.1", (Interface("TCP", 2641),)),)).to_bytes()
+    referral = Response(7, OpCode.RESOLUTION, ResponseCode.PREFIX_REFERRAL, "0.NA/88.118",
+                        values=(HandleValue(1, HS_SITE, site),))
+    answer = Response(8, OpCode.RESOLUTION, ResponseCode.SUCCESS, "88.118/x", values=(HandleValue(1, "URL", b"u"),))
+    codec, memo = Codec(), ResponseMemo()
+    for rid in (7, 300, 70_000, 2**40):
+        payload = codec.encode(Response(rid, *[getattr(referral, f) for f in ("opcode", "code", "handle", "values")]))
+        first = decode_message(payload, memo)
+        assert first == decode_message(payload) and first.request_id == rid
+    assert len(memo.entries) == 1  # the same referral after four request ids of different widths
+    again = decode_message(codec.encode(referral), memo)
+    assert again == referral and len(memo.entries) == 1
+    assert decode_message(codec.encode(answer), memo) == answer and len(memo.entries) == 1
+    for cut in (2, 3, 5, 7):  # a referral cut short is garbage, memo or not
+        with pytest.raises(DecodeError):
+            decode_message(codec.encode(referral)[:cut], memo)
+
+
+@pytest.mark.parametrize("keep_head", [False, True])
+def test_a_read_that_is_exactly_one_frame_is_that_frame(keep_head: bool) -> None:
+    """Most reads (and every message between simulated nodes) are one whole frame: given back at once,
+    and the same as the general path gives, with the same limits and the same state after."""
+    head, at = (20, 16) if keep_head else (4, 0)
+    def frame(body: bytes) -> bytes:
+        return b"\x01" * at + struct.pack(">I", len(body)) + b"\x02" * (head - at - 4) + body
+    one = frame(b"payload")
+    dec = FrameDecoder(max_frame=100, head=head, length_at=at, keep_head=keep_head)
+    assert dec.feed(one) == [one if keep_head else b"payload"] and dec.buffered == 0
+    assert dec.feed(one[:3]) == [] and dec.feed(one[3:]) == [one if keep_head else b"payload"]  # then pieces
+    with pytest.raises(FrameTooLarge):
+        FrameDecoder(max_frame=3, head=head, length_at=at, keep_head=keep_head).feed(one)
+    with pytest.raises(DecodeError):
+        FrameDecoder(head=head, length_at=at, keep_head=keep_head).feed(frame(b""))
+    two = FrameDecoder(max_frame=100, head=head, length_at=at, keep_head=keep_head)
+    assert len(two.feed(one + one[:5])) == 1 and two.buffered == 5  # a frame and a piece: the general path

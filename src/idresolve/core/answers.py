@@ -22,13 +22,13 @@ from dataclasses import dataclass
 
 from .codes import OpCode, ResponseCode
 from .handles import fold
-from .messages import Response
+from .messages import Response, slot_setters
 from .values import HandleValue
 
 ENCODED_ANSWERS = 100_000
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False, init=False)
 class Answer:
     """A node's answer to a resolution. Compared by identity (``eq=False``): two equal-looking Answers made
     at different times are different versions."""
@@ -38,15 +38,29 @@ class Answer:
     referrer: str | None = None  # a referral's prefix record (``0.NA/88.118``); None: the handle asked
     expires_at: float = math.inf  # when a cached copy stops being valid (recursive nodes: the TTL)
 
+    # Written out (as ``core.messages.Request``'s): every walk makes two, the authoritative node's and the
+    # recursive node's cached copy.
+    def __init__(self, code: int, values: tuple[HandleValue, ...] = (), referrer: str | None = None,
+                 expires_at: float = math.inf) -> None:
+        s = _ANSWER_SLOTS
+        s[0](self, code)
+        s[1](self, values)
+        s[2](self, referrer)
+        s[3](self, expires_at)
+
+
+_ANSWER_SLOTS = slot_setters(Answer)
+
 
 def answer_response(request_id: int, handle: str, answer: Answer) -> Response:
     """The Response to a plain resolution of ``handle`` whose Answer is ``answer``: what every surface sends
     (and encodes once) on its fast path. The handle echoes the client's spelling; a referral names its
     prefix record."""
-    return Response(request_id, OpCode.RESOLUTION, answer.code, answer.referrer or handle, values=answer.values)
+    return Response(request_id, _RESOLUTION, answer.code, answer.referrer or handle, answer.values)
 
 
 _SUCCESS = ResponseCode.SUCCESS  # an enum member's class attribute costs a lookup per read on 3.11
+_RESOLUTION = OpCode.RESOLUTION
 
 
 def select(values: tuple[HandleValue, ...], indexes: Sequence[int], types: Sequence[str]) -> tuple[int, tuple[HandleValue, ...]]:

@@ -111,18 +111,19 @@ def parse_handle(text: str) -> Handle:
         raise InvalidHandle("Empty handle invalid")
     if len(text) > MAX_HANDLE_CHARS:
         raise InvalidHandle(f"Handle longer than {MAX_HANDLE_CHARS} characters", handle=text[:64] + "...")
-    if _has_control(text) or "\ufffd" in text:
+    if _CONTROL.search(text) is not None or "\ufffd" in text:  # ``_has_control``, inlined: two parses a walk
         raise InvalidHandle("Handle holds a control character or invalid UTF-8", handle=None)
     prefix, sep, suffix = text.partition("/")
     if not sep:
         raise InvalidHandle("Handle has no slash between prefix and suffix", handle=text)
     if not suffix:
         raise InvalidHandle("Handle has an empty suffix", handle=text)
-    try:
-        check_prefix(prefix)
-    except InvalidHandle as exc:
-        raise InvalidHandle(exc.message, handle=text) from None
-    return Handle(text, prefix, suffix, fold(text))
+    if prefix not in _GOOD_PREFIXES:  # ``check_prefix``'s own first look, without the call
+        try:
+            check_prefix(prefix)
+        except InvalidHandle as exc:
+            raise InvalidHandle(exc.message, handle=text) from None
+    return Handle(text, prefix, suffix, text.lower() if text.isascii() else text.translate(_ASCII_FOLD))  # fold()
 
 
 def is_prefix_record(text: str) -> bool:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import pairwise
 
 from .topology import LatencySpec, Location, Topology
@@ -100,6 +100,21 @@ class LatencyModel:
         bound = JITTER_CLIP_SIGMAS * s.jitter_ms
         noise = min(bound, max(-bound, rng.gauss(0.0, s.jitter_ms)))
         return max(0.0, base + noise)
+
+    def sampler(self, rng: random.Random) -> Callable[[float], float | None]:
+        """``sample(base)``: ``sample_from_base_ms(base, rng)`` as a closure over the spec's figures, the same
+        operations in the same order, so the same draws (the simulator samples every message this way)."""
+        loss, jitter, rnd, gauss = self.spec.loss, self.spec.jitter_ms, rng.random, rng.gauss
+        bound = JITTER_CLIP_SIGMAS * jitter
+
+        def sample(base: float) -> float | None:
+            if loss > 0.0 and rnd() < loss:
+                return None
+            if jitter <= 0.0:
+                return base
+            return max(0.0, base + min(bound, max(-bound, gauss(0.0, jitter))))
+
+        return sample
 
     def round_trip_ms(self, a: Location, b: Location) -> float:
         """Base delay there and back (without jitter or loss)."""

@@ -53,8 +53,9 @@ class Record:
         if len(blob) > MAX_RECORD_BYTES:
             raise DecodeError("record larger than the limit")
         try:
-            handle, raw_values = msgpack.unpackb(blob, raw=False, use_list=True, strict_map_key=True)
-            if not isinstance(handle, str) or not isinstance(raw_values, list):
+            # Arrays as tuples, as the wire decodes them (``HandleValue.from_lists``).
+            handle, raw_values = msgpack.unpackb(blob, raw=False, use_list=False, strict_map_key=True)
+            if not isinstance(handle, str) or not isinstance(raw_values, tuple):
                 raise TypeError("record must be [handle, values]")
             values = tuple(HandleValue.from_lists(raw_values))
         except (ValueError, TypeError, InvalidValue, msgpack.UnpackException) as exc:

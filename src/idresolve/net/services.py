@@ -83,7 +83,7 @@ class AuthoritativeService:
         return hit
 
     def handle(self, req: Request) -> Response | Awaitable[Response]:
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() if self.observe is not None else 0.0  # timed only when observed
         if not self.allow_writes and (req.opcode in WRITE_OPCODES or req.auth is not None):
             resp = error_response(req.request_id, req.opcode, ResponseCode.INVALID_ADMIN,
                                   "credentials and writes are refused on this listener: it is beyond loopback "
@@ -95,7 +95,7 @@ class AuthoritativeService:
                 if self.templates is not None:
                     return self._with_templates(req, need, self.templates, t0)
                 resp = _refused(req, need.without_resolver())
-        return self._observed(req, resp, t0)
+        return resp if self.observe is None else self._observed(req, resp, t0)
 
     async def _with_templates(self, req: Request, need: TemplateNeeded, fetch: FetchTemplates, t0: float) -> Response:
         """Fetch the templates a write needs, then answer it once more (a second need answers as it is)."""

@@ -43,7 +43,6 @@ from ..core.handles import (
     derived_prefixes,
     fold,
     is_prefix_record,
-    is_under,
     parent_prefix,
     parse_handle,
     prefix_handle,
@@ -77,6 +76,7 @@ MAX_USES_SCAN = 5_000  # records read by one template-uses call (each is a store
 TEMPLATE_SUFFIX = "tpl-"  # folded: template records are named <prefix>/TPL-<name>
 DEFAULT_ADMIN_INDEX = 100
 ANSWER_CACHE_ENTRIES = 100_000
+_PREFIX_REFERRAL = ResponseCode.PREFIX_REFERRAL  # read on the hot path (an enum member off its class: ~75 ns)
 
 
 class ItemResult(NamedTuple):
@@ -191,7 +191,16 @@ class AuthoritativeNode:
             self.hosted.add(prefix)
 
     def _under_configured(self, prefix: str) -> bool:
-        return any(is_under(prefix, c) for c in self.configured)
+        """True when ``prefix`` is a configured prefix or derives from one (``88.118.8`` under ``88``): its
+        ancestors are looked up, no configured prefix compared (a top-level node asks this of every
+        identifier of a prefix nobody registered)."""
+        configured = self.configured
+        p = fold(prefix)
+        while p not in configured:
+            p, dot, _ = p.rpartition(".")
+            if not dot:
+                return False
+        return True
 
     @property
     def prefixes(self) -> list[str]:
@@ -334,7 +343,7 @@ class AuthoritativeNode:
             if len(answers) >= self.answer_entries:
                 answers.popitem(last=False)
             answers[key] = hit
-        elif hit.code == ResponseCode.PREFIX_REFERRAL and not refer:
+        elif hit.code == _PREFIX_REFERRAL and not refer:
             raise NotResponsible("That prefix doesn't live here", handle=text)
         return hit
 

@@ -124,7 +124,7 @@ def answer(node: AuthoritativeNode, req: Request, now: float, extra: dict[int, H
         return error_response(req.request_id, req.opcode, ResponseCode.OPERATION_NOT_SUPPORTED,
                               f"unknown opcode {req.opcode}", req.handle)
     try:
-        caller = _caller(node, req)
+        caller = None if req.auth is None else _caller(node, req)  # most requests are anonymous
         resp = handler(node, req, caller, now)
     except defer:
         raise

@@ -23,6 +23,9 @@ from ..core.handles import fold
 from ..core.messages import FLAG_AUTHORITATIVE, FLAG_TRACE, Request, Response, error_response
 from .recursive import Ask, Done, RecursiveResolver, Resolution, Upstream
 
+# Enum members read on hot paths, as module constants: a member read off its class costs ~75 ns on 3.11.
+_SUCCESS, _RESOLUTION = ResponseCode.SUCCESS, OpCode.RESOLUTION
+
 
 class Walk:
     """Drives one ``Resolution`` for one client request: hands out each hop, takes back its outcome."""
@@ -42,7 +45,7 @@ class Walk:
         self.node.upstream_requests += 1
         # No TRACE flag upstream: hops are named from the HS_SITE, and the upstream's answer cache (which
         # serves plain requests only) applies.
-        return step.target, Request(0, OpCode.RESOLUTION, step.handle, hops=step.hops)
+        return step.target, Request(0, _RESOLUTION, step.handle, hops=step.hops)
 
     def answered(self, response: Response, now: float) -> None:
         self.resolution.on_response(response, now, int((now - self._sent_at) * 1e6))
@@ -100,12 +103,12 @@ class RecursiveNode:
     def respond(self, request: Request, done: Done) -> Response:
         """The client's answer: filters applied, the trace and node name when asked for."""
         code, values = done.code, done.values
-        if code == ResponseCode.SUCCESS and (request.indexes or request.types):
+        if code == _SUCCESS and (request.indexes or request.types):
             code, values = select(values, request.indexes, request.types)
-        traced = bool(request.flags & FLAG_TRACE)
-        return Response(request.request_id, request.opcode, code, request.handle, values=values,
-                        message=done.message, node=self.name if traced else "",
-                        trace=done.trace if traced else ())
+        if request.flags & FLAG_TRACE:
+            return Response(request.request_id, request.opcode, code, request.handle, values, done.message,
+                            self.name, done.trace)
+        return Response(request.request_id, request.opcode, code, request.handle, values, done.message)
 
     def answer_other(self, request: Request) -> Response:
         """What a recursive node says to anything but a resolution."""

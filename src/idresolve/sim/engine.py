@@ -44,6 +44,8 @@ MASK = (1 << 61) - 1
 #: makes in cycles (585 objects in that hour) is still collected.
 RUN_GC_YOUNG = 50_000
 TIMEOUT_FAILURES = frozenset({Failure.UPSTREAM_TIMEOUT, Failure.NO_UPSTREAM})
+# Enum members read on hot paths, as module constants: a member read off its class costs ~75 ns on 3.11.
+_SUCCESS, _RESOLUTION = ResponseCode.SUCCESS, OpCode.RESOLUTION
 Handler = Callable[[float, Any], None]
 
 
@@ -202,12 +204,12 @@ class Engine:
                 code = hit.code
                 codes = self.stats.codes
                 codes[code] = codes.get(code, 0) + 1
-                if code == ResponseCode.SUCCESS:
+                if code == _SUCCESS:
                     hour.ok += 1
                 else:
                     self._count_code(hour, code)
                 return
-        request = Request(0, OpCode.RESOLUTION, handle, self.flags)
+        request = Request(0, _RESOLUTION, handle, self.flags)
         walk = rec.node.begin(request, start)
         finish = srv.occupy(t, start, self._walk_s)
         token = [walk, t, request, True, hour]  # the walk, its arrival, request, alive, the hour counting it
@@ -233,7 +235,10 @@ class Engine:
         if out is None:
             self.at(deadline, self._hop_timeout, (rec, conn, rid, token))
             return
-        self.at(now + out, self._arrive, (rec, conn, rid, frame, token, deadline, target, self._hop_answer))
+        # ``self.at``, written out here and for the answer in ``_arrive``: every hop schedules these two.
+        heapq.heappush(self.heap, (now + out, self.seq, self._arrive,
+                                   (rec, conn, rid, frame, token, deadline, target, self._hop_answer)))
+        self.seq += 1
 
     def _arrive(self, t: float, arg: tuple[Any, ...]) -> None:
         """A request reaches an authoritative node: queue, shed or serve, and send the answer back."""
@@ -258,7 +263,8 @@ class Engine:
         if back is None or finish + back > deadline:
             self.at(deadline, client.timeout_handler, (client, conn, rid, token))
             return
-        self.at(finish + back, on_answer, (client, conn, data, token, target, t))
+        heapq.heappush(self.heap, (finish + back, self.seq, on_answer, (client, conn, data, token, target, t)))
+        self.seq += 1
 
     def _refused(self, t: float, arg: tuple[Any, ...]) -> None:
         client, conn, rid, token = arg
@@ -338,7 +344,7 @@ class Engine:
         codes[code] = codes.get(code, 0) + 1
         if timed_out:
             hour.timeouts += 1
-        elif code == ResponseCode.SUCCESS:
+        elif code == _SUCCESS:
             hour.ok += 1
         else:
             self._count_code(hour, code)

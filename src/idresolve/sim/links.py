@@ -26,6 +26,7 @@ class Links:
         self.where = where
         self.rng = rng
         self.model = LatencyModel.for_topology(topology, scenario)
+        self._sample = self.model.sampler(rng)  # ``model.sample_from_base_ms(base, rng)``, the same draws
         self.scenario = scenario or topology.default_scenario
         self.degraded: dict[tuple[str, str], tuple[float, float, float]] = {}  # (a, b) -> factor, add s, loss
         self.side: dict[str, int] = {}  # partition: node -> side (absent: side 0)
@@ -55,6 +56,7 @@ class Links:
 
     def set_scenario(self, scenario: str) -> None:
         self.model = LatencyModel.for_topology(self.topology, scenario)
+        self._sample = self.model.sampler(self.rng)
         self.scenario = scenario
         self._base_ms = {}
 
@@ -63,7 +65,7 @@ class Links:
         if base is None:
             where = self.where
             base = self._base_ms[(a, b)] = self.model.base_one_way_ms(where[a], where[b])
-        ms = self.model.sample_from_base_ms(base, self.rng)
+        ms = self._sample(base)
         if ms is None:
             self.lost += 1
             return None

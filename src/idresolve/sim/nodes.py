@@ -36,6 +36,8 @@ from ..nodes.pipeline import RecursiveNode
 CACHED, QUERY, WRITE, BUSY = "auth_cached", "auth_query", "auth_write", "busy"
 WRITE_OPS = frozenset({OpCode.CREATE_HANDLE, OpCode.DELETE_HANDLE, OpCode.ADD_VALUE, OpCode.REMOVE_VALUE,
                        OpCode.MODIFY_VALUE, OpCode.REGISTRY_SYNC})
+# Enum members read on hot paths, as module constants: a member read off its class costs ~75 ns on 3.11.
+_RESOLUTION, _BATCH_CREATE = OpCode.RESOLUTION, OpCode.BATCH_CREATE
 
 
 class VirtualLag:
@@ -160,7 +162,7 @@ class SimAuthoritative:
                 if hit is not None:
                     out.append(conn.answer_cached(rid, handle, hit))
                     continue
-                event = Request(rid, OpCode.RESOLUTION, handle)
+                event = Request(rid, _RESOLUTION, handle)
             elif isinstance(event, Request):
                 if event.is_plain_resolution and 0 <= event.request_id < 2**32:
                     hit = service.cached(event.handle)
@@ -171,7 +173,7 @@ class SimAuthoritative:
                 out.append(event.data)
                 continue
             assert isinstance(event, Request)
-            if event.opcode == OpCode.BATCH_CREATE:
+            if event.opcode == _BATCH_CREATE:
                 op, self.last_items = WRITE, self.last_items + len(event.items)
             elif op != WRITE:
                 op = WRITE if event.opcode in WRITE_OPS else QUERY

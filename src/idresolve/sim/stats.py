@@ -27,8 +27,13 @@ def bucket(us: int) -> int:
 
 
 def add(hist: dict[int, int], us: int) -> None:
-    b = bucket(us)
-    hist[b] = hist.get(b, 0) + 1
+    """Count ``us`` in its bucket (``bucket`` written out: a walk counts two)."""
+    if us >= 2048:
+        s = us.bit_length() - 11
+        us = ((us >> s) << s) + (1 << (s - 1))
+    elif us < 0:
+        us = 0
+    hist[us] = hist.get(us, 0) + 1
 
 
 def merge(into: dict[int, int], other: Mapping[int, int]) -> dict[int, int]:
