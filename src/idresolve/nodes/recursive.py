@@ -264,7 +264,7 @@ class Resolution:
 
     def _done(self, code: int, values: tuple[HandleValue, ...] = (), message: str = "", *,
               failure: Failure | None = None, answer: Answer | None = None) -> None:
-        self.step = Done(code, self.handle, values, message, tuple(self.trace), failure=failure, answer=answer)
+        self.step = Done(code, self.handle, values, message, tuple(self.trace), False, failure, answer)
 
     def _cache(self, code: int, values: tuple[HandleValue, ...], ttl_s: float, now: float) -> Answer | None:
         if ttl_s <= 0:
