@@ -241,9 +241,10 @@ class ResponseMemo:
     """Decoded referrals by their bytes after the request id, so a referral seen before (the same one, again
     and again, to a recursive node) is not decoded and validated again. Bounded (oldest dropped) and only
     for small messages; the result is exactly what decoding would give. A client owns one and passes it to
-    ``decode_message``. Other answers are not kept: an answer with values names its identifier, and a
-    recursive node caches it rather than asking again (in a simulated peak hour the memo found almost
-    none of them again, and slicing, hashing and keeping each one cost 1.5 % of the run's instructions)."""
+    ``decode_message``. Other answers are not kept. One with values names its identifier, and the recursive
+    node caches it: in a simulated peak hour 6 of 136,477 were seen again. A not-found answer repeats while
+    nothing caches it (44 % of them did), but it holds no values and decodes cheaply: a memo of every answer
+    cost the run 1.5 % more instructions than none."""
 
     MAX_ENTRIES = 4096
     MAX_BYTES = 4096
