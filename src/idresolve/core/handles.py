@@ -37,10 +37,6 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # C0, DEL, C1, lone 
 _PREFIX_BAD = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff/]|\\s")
 
 
-def _has_control(text: str) -> bool:
-    return _CONTROL.search(text) is not None
-
-
 #: Prefixes already found sound: a bulk registration names one prefix thousands of times. Bounded.
 _GOOD_PREFIXES: set[str] = set()
 _MAX_GOOD_PREFIXES = 4096
@@ -111,7 +107,7 @@ def parse_handle(text: str) -> Handle:
         raise InvalidHandle("Empty handle invalid")
     if len(text) > MAX_HANDLE_CHARS:
         raise InvalidHandle(f"Handle longer than {MAX_HANDLE_CHARS} characters", handle=text[:64] + "...")
-    if _CONTROL.search(text) is not None or "\ufffd" in text:  # ``_has_control``, inlined: two parses a walk
+    if _CONTROL.search(text) is not None or "\ufffd" in text:
         raise InvalidHandle("Handle holds a control character or invalid UTF-8", handle=None)
     prefix, sep, suffix = text.partition("/")
     if not sep:

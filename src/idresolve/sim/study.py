@@ -2,9 +2,9 @@
 
 Each run is independent (its own cluster, seed and run number), so ``jobs`` processes run them at once
 (fork: the parent has imported everything already; it collects its garbage first, so that the children do
-not inherit what an earlier run left in cycles and each free its own copy of it). Every run writes its own directory
-(``OUT/<label>/report.json`` ...); the comparison page ``OUT/index.html`` and ``OUT/study.json`` hold all
-of them, the first being the baseline. ``compare_text`` prints what changed between reports.
+not inherit what an earlier run left in cycles and each free its own copy of it). Every run writes its own
+directory (``OUT/<label>/report.json`` ...); the comparison page ``OUT/index.html`` and ``OUT/study.json``
+hold all of them, the first being the baseline. ``compare_text`` prints what changed between reports.
 """
 
 from __future__ import annotations
